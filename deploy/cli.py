@@ -1,0 +1,5 @@
+"""`pedsearch stack ...` sub-commands (placeholder registration, filled by deploy.stack)."""
+
+
+def register(subparsers) -> None:
+    pass

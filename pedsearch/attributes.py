@@ -1,0 +1,171 @@
+"""The canonical attribute schema (``attribute_schema.yaml``) and its flat vector layout.
+
+Every model output, Milvus scalar field and query speaks this schema. A sample's attributes are a
+flat vector of ``dim`` probabilities, family after family, value after value; ``single``
+families hold one softmax group, ``multi`` families independent sigmoids.
+
+Example:
+    >>> s = AttributeSchema.default()
+    >>> s.index("upper_color", "red") < s.dim
+    True
+    >>> s.field_name("backpack", "yes")
+    'attr_backpack_yes'
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+import re
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+import numpy as np
+import yaml
+
+from pedsearch.errors import ConfigError, InvalidInput
+
+SCHEMA_FILE = pathlib.Path(__file__).with_name("attribute_schema.yaml")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    kind: Literal["single", "multi"]
+    values: tuple[str, ...]
+    offset: int  # first index of this family in the flat vector
+
+    @property
+    def slice(self) -> slice:
+        return slice(self.offset, self.offset + len(self.values))
+
+    @property
+    def is_binary(self) -> bool:
+        return self.kind == "single" and self.values == ("no", "yes")
+
+
+class AttributeSchema:
+    """Families of attribute values laid out as one flat vector.
+
+    Args:
+        families: mapping family name -> {"kind": "single"|"multi", "values": [...]}.
+        synonyms: mapping canonical value -> words a user may type for it.
+    """
+
+    def __init__(
+        self,
+        families: Mapping[str, Mapping[str, Any]],
+        synonyms: Mapping[str, list[str]] | None = None,
+        version: int = 1,
+    ) -> None:
+        self.version = version
+        fams: list[Family] = []
+        offset = 0
+        for name, spec in families.items():
+            kind = spec.get("kind")
+            values = tuple(str(v) for v in spec.get("values", ()))
+            if not _NAME.match(name) or kind not in ("single", "multi") or len(values) < 2:
+                raise ConfigError(f"attribute family {name!r} is malformed: {dict(spec)}")
+            if len(set(values)) != len(values) or not all(_NAME.match(v) for v in values):
+                raise ConfigError(f"attribute family {name!r} has bad or repeated values")
+            fams.append(Family(name, kind, values, offset))
+            offset += len(values)
+        self.families: tuple[Family, ...] = tuple(fams)
+        self._by_name = {f.name: f for f in fams}
+        self.dim = offset
+        self.synonyms = {k: [w.lower() for w in v] for k, v in (synonyms or {}).items()}
+        self._alias = {w: k for k, words in self.synonyms.items() for w in words}
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    @functools.cache
+    def default(cls) -> "AttributeSchema":
+        return cls.from_file(SCHEMA_FILE)
+
+    @classmethod
+    def from_file(cls, path: pathlib.Path) -> "AttributeSchema":
+        return cls.from_dict(yaml.safe_load(pathlib.Path(path).read_text()))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "AttributeSchema":
+        return cls(data["families"], data.get("synonyms"), int(data.get("version", 1)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "families": {f.name: {"kind": f.kind, "values": list(f.values)} for f in self.families},
+            "synonyms": self.synonyms,
+        }
+
+    # -- lookup ---------------------------------------------------------------------------------
+    def family(self, name: str) -> Family:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            known = ", ".join(self._by_name)
+            raise InvalidInput(f"unknown attribute {name!r}; known: {known}") from None
+
+    def canonical_value(self, family: str, value: str) -> str:
+        """Map a user's word (``grey``, ``woman``, ``true``) to the family's canonical value."""
+        fam = self.family(family)
+        v = value.strip().lower()
+        v = v if v in fam.values else self._alias.get(v, v)
+        if v not in fam.values:
+            raise InvalidInput(
+                f"unknown value {value!r} for attribute {family!r}; known: {', '.join(fam.values)}"
+            )
+        return v
+
+    def index(self, family: str, value: str) -> int:
+        fam = self.family(family)
+        return fam.offset + fam.values.index(self.canonical_value(family, value))
+
+    def names(self) -> list[str]:
+        """Flat names ``family=value``, in vector order."""
+        return [f"{f.name}={v}" for f in self.families for v in f.values]
+
+    def field_name(self, family: str, value: str) -> str:
+        """Milvus scalar field holding P(family=value)."""
+        return f"attr_{family}_{self.canonical_value(family, value)}"
+
+    def field_names(self) -> list[str]:
+        return [f"attr_{f.name}_{v}" for f in self.families for v in f.values]
+
+    # -- vectors --------------------------------------------------------------------------------
+    def encode(self, labels: Mapping[str, str | list[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """Labels -> (target, mask), both ``(dim,)`` float32.
+
+        A family absent from ``labels`` is unknown (mask 0). For a ``multi`` family the listed
+        values are 1 and the other values 0; for a ``single`` family exactly one value is given.
+        """
+        target = np.zeros(self.dim, np.float32)
+        mask = np.zeros(self.dim, np.float32)
+        for name, val in labels.items():
+            fam = self.family(name)
+            vals = [val] if isinstance(val, str) else list(val)
+            if fam.kind == "single" and len(vals) != 1:
+                raise InvalidInput(f"attribute {name!r} takes one value, got {vals}")
+            for v in vals:
+                target[self.index(name, v)] = 1.0
+            mask[fam.slice] = 1.0
+        return target, mask
+
+    def decode(self, probs: np.ndarray, threshold: float = 0.5) -> dict[str, str | list[str]]:
+        """Probabilities ``(dim,)`` -> most likely value per single family, values over
+        ``threshold`` per multi family (the single most likely one if none passes)."""
+        out: dict[str, str | list[str]] = {}
+        for f in self.families:
+            p = np.asarray(probs[f.slice])
+            if f.kind == "single":
+                out[f.name] = f.values[int(p.argmax())]
+            else:
+                hits = [v for v, q in zip(f.values, p) if q >= threshold]
+                out[f.name] = hits or [f.values[int(p.argmax())]]
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AttributeSchema) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(tuple((f.name, f.kind, f.values) for f in self.families))

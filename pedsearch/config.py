@@ -1,0 +1,251 @@
+"""Typed configuration: one YAML file (optionally over a ``_base_`` file) plus environment.
+
+Precedence, lowest first: field defaults < ``_base_`` file < the file itself < environment
+variables. Environment variables are ``PEDSEARCH_<SECTION>__<FIELD>``, for example
+``PEDSEARCH_KAFKA__BOOTSTRAP_SERVERS=broker:9092`` or ``PEDSEARCH_MILVUS__URI=http://m:19530``,
+so the very same code points at an external Kafka, Milvus, Redis and Ray cluster by address.
+The file is named by ``--config`` or ``PEDSEARCH_CONFIG``.
+
+Every model forbids unknown keys, so a typo in a file is an error with the key's path, not a
+silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from pedsearch.errors import ConfigError
+
+ENV_PREFIX = "PEDSEARCH_"
+CONFIG_ENV = "PEDSEARCH_CONFIG"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class KafkaConfig(Strict):
+    bootstrap_servers: str = Field("127.0.0.1:19092", description="host:port[,host:port...]")
+    frames_topic: str = Field("frames", min_length=1, description="topic of Frame envelopes")
+    dlq_topic: str = Field("frames.dlq", min_length=1, description="dead-letter topic")
+    consumer_group: str = Field("pedsearch-workers", min_length=1)
+    max_poll_records: int = Field(
+        8, ge=1, le=1000,
+        description="frames per poll; small so a batch always ends inside max_poll_interval_ms",
+    )
+    max_poll_interval_ms: int = Field(
+        30_000, ge=1000, le=3_600_000,
+        description="rebalance timeout; the embedded broker completes a group's first join "
+        "only after it has passed, so the local profile keeps it small",
+    )
+    session_timeout_ms: int = Field(10_000, ge=1000, le=300_000)
+    max_message_bytes: int = Field(
+        4 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024,
+        description="largest frame envelope accepted (producer, consumer and broker together)",
+    )
+    request_timeout_ms: int = Field(30_000, ge=1000, le=300_000)
+
+
+class MilvusConfig(Strict):
+    uri: str = Field("http://127.0.0.1:19530", description="Milvus server URI")
+    token: str = Field("", description="user:password or API token; empty for none")
+    alias: str = Field("detections", min_length=1, description="alias the gateway searches")
+    collection_prefix: str = Field("detections_", min_length=1)
+    index_type: Literal["HNSW", "IVF_FLAT", "IVF_SQ8", "FLAT"] = "HNSW"
+    index_params: dict[str, int] = Field(default_factory=lambda: {"M": 16, "efConstruction": 200})
+    search_params: dict[str, int] = Field(default_factory=lambda: {"ef": 64})
+    metric_type: Literal["IP", "L2", "COSINE"] = Field(
+        "IP", description="embeddings are L2-normalised, so IP is cosine"
+    )
+    shards_num: int = Field(1, ge=1, le=16)
+    timeout_s: float = Field(10.0, gt=0, le=600)
+
+
+class RedisConfig(Strict):
+    url: str = Field("redis://127.0.0.1:16379/0", description="redis:// or rediss:// URL")
+
+
+class RayConfig(Strict):
+    address: str | None = Field(
+        None, description="Ray cluster address (ray://host:10001 or auto); None starts Ray locally"
+    )
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray; None = all")
+
+
+class StackConfig(Strict):
+    """Ports and data of the embedded local stack (``pedsearch stack up``)."""
+
+    data_dir: pathlib.Path = Field(pathlib.Path(".pedsearch"), description="state, logs, pids")
+    host: str = Field("127.0.0.1", description="the stack binds loopback only")
+    kafka_port: int = Field(19092, ge=0, le=65535, description="0 = pick a free port")
+    milvus_port: int = Field(19530, ge=0, le=65535)
+    redis_port: int = Field(16379, ge=0, le=65535)
+    start_timeout_s: float = Field(180.0, gt=0, le=1800)
+
+
+class PathsConfig(Strict):
+    """Where third-party data and detector files are read from; never committed here."""
+
+    data_root: pathlib.Path | None = Field(
+        None, description="folder with peta/, mot17/, cuhk-pedes/, market1501-attribute/"
+    )
+    models_root: pathlib.Path | None = Field(
+        None, description="folder with detector files (yolo-fastest-1.1-body/, yolox-nano/)"
+    )
+    crops_dir: pathlib.Path = Field(pathlib.Path(".pedsearch/crops"))
+
+    def resolved_data_root(self) -> pathlib.Path | None:
+        """``data_root`` if set, else ``../shared/data`` beside a source checkout, if present."""
+        return self.data_root or _beside_checkout("data")
+
+    def resolved_models_root(self) -> pathlib.Path | None:
+        """``models_root`` if set, else ``../shared/models`` beside a source checkout."""
+        return self.models_root or _beside_checkout("models")
+
+
+class DetectorSpec(BaseModel):
+    """A detector plug-in by name; the other keys are checked by the plug-in's own model."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field("hog", min_length=1)
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class CameraConfig(Strict):
+    detector: DetectorSpec = Field(default_factory=DetectorSpec)
+    location: str = ""
+
+
+class TrackingConfig(Strict):
+    iou_threshold: float = Field(0.3, gt=0, lt=1, description="min IoU to continue a track")
+    max_age_frames: int = Field(5, ge=1, le=1000, description="frames a lost track survives")
+    min_hits: int = Field(2, ge=1, le=100, description="matched frames before a track counts")
+    window_s: float = Field(
+        4.0, gt=0, le=3600,
+        description="one crop per track and window: a person walking past is stored once per "
+        "window, not once per frame",
+    )
+    min_box_height: int = Field(48, ge=8, le=2000, description="smaller boxes are not stored")
+
+
+class WorkersConfig(Strict):
+    consumers: int = Field(1, ge=1, le=256, description="consumer actors in the group")
+    embedders: int = Field(1, ge=1, le=256, description="embedder actors in the pool")
+    embed_batch: int = Field(32, ge=1, le=1024)
+    max_inflight_batches: int = Field(
+        4, ge=1, le=1024, description="embedding batches in flight per consumer (backpressure)"
+    )
+    milvus_batch: int = Field(64, ge=1, le=10_000)
+    flush_interval_s: float = Field(
+        1.0, gt=0, le=60, description="longest a finished crop waits before it is written"
+    )
+    unknown_cameras: Literal["accept", "dead_letter"] = Field(
+        "accept", description="frames of a camera missing from `cameras` use the default detector"
+    )
+    default_detector: DetectorSpec = Field(default_factory=DetectorSpec)
+    use_gpu: bool | None = Field(None, description="None = use a GPU when Ray reports one")
+
+
+class ModelConfig(Strict):
+    bundle: pathlib.Path | None = Field(
+        None, description="model bundle folder; None = the default bundle shipped with pedsearch"
+    )
+
+
+class Settings(BaseSettings):
+    """The whole configuration of a pedsearch deployment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
+    )
+
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    milvus: MilvusConfig = Field(default_factory=MilvusConfig)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    stack: StackConfig = Field(default_factory=StackConfig)
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    cameras: dict[str, CameraConfig] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # environment beats the file, which arrives as init kwargs
+        return (env_settings, init_settings)
+
+    def camera(self, camera_id: str) -> CameraConfig | None:
+        """The configuration of ``camera_id``; ``None`` if it is not configured."""
+        return self.cameras.get(camera_id)
+
+
+def _read_yaml(path: pathlib.Path, seen: tuple[pathlib.Path, ...] = ()) -> dict[str, Any]:
+    path = path.expanduser().resolve()
+    if path in seen:
+        raise ConfigError(f"config {path} includes itself through _base_")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+    base = data.pop("_base_", None)
+    if base is None:
+        return data
+    merged = _read_yaml((path.parent / str(base)), (*seen, path))
+    return deep_merge(merged, data)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` wins; nested mappings merge key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Load settings from ``path`` (or ``$PEDSEARCH_CONFIG``) and the environment.
+
+    Args:
+        path: YAML file; ``None`` reads ``$PEDSEARCH_CONFIG`` if set, else defaults only.
+        overrides: section mappings merged over the file (for tests and CLI flags).
+
+    Raises:
+        ConfigError: unreadable file, unknown key, or a value out of bounds, with its path.
+    """
+    path = path or os.environ.get(CONFIG_ENV) or None
+    data = _read_yaml(pathlib.Path(path)) if path else {}
+    data = deep_merge(data, overrides)
+    try:
+        return Settings(**data)
+    except pydantic.ValidationError as exc:
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"invalid configuration{where}:\n{exc}") from exc
+
+
+def _beside_checkout(name: str) -> pathlib.Path | None:
+    guess = pathlib.Path(__file__).resolve().parents[2] / "shared" / name
+    return guess if guess.is_dir() else None
