@@ -1,0 +1,210 @@
+"""The Milvus collection of stored detections, one collection per model version behind an alias.
+
+Milvus 2.3 allows one vector field per collection, so the joint embedding is the vector field and
+every attribute probability is a FLOAT scalar field (``attr_<family>_<value>``), which lets a
+query filter hard on attributes and re-rank by them. ``camera_id`` is the partition key, so a
+camera filter prunes partitions instead of scanning them.
+
+Ids are deterministic (``hash(camera, track, window)``) and written with ``upsert``: a replay
+after a crash overwrites the same rows instead of adding copies (Milvus ``insert`` does not
+deduplicate primary keys).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from pymilvus import DataType, MilvusClient
+from pymilvus.exceptions import MilvusException
+
+from pedsearch.attributes import AttributeSchema
+from pedsearch.config import MilvusConfig
+from pedsearch.errors import ConfigError, NotReady, Unavailable
+
+log = logging.getLogger("pedsearch.schema")
+
+CAMERA_ID_MAX = 64
+CROP_REF_MAX = 512
+MODEL_VERSION_MAX = 64
+_COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+SCALAR_FIELDS = (
+    "id", "camera_id", "ts_us", "track_id", "frame_seq", "box_x", "box_y", "box_w", "box_h",
+    "det_score", "crop_ref", "model_version",
+)
+
+
+@dataclass
+class DetectionRow:
+    """One stored pedestrian; ``embedding`` is ``(D,)`` L2-normalised, ``attributes`` ``(A,)``."""
+
+    id: int
+    camera_id: str
+    ts_us: int
+    track_id: int
+    frame_seq: int
+    box: tuple[float, float, float, float]
+    det_score: float
+    crop_ref: str
+    model_version: str
+    embedding: Sequence[float]
+    attributes: Sequence[float]
+
+    def to_entity(self, schema: AttributeSchema) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "id": int(self.id),
+            "camera_id": self.camera_id,
+            "ts_us": int(self.ts_us),
+            "track_id": int(self.track_id),
+            "frame_seq": int(self.frame_seq),
+            "box_x": float(self.box[0]),
+            "box_y": float(self.box[1]),
+            "box_w": float(self.box[2]),
+            "box_h": float(self.box[3]),
+            "det_score": float(self.det_score),
+            "crop_ref": self.crop_ref,
+            "model_version": self.model_version,
+            "embedding": [float(x) for x in self.embedding],
+        }
+        for name, p in zip(schema.field_names(), self.attributes, strict=True):
+            row[name] = float(p)
+        return row
+
+
+def collection_name(cfg: MilvusConfig, model_version: str) -> str:
+    """``detections_<model version>``; raises if the result is not a legal Milvus name."""
+    name = f"{cfg.collection_prefix}{model_version}"
+    if not _COLLECTION_NAME.match(name):
+        raise ConfigError(
+            f"collection name {name!r} (prefix + model version) must be letters, digits and "
+            "underscores, starting with a letter or underscore"
+        )
+    return name
+
+
+def build_schema(client: MilvusClient, *, embed_dim: int, attributes: AttributeSchema):
+    """The collection schema for embeddings of ``embed_dim`` and the given attribute schema."""
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("camera_id", DataType.VARCHAR, max_length=CAMERA_ID_MAX, is_partition_key=True)
+    schema.add_field("ts_us", DataType.INT64)
+    schema.add_field("track_id", DataType.INT64)
+    schema.add_field("frame_seq", DataType.INT64)
+    for f in ("box_x", "box_y", "box_w", "box_h", "det_score"):
+        schema.add_field(f, DataType.FLOAT)
+    schema.add_field("crop_ref", DataType.VARCHAR, max_length=CROP_REF_MAX)
+    schema.add_field("model_version", DataType.VARCHAR, max_length=MODEL_VERSION_MAX)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=embed_dim)
+    for name in attributes.field_names():
+        schema.add_field(name, DataType.FLOAT)
+    return schema
+
+
+def connect(cfg: MilvusConfig) -> MilvusClient:
+    """A client for ``cfg.uri``; raises :class:`Unavailable` with the address if unreachable."""
+    try:
+        return MilvusClient(uri=cfg.uri, token=cfg.token or "", timeout=cfg.timeout_s)
+    except MilvusException as exc:
+        raise Unavailable(
+            f"cannot reach Milvus at {cfg.uri} ({exc}); start the local stack with "
+            "`pedsearch stack up` or set PEDSEARCH_MILVUS__URI"
+        ) from exc
+
+
+class DetectionCollections:
+    """Creates, loads and aliases the per-model-version detection collections.
+
+    Args:
+        client: a connected ``MilvusClient``.
+        cfg: Milvus configuration (alias, prefix, index).
+    """
+
+    def __init__(self, client: MilvusClient, cfg: MilvusConfig) -> None:
+        self.client = client
+        self.cfg = cfg
+
+    def ensure(
+        self, model_version: str, *, embed_dim: int, attributes: AttributeSchema,
+        make_alias: bool = True,
+    ) -> str:
+        """Create (if missing), index and load the collection of ``model_version``.
+
+        The alias is pointed at it only if the alias does not exist yet: moving an existing
+        alias to a new version is a roll-out step (:meth:`switch_alias`), not a side effect.
+
+        Returns:
+            The concrete collection name.
+        """
+        name = collection_name(self.cfg, model_version)
+        if not self.client.has_collection(name):
+            schema = build_schema(self.client, embed_dim=embed_dim, attributes=attributes)
+            index = self.client.prepare_index_params()
+            index.add_index(
+                field_name="embedding", index_type=self.cfg.index_type,
+                metric_type=self.cfg.metric_type, params=dict(self.cfg.index_params),
+            )
+            self.client.create_collection(
+                name, schema=schema, index_params=index, shards_num=self.cfg.shards_num,
+                consistency_level="Bounded",
+            )
+            log.info("created collection %s (dim %d, %s)", name, embed_dim, self.cfg.index_type)
+        else:
+            self._check_compatible(name, embed_dim, attributes)
+        self.wait_loaded(name)
+        if make_alias and self.resolve_alias() is None:
+            self.client.create_alias(name, self.cfg.alias)
+            log.info("alias %s -> %s", self.cfg.alias, name)
+        return name
+
+    def _check_compatible(self, name: str, embed_dim: int, attributes: AttributeSchema) -> None:
+        desc = self.client.describe_collection(name)
+        fields = {f["name"]: f for f in desc["fields"]}
+        dim = int(fields.get("embedding", {}).get("params", {}).get("dim", -1))
+        missing = [f for f in attributes.field_names() if f not in fields]
+        if dim != embed_dim or missing:
+            raise ConfigError(
+                f"collection {name} exists with embedding dim {dim} and {len(missing)} missing "
+                f"attribute fields; the model bundle needs dim {embed_dim}. Drop it or give the "
+                "bundle a new model version."
+            )
+
+    def wait_loaded(self, name: str, timeout_s: float = 120.0) -> None:
+        """Load ``name`` and wait for it: after a Milvus restart search fails until it is."""
+        deadline = time.monotonic() + timeout_s
+        self.client.load_collection(name)
+        while True:
+            state = str(self.client.get_load_state(name).get("state"))
+            if state.endswith("Loaded"):
+                return
+            if time.monotonic() > deadline:
+                raise NotReady(f"collection {name} did not load within {timeout_s:.0f} s ({state})")
+            time.sleep(0.5)
+
+    def resolve_alias(self) -> str | None:
+        """The concrete collection behind the alias, or ``None`` if the alias does not exist."""
+        try:
+            return self.client.describe_alias(self.cfg.alias)["collection_name"]
+        except MilvusException:
+            return None
+
+    def switch_alias(self, name: str) -> None:
+        """Point the alias at ``name`` atomically (zero-downtime roll-out)."""
+        if self.resolve_alias() is None:
+            self.client.create_alias(name, self.cfg.alias)
+        else:
+            self.client.alter_alias(name, self.cfg.alias)
+
+    def upsert(self, name: str, rows: Iterable[DetectionRow], attributes: AttributeSchema) -> int:
+        """Upsert rows, keeping the last row per id within the batch; returns rows written."""
+        unique: dict[int, DetectionRow] = {}
+        for row in rows:
+            unique[int(row.id)] = row
+        if not unique:
+            return 0
+        entities = [r.to_entity(attributes) for r in unique.values()]
+        self.client.upsert(name, entities, timeout=self.cfg.timeout_s)
+        return len(entities)

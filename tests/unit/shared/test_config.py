@@ -1,0 +1,50 @@
+"""Typed configuration: file, _base_ inheritance, environment overrides, strictness."""
+
+import pytest
+
+from pedsearch.config import load_settings
+from pedsearch.errors import ConfigError
+
+
+def test_defaults():
+    s = load_settings(None)
+    assert s.kafka.frames_topic == "frames"
+    assert s.milvus.alias == "detections"
+
+
+def test_file_base_and_env(tmp_path, monkeypatch):
+    (tmp_path / "base.yaml").write_text("kafka:\n  frames_topic: base-frames\n  consumer_group: g\n")
+    (tmp_path / "site.yaml").write_text(
+        "_base_: base.yaml\nkafka:\n  consumer_group: site\ncameras:\n"
+        "  cam-1:\n    detector: {type: darknet, input_width: 640}\n"
+    )
+    monkeypatch.setenv("PEDSEARCH_KAFKA__BOOTSTRAP_SERVERS", "broker:9999")
+    s = load_settings(tmp_path / "site.yaml")
+    assert s.kafka.frames_topic == "base-frames"
+    assert s.kafka.consumer_group == "site"
+    assert s.kafka.bootstrap_servers == "broker:9999"
+    assert s.camera("cam-1").detector.type == "darknet"
+    assert s.camera("cam-1").detector.params() == {"input_width": 640}
+
+
+def test_unknown_key_is_an_error(tmp_path):
+    (tmp_path / "c.yaml").write_text("kafka:\n  frames_topik: x\n")
+    with pytest.raises(ConfigError, match="frames_topik"):
+        load_settings(tmp_path / "c.yaml")
+
+
+def test_out_of_bounds(tmp_path):
+    (tmp_path / "c.yaml").write_text("kafka:\n  max_poll_records: 0\n")
+    with pytest.raises(ConfigError, match="max_poll_records"):
+        load_settings(tmp_path / "c.yaml")
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("kafka: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_settings(tmp_path / "list.yaml")

@@ -1,0 +1,1 @@
+"""Camera sources and the frame publisher (`pedsearch camera`)."""

@@ -1,0 +1,203 @@
+"""`pedsearch camera`, `pedsearch workers` and `pedsearch status`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from pedsearch.config import load_settings
+from pedsearch.envelope import check_camera_id
+from pedsearch.errors import Unavailable
+
+log = logging.getLogger("pedsearch.workers")
+console = Console()
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+        return value
+
+    return parse
+
+
+def register(subparsers) -> None:
+    cam = subparsers.add_parser(
+        "camera", help="publish a camera's frames to Kafka",
+        description="Sample frames from a source at --fps, JPEG-encode them and publish Frame "
+        "envelopes keyed by camera id. SOURCE: a video file, an image folder, an rtsp:// or "
+        "http:// URL, a webcam index, or 'synthetic' (a multi-camera scene with ground truth; "
+        "its cameras are named <camera-id>-0, <camera-id>-1, ...).",
+    )
+    cam.add_argument("--source", required=True, help="FILE | FOLDER | RTSP-URL | INDEX | synthetic")
+    cam.add_argument("--camera-id", required=True, help="camera id (1-64 of [A-Za-z0-9_.:-])")
+    cam.add_argument("--fps", type=_positive(float), default=5.0, help="frames per second")
+    cam.add_argument("--frames", type=_positive(int), default=None, help="stop after N frames")
+    cam.add_argument("--loop", action="store_true", help="replay a file source at its end")
+    cam.add_argument("--as-fast-as-possible", action="store_true",
+                     help="do not pace frames (benchmarks, backfills)")
+    cam.add_argument("--jpeg-quality", type=int, default=85, choices=range(30, 101),
+                     metavar="30..100")
+    syn = cam.add_argument_group("synthetic scene")
+    syn.add_argument("--cameras", type=_positive(int), default=4)
+    syn.add_argument("--people", type=_positive(int), default=12)
+    syn.add_argument("--duration", type=_positive(float), default=60.0, help="seconds of scene")
+    syn.add_argument("--seed", type=int, default=0)
+    cam.set_defaults(handler=cmd_camera)
+
+    wk = subparsers.add_parser(
+        "workers", help="run the ingest workers on Ray",
+        description="Consumer actors (one consumer group) decode, detect, track and crop; an "
+        "embedder actor pool embeds; rows go to Milvus. Runs until Ctrl-C, or until the topic "
+        "was idle for --until-idle seconds.",
+    )
+    wk.add_argument("--consumers", type=_positive(int), default=None)
+    wk.add_argument("--embedders", type=_positive(int), default=None)
+    wk.add_argument("--until-idle", type=_positive(float), default=None, metavar="SECONDS")
+    wk.set_defaults(handler=cmd_workers)
+
+    st = subparsers.add_parser("status", help="ingest metrics of the running workers")
+    st.add_argument("--watch", action="store_true", help="refresh every 2 s until Ctrl-C")
+    st.set_defaults(handler=cmd_status)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum, _frame):
+        console.print(f"[yellow]{signal.Signals(signum).name}: stopping...[/]")
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def cmd_camera(args) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from workers.camera.publisher import FramePublisher, make_producer
+    from workers.camera.sources import open_source
+
+    settings = load_settings(args.config)
+    check_camera_id(args.camera_id)
+    extra = {"max_frames": args.frames, "loop": args.loop, "realtime": not args.as_fast_as_possible}
+    if args.source == "synthetic":
+        extra = {"cameras": args.cameras, "people": args.people, "duration_s": args.duration,
+                 "seed": args.seed, "realtime": not args.as_fast_as_possible}
+    elif args.source.isdigit() or "://" in args.source:
+        extra = {"max_frames": args.frames}
+    source = open_source(args.source, camera_id=args.camera_id, fps=args.fps, **extra)
+    publisher = FramePublisher(producer=make_producer(settings.kafka),
+                               topic=settings.kafka.frames_topic, jpeg_quality=args.jpeg_quality,
+                               max_bytes=settings.kafka.max_message_bytes)
+    stop = _stop_on_signals()
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed} frames"),
+        TextColumn("{task.fields[rate]:.1f} fps acked, {task.fields[failed]} failed"),
+        TimeElapsedColumn(), console=console,
+    )
+    total = args.frames
+    with progress:
+        task = progress.add_task(f"{args.camera_id} -> {settings.kafka.frames_topic}",
+                                 total=total, rate=0.0, failed=0)
+        try:
+            for sf in source.frames(stop):
+                publisher.publish(sf)
+                s = publisher.stats
+                progress.update(task, completed=s.sent, rate=s.rate, failed=s.failed)
+        finally:
+            publisher.close()
+            s = publisher.stats
+            progress.update(task, completed=s.sent, rate=s.rate, failed=s.failed)
+    s = publisher.stats
+    console.print(f"published {s.acked}/{s.sent} frames ({s.bytes / 1e6:.1f} MB) from "
+                  f"{len(s.per_camera)} camera(s); {s.failed} failed")
+    return 1 if s.failed else 0
+
+
+def cmd_workers(args) -> int:
+    from workers.runtime import run_ingest
+
+    overrides = {}
+    if args.consumers:
+        overrides["consumers"] = args.consumers
+    if args.embedders:
+        overrides["embedders"] = args.embedders
+    settings = load_settings(args.config, workers=overrides)
+    stop = _stop_on_signals()
+    console.print(f"ingest: {settings.kafka.bootstrap_servers} topic "
+                  f"{settings.kafka.frames_topic} -> Milvus {settings.milvus.uri} "
+                  f"({settings.workers.consumers} consumer(s), "
+                  f"{settings.workers.embedders} embedder(s))")
+    results = run_ingest(settings, idle_exit_s=args.until_idle, stop=stop)
+    frames = sum(r["frames"] for r in results)
+    crops = sum(r["crops"] for r in results)
+    dead = sum(r["dead_letters"] for r in results)
+    console.print(f"done: {frames} frames, {crops} crops stored, {dead} dead letters")
+    return 0
+
+
+def status_table(snapshots) -> Table:
+    from workers.metrics import histogram_quantile, total
+
+    table = Table(title="pedsearch ingest")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("live workers", f"{len(snapshots)}"),
+        ("frames", f"{total(snapshots, 'pedsearch_frames_total'):.0f}"),
+        ("detections", f"{total(snapshots, 'pedsearch_detections_total'):.0f}"),
+        ("crops embedded", f"{total(snapshots, 'pedsearch_crops_embedded_total'):.0f}"),
+        ("rows written", f"{total(snapshots, 'pedsearch_rows_written_total'):.0f}"),
+        ("dead letters", f"{total(snapshots, 'pedsearch_dead_letters_total'):.0f}"),
+        ("offset commits", f"{total(snapshots, 'pedsearch_offset_commits_total'):.0f}"),
+        ("consumer lag", f"{total(snapshots, 'pedsearch_consumer_lag'):.0f}"),
+    ]
+    for q in (0.5, 0.99):
+        v = histogram_quantile(snapshots, "pedsearch_freshness_seconds", q)
+        rows.append((f"freshness p{int(q * 100)} (s, bucket bound)", "-" if v is None else f"{v:g}"))
+    for stage in ("decode", "detect", "track", "embed_index"):
+        v = histogram_quantile(snapshots, "pedsearch_stage_seconds", 0.5, stage=stage)
+        rows.append((f"{stage} p50 (s)", "-" if v is None else f"{v:g}"))
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def cmd_status(args) -> int:
+    import redis
+
+    from workers.metrics import read_snapshots
+
+    settings = load_settings(args.config)
+    client = redis.Redis.from_url(settings.redis.url, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise Unavailable(
+            f"cannot reach Redis at {settings.redis.url} ({exc}); is the stack up "
+            "(`pedsearch stack status`)?"
+        ) from exc
+    if not args.watch:
+        console.print(status_table(read_snapshots(client)))
+        return 0
+    with Live(status_table(read_snapshots(client)), console=console) as live:
+        try:
+            while True:
+                time.sleep(2)
+                live.update(status_table(read_snapshots(client)))
+        except KeyboardInterrupt:
+            return 0

@@ -1,0 +1,320 @@
+"""The consume -> detect -> track -> crop -> embed -> index loop, independent of Ray.
+
+Delivery guarantee (no frame lost, no detection stored twice):
+
+1. Frames are processed in partition order; each camera's detector/tracker/selector state lives
+   in the state of the partition its frames arrive on (frames are keyed by camera id).
+2. Crops are embedded and upserted into Milvus under deterministic ids.
+3. At each checkpoint, after every crop emitted so far has been acknowledged by Milvus, the
+   partition's state (tracker, open track windows, next offset) is saved to Redis and only then
+   is ``next offset`` committed to Kafka.
+4. A restarted consumer restores that state and resumes at the saved offset. Replayed frames
+   run through the same deterministic tracker and produce the same ids, so the upserts
+   overwrite instead of duplicating.
+
+Poison messages go to the dead-letter topic with the reason and their original
+topic/partition/offset in headers, and count as processed.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from pedsearch.config import Settings
+from pedsearch.envelope import PoisonMessage, decode_frame
+
+from workers.metrics import WorkerMetrics
+from workers.pipeline import CameraPipeline, CropCandidate
+
+log = logging.getLogger("pedsearch.workers")
+
+STATE_KEY = "pedsearch:state:{group}:{topic}:{partition}"
+STATE_FORMAT = 1
+
+
+class Sink(Protocol):
+    """Embeds and stores crops; returns once Milvus acknowledged the rows."""
+
+    def write(self, crops: list[CropCandidate]) -> int: ...
+
+
+@dataclass
+class PartitionState:
+    """Per-partition processing state, snapshotted at every checkpoint."""
+
+    next_offset: int | None = None
+    cameras: dict[str, CameraPipeline] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        payload = {
+            "format": STATE_FORMAT,
+            "next_offset": self.next_offset,
+            "cameras": {cid: cam.state_dict() for cid, cam in self.cameras.items()},
+        }
+        return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+@dataclass
+class ConsumerStats:
+    frames: int = 0
+    dead_letters: int = 0
+    crops: int = 0
+    commits: int = 0
+    last_commit: float = 0.0
+
+
+class ConsumerLoop:
+    """One member of the consumer group.
+
+    Args:
+        settings: the deployment configuration.
+        sink: where finished crops go (embedding + Milvus + crop store).
+        redis_client: holds the partition state snapshots and metric heartbeats.
+        pipeline_factory: ``camera_id -> CameraPipeline`` (detector chosen per camera).
+        worker_id: name in metrics and logs.
+        checkpoint_interval_s: how often state is saved and offsets committed.
+    """
+
+    def __init__(
+        self, *, settings: Settings, sink: Sink, redis_client,
+        pipeline_factory: Callable[[str], CameraPipeline], worker_id: str = "worker-0",
+        checkpoint_interval_s: float = 2.0,
+    ) -> None:
+        self.settings = settings
+        self.kcfg = settings.kafka
+        self.sink = sink
+        self.redis = redis_client
+        self.pipeline_factory = pipeline_factory
+        self.worker_id = worker_id
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.metrics = WorkerMetrics(worker_id)
+        self.stats = ConsumerStats()
+        self.states: dict[TopicPartition, PartitionState] = {}
+        self.pending: deque[CropCandidate] = deque()
+        self._last_flush = time.monotonic()
+        self._last_ckpt = time.monotonic()
+        self._last_beat = 0.0
+        self.consumer: KafkaConsumer | None = None
+        self.dlq: KafkaProducer | None = None
+
+    # -- Kafka wiring ---------------------------------------------------------------------------
+    def _connect(self) -> None:
+        k = self.kcfg
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=k.bootstrap_servers.split(","),
+            group_id=k.consumer_group,
+            client_id=self.worker_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=k.max_poll_records,
+            max_poll_interval_ms=k.max_poll_interval_ms,
+            session_timeout_ms=k.session_timeout_ms,
+            heartbeat_interval_ms=max(1000, k.session_timeout_ms // 3),
+            fetch_max_bytes=max(k.max_message_bytes, 52428800),
+            max_partition_fetch_bytes=k.max_message_bytes,
+            request_timeout_ms=max(k.request_timeout_ms, k.session_timeout_ms + 5000),
+        )
+        self.consumer.subscribe([k.frames_topic], listener=_Rebalance(self))
+        self.dlq = KafkaProducer(
+            bootstrap_servers=k.bootstrap_servers.split(","), acks="all",
+            max_request_size=k.max_message_bytes + 4096,
+        )
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            try:
+                self.consumer.close(autocommit=False)
+            except KafkaError:
+                log.exception("closing the consumer")
+        if self.dlq is not None:
+            self.dlq.close(timeout=5)
+
+    # -- state snapshots ------------------------------------------------------------------------
+    def _state_key(self, tp: TopicPartition) -> str:
+        return STATE_KEY.format(group=self.kcfg.consumer_group, topic=tp.topic,
+                                partition=tp.partition)
+
+    def restore(self, tp: TopicPartition) -> PartitionState:
+        raw = self.redis.get(self._state_key(tp))
+        state = PartitionState()
+        if raw is None:
+            return state
+        payload = pickle.loads(raw)
+        if payload.get("format") != STATE_FORMAT:
+            log.warning("ignoring partition state of format %s for %s", payload.get("format"), tp)
+            return state
+        state.next_offset = payload["next_offset"]
+        for cid, sd in payload["cameras"].items():
+            cam = self.pipeline_factory(cid)
+            cam.load_state_dict(sd)
+            state.cameras[cid] = cam
+        return state
+
+    def on_assigned(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            state = self.restore(tp)
+            self.states[tp] = state
+            if state.next_offset is not None:
+                # the snapshot is written before the commit, so it is never behind it
+                self.consumer.seek(tp, state.next_offset)
+            log.info("%s: assigned %s (resume at %s)", self.worker_id, tp,
+                     state.next_offset if state.next_offset is not None else "committed")
+
+    def on_revoked(self, partitions: list[TopicPartition]) -> None:
+        try:
+            self.checkpoint(force=True)
+        except (KafkaError, CommitFailedError):
+            log.exception("%s: checkpoint on revocation failed; frames will be replayed",
+                          self.worker_id)
+        for tp in partitions:
+            self.states.pop(tp, None)
+
+    # -- processing -----------------------------------------------------------------------------
+    def handle(self, tp: TopicPartition, msg) -> None:
+        t0 = time.perf_counter()
+        state = self.states.setdefault(tp, PartitionState())
+        try:
+            decoded = decode_frame(msg.value, key=msg.key, max_bytes=self.kcfg.max_message_bytes)
+            cam_id = decoded.camera_id
+            if cam_id not in state.cameras:
+                if (self.settings.camera(cam_id) is None
+                        and self.settings.workers.unknown_cameras == "dead_letter"):
+                    raise PoisonMessage(
+                        "unknown_camera", f"camera {cam_id!r} is not in the configuration"
+                    )
+                state.cameras[cam_id] = self.pipeline_factory(cam_id)
+            self.metrics.stage.labels("decode").observe(time.perf_counter() - t0)
+            crops = state.cameras[cam_id].process(decoded, metrics=self.metrics)
+            self.pending.extend(crops)
+            self.stats.frames += 1
+            self.metrics.frames.labels(cam_id).inc()
+        except PoisonMessage as exc:
+            self.dead_letter(msg, exc)
+        state.next_offset = msg.offset + 1
+
+    def dead_letter(self, msg, exc: PoisonMessage) -> None:
+        headers = [
+            ("pedsearch-reason", exc.reason.encode()),
+            ("pedsearch-error", exc.message.encode("utf-8", "replace")[:1000]),
+            ("pedsearch-topic", msg.topic.encode()),
+            ("pedsearch-partition", str(msg.partition).encode()),
+            ("pedsearch-offset", str(msg.offset).encode()),
+            ("pedsearch-worker", self.worker_id.encode()),
+        ]
+        # the original bytes go along unchanged so nothing is lost
+        self.dlq.send(self.kcfg.dlq_topic, key=msg.key, value=msg.value or b"", headers=headers)
+        self.stats.dead_letters += 1
+        self.metrics.dead_letters.labels(exc.reason).inc()
+        log.warning("%s: dead-lettered %s[%d]@%d: %s", self.worker_id, msg.topic, msg.partition,
+                    msg.offset, exc.message)
+
+    def flush_crops(self) -> None:
+        """Embed and write every pending crop; returns after Milvus acknowledged them."""
+        self._last_flush = time.monotonic()
+        batch = self.settings.workers.milvus_batch
+        while self.pending:
+            crops = [self.pending.popleft() for _ in range(min(batch, len(self.pending)))]
+            t0 = time.perf_counter()
+            self.sink.write(crops)
+            self.metrics.stage.labels("embed_index").observe(time.perf_counter() - t0)
+            self.metrics.crops.inc(len(crops))
+            self.stats.crops += len(crops)
+            now = time.time()
+            for c in crops:
+                self.metrics.freshness.observe(max(0.0, now - c.ts_us / 1e6))
+
+    def checkpoint(self, force: bool = False) -> None:
+        """Write pending crops, save partition states, then commit their offsets."""
+        if not force and time.monotonic() - self._last_ckpt < self.checkpoint_interval_s:
+            return
+        self._last_ckpt = time.monotonic()
+        self.flush_crops()
+        offsets = {}
+        for tp, state in self.states.items():
+            if state.next_offset is None:
+                continue
+            self.redis.set(self._state_key(tp), state.to_bytes())
+            offsets[tp] = OffsetAndMetadata(state.next_offset, "", -1)
+        if offsets and self.consumer is not None:
+            self.dlq.flush(timeout=30)  # dead letters are durable before their offsets commit
+            self.consumer.commit(offsets)
+            self.stats.commits += 1
+            self.stats.last_commit = time.time()
+            self.metrics.commits.inc()
+
+    def heartbeat(self) -> None:
+        if time.monotonic() - self._last_beat < 2.0:
+            return
+        self._last_beat = time.monotonic()
+        try:
+            if self.consumer is not None and self.states:
+                ends = self.consumer.end_offsets(list(self.states))
+                lag = sum(max(0, ends[tp] - (s.next_offset or 0)) for tp, s in self.states.items())
+                self.metrics.lag.set(lag)
+        except KafkaError:
+            pass
+        self.metrics.publish(self.redis)
+
+    def run(self, stop: threading.Event, *, idle_exit_s: float | None = None) -> ConsumerStats:
+        """Consume until ``stop`` is set (or nothing arrived for ``idle_exit_s``)."""
+        self._connect()
+        last_msg = time.monotonic()
+        try:
+            while not stop.is_set():
+                batches = self.consumer.poll(timeout_ms=200,
+                                             max_records=self.kcfg.max_poll_records)
+                for tp, msgs in batches.items():
+                    for msg in msgs:
+                        self.handle(tp, msg)
+                if batches:
+                    last_msg = time.monotonic()
+                if self.pending and (
+                    len(self.pending) >= self.settings.workers.embed_batch
+                    or time.monotonic() - self._last_flush >= self.settings.workers.flush_interval_s
+                ):
+                    self.flush_crops()
+                self.checkpoint()
+                self.heartbeat()
+                if idle_exit_s is not None and time.monotonic() - last_msg > idle_exit_s:
+                    break
+            # end of work: close every open track window so its crop is stored, then commit
+            for state in self.states.values():
+                for cam in state.cameras.values():
+                    self.pending.extend(cam.finish())
+            self.checkpoint(force=True)
+            self.metrics.publish(self.redis)
+        finally:
+            self.close()
+        return self.stats
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self.loop = loop
+
+    def on_partitions_revoked(self, revoked):
+        self.loop.on_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned):
+        self.loop.on_assigned(list(assigned))
+
+
+def snapshot_summary(states: dict[TopicPartition, PartitionState]) -> dict[str, Any]:
+    return {f"{tp.topic}[{tp.partition}]": {"next_offset": s.next_offset,
+                                             "cameras": sorted(s.cameras)}
+            for tp, s in states.items()}
+
+
+__all__ = ["ConsumerLoop", "PartitionState", "Sink", "np"]

@@ -1,0 +1,83 @@
+"""The indexing stage: embedded crops -> crop store + Milvus upsert (deterministic ids)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Sequence
+
+import numpy as np
+from pymilvus.exceptions import MilvusException
+
+from pedsearch.attributes import AttributeSchema
+from pedsearch.cropstore import CropStore
+from pedsearch.envelope import encode_jpeg
+from pedsearch.errors import Unavailable
+from pedsearch.schema import DetectionCollections, DetectionRow
+
+from workers.pipeline import CropCandidate
+
+log = logging.getLogger("pedsearch.workers")
+
+EmbedFn = Callable[[Sequence[np.ndarray]], tuple[np.ndarray, np.ndarray]]
+
+
+class EmbedIndexSink:
+    """Embeds crops, stores their JPEGs, upserts their rows; returns after Milvus acked.
+
+    The crop JPEG is written before the row, so a row the gateway finds always has its crop.
+    Milvus refusals (quota, memory, a restart in progress) are retried with backoff: a slow or
+    restarting Milvus slows consumption instead of losing rows.
+
+    Args:
+        embed: crops -> (embeddings (N, D), attribute probabilities (N, A)).
+        collections: the Milvus collection manager.
+        collection: concrete collection name for this model version.
+        crop_store: where the crop JPEGs go.
+        attributes: the attribute schema of the bundle.
+        model_version: stored on every row.
+        retries: Milvus write attempts before giving up (the frames are then replayed).
+    """
+
+    def __init__(
+        self, *, embed: EmbedFn, collections: DetectionCollections, collection: str,
+        crop_store: CropStore, attributes: AttributeSchema, model_version: str,
+        retries: int = 8, jpeg_quality: int = 90,
+    ) -> None:
+        self.embed = embed
+        self.collections = collections
+        self.collection = collection
+        self.crop_store = crop_store
+        self.attributes = attributes
+        self.model_version = model_version
+        self.retries = retries
+        self.jpeg_quality = jpeg_quality
+
+    def write(self, crops: list[CropCandidate]) -> int:
+        if not crops:
+            return 0
+        emb, probs = self.embed([c.image for c in crops])
+        rows = []
+        for c, e, p in zip(crops, emb, probs, strict=True):
+            ref = CropStore.ref_for(c.camera_id, c.ts_us, c.id)
+            self.crop_store.put(ref, encode_jpeg(c.image, self.jpeg_quality))
+            rows.append(DetectionRow(
+                id=c.id, camera_id=c.camera_id, ts_us=c.ts_us, track_id=c.track_id,
+                frame_seq=c.frame_seq, box=tuple(float(v) for v in c.box),
+                det_score=float(c.score), crop_ref=ref, model_version=self.model_version,
+                embedding=e, attributes=p,
+            ))
+        delay = 0.5
+        for attempt in range(1, self.retries + 1):
+            try:
+                return self.collections.upsert(self.collection, rows, self.attributes)
+            except MilvusException as exc:
+                if attempt == self.retries:
+                    raise Unavailable(
+                        f"Milvus refused {len(rows)} rows {attempt} times: {exc}"
+                    ) from exc
+                log.warning("Milvus write failed (%s); retry %d in %.1f s", exc, attempt, delay)
+                import time
+
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        return 0

@@ -1,0 +1,174 @@
+"""Ray wiring of the ingest path: consumer actors in one group + an embedder actor pool.
+
+The actors only hold the plain stage classes (:class:`ConsumerLoop`, :class:`Embedder`); every
+stage runs and is tested without Ray. Consumer actors restart after a crash (``max_restarts``);
+the supervisor notices the lost ``run`` call and calls it again on the restarted actor, which
+resumes from the partition state saved at its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict
+from typing import Any
+
+import ray
+from ray.exceptions import ActorDiedError, RayActorError
+
+from pedsearch.bundle import read_manifest
+from pedsearch.config import Settings
+from pedsearch.errors import PedsearchError
+
+log = logging.getLogger("pedsearch.workers")
+
+
+def init_ray(settings: Settings) -> None:
+    """Connect to ``ray.address`` or start a local Ray (once per process)."""
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": True}
+    if settings.ray.address:
+        kwargs["address"] = settings.ray.address
+    else:
+        kwargs.update(num_cpus=settings.ray.num_cpus, include_dashboard=False)
+    # the workers find the project's packages by the working directory of the driver
+    kwargs["runtime_env"] = {"env_vars": {"PYTHONUNBUFFERED": "1"}}
+    ray.init(**kwargs)
+
+
+def _use_gpu(settings: Settings) -> bool:
+    if settings.workers.use_gpu is not None:
+        return settings.workers.use_gpu
+    return ray.cluster_resources().get("GPU", 0) >= 1
+
+
+def build_consumer(settings: Settings, worker_id: str, embed) -> "Any":
+    """A :class:`ConsumerLoop` with Milvus, Redis, crop store and detectors wired from config."""
+    import redis
+
+    from pedsearch.cropstore import CropStore
+    from pedsearch.schema import DetectionCollections, connect
+
+    from workers.consumer import ConsumerLoop
+    from workers.indexer import EmbedIndexSink
+    from workers.pipeline import pipeline_factory
+
+    manifest = read_manifest(settings.model.bundle)
+    collections = DetectionCollections(connect(settings.milvus), settings.milvus)
+    name = collections.ensure(manifest.version, embed_dim=manifest.embed_dim,
+                              attributes=manifest.schema)
+    sink = EmbedIndexSink(
+        embed=embed, collections=collections, collection=name,
+        crop_store=CropStore(settings.paths.crops_dir), attributes=manifest.schema,
+        model_version=manifest.version,
+    )
+    return ConsumerLoop(
+        settings=settings, sink=sink, redis_client=redis.Redis.from_url(settings.redis.url),
+        pipeline_factory=pipeline_factory(settings), worker_id=worker_id,
+    )
+
+
+class ConsumerWorker:
+    """Ray actor body: one consumer loop, stoppable from another call."""
+
+    def __init__(self, settings_json: str, worker_id: str, embedders: list) -> None:
+        from workers.embedder import EmbedderPool
+
+        settings = Settings.model_validate_json(settings_json)
+        pool = EmbedderPool(embedders, batch_size=settings.workers.embed_batch)
+        self.loop = build_consumer(settings, worker_id, pool)
+        self.stop_event = threading.Event()
+
+    def run(self, idle_exit_s: float | None = None) -> dict[str, Any]:
+        self.stop_event.clear()
+        return asdict(self.loop.run(self.stop_event, idle_exit_s=idle_exit_s))
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class IngestWorkers:
+    """Starts and supervises the consumer and embedder actors.
+
+    Args:
+        settings: deployment configuration (``workers.consumers``, ``workers.embedders``, ...).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from workers.embedder import Embedder
+
+        self.settings = settings
+        init_ray(settings)
+        gpu = _use_gpu(settings)
+        wcfg = settings.workers
+        embed_actor = ray.remote(num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0,
+                                 max_restarts=-1, max_task_retries=-1)(Embedder)
+        bundle = str(settings.model.bundle) if settings.model.bundle else None
+        self.embedders = [
+            embed_actor.options(name=None).remote(
+                bundle_path=bundle, device="cuda" if gpu else "cpu", batch_size=wcfg.embed_batch)
+            for _ in range(wcfg.embedders)
+        ]
+        consumer_actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0,
+                                    max_concurrency=2)(ConsumerWorker)
+        payload = settings.model_dump_json()
+        self.consumers = [
+            consumer_actor.remote(payload, f"consumer-{i}", self.embedders)
+            for i in range(wcfg.consumers)
+        ]
+        self.restarts = 0
+
+    def pids(self) -> list[int]:
+        return ray.get([c.pid.remote() for c in self.consumers])
+
+    def run(self, stop: threading.Event, *, idle_exit_s: float | None = None) -> list[dict]:
+        """Run until ``stop`` is set, or every consumer was idle for ``idle_exit_s``."""
+        refs = {c.run.remote(idle_exit_s): i for i, c in enumerate(self.consumers)}
+        results: dict[int, dict] = {}
+        try:
+            while refs:
+                if stop.is_set():
+                    ray.get([c.stop.remote() for c in self.consumers])
+                done, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
+                for ref in done:
+                    i = refs.pop(ref)
+                    try:
+                        results[i] = ray.get(ref)
+                    except (RayActorError, ActorDiedError) as exc:
+                        if stop.is_set():
+                            continue
+                        self.restarts += 1
+                        log.warning("consumer-%d died (%s); Ray restarts it and it resumes "
+                                    "from its last checkpoint", i, type(exc).__name__)
+                        refs[self.consumers[i].run.remote(idle_exit_s)] = i
+        finally:
+            if stop.is_set():
+                ray.get([c.stop.remote() for c in self.consumers], timeout=30)
+        return [results[i] for i in sorted(results)]
+
+    def shutdown(self) -> None:
+        for a in [*self.consumers, *self.embedders]:
+            try:
+                ray.kill(a)
+            except Exception:  # already gone
+                pass
+
+
+def run_ingest(settings: Settings, *, idle_exit_s: float | None = None,
+               stop: threading.Event | None = None) -> list[dict]:
+    """Start the workers, run them until stopped or idle, shut them down."""
+    stop = stop or threading.Event()
+    workers = IngestWorkers(settings)
+    try:
+        return workers.run(stop, idle_exit_s=idle_exit_s)
+    except PedsearchError:
+        raise
+    finally:
+        workers.shutdown()
+        time.sleep(0)
