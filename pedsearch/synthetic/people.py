@@ -84,8 +84,9 @@ def color_name_of(rgb: Sequence[int]) -> str:
     best, best_d = "", float("inf")
     for name, rg in COLOR_TABLE.items():
         lo, hi = rg["h"]
-        hh = h + 360.0 if h < lo and hi > 360 else h
-        dh = 0.0 if lo <= hh <= hi else min(abs(hh - lo), abs(hh - hi)) / 60.0
+        # circular distance from the hue to the range's arc, in units of 60 degrees
+        off = abs(((h - (lo + hi) / 2.0 + 180.0) % 360.0) - 180.0)
+        dh = max(0.0, off - (hi - lo) / 2.0) / 60.0
         if rg["s"][1] <= 0.3:  # achromatic colours: hue is meaningless
             dh = 0.0
         ds = max(rg["s"][0] - s, 0.0, s - rg["s"][1])
@@ -196,7 +197,8 @@ def _skin(rng: np.random.Generator) -> RGB:
 def _hair(rng: np.random.Generator, age: str) -> RGB:
     if age == "senior" and rng.random() < 0.75:
         v = rng.uniform(0.55, 0.9)
-        return tuple(int(255 * x) for x in colorsys.hsv_to_rgb(0.08, rng.uniform(0, 0.08), v))  # type: ignore
+        r, g, b = colorsys.hsv_to_rgb(0.08, rng.uniform(0, 0.08), v)
+        return (int(255 * r), int(255 * g), int(255 * b))
     kind = _pick(rng, {"black": 0.42, "dark": 0.3, "brown": 0.14, "blonde": 0.1, "auburn": 0.04})
     h, s, v = {
         "black": (0.07, (0.1, 0.35), (0.06, 0.14)),
