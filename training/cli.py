@@ -1,0 +1,273 @@
+"""``pedsearch train | eval | export``: the training part's sub-commands.
+
+Registered through the ``pedsearch.commands`` entry point (``train = "training.cli:register"``);
+``python -m training.cli`` runs the same commands without it.
+
+    pedsearch train --config tiny.yaml [--resume] [--workers N] [--export DIR] [--overwrite]
+    pedsearch eval --bundle DIR [--data CONFIG|FOLDER|peta] [--split test] [--out DIR]
+    pedsearch export --run DIR --out DIR [--which best|last]
+
+``--config`` after ``train`` names the *training* configuration (a file, or a packaged one of
+``training/configs/``); ``pedsearch --config site.yaml train ...`` still reads the deployment
+settings (Ray address, data root) from ``site.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from typing import Any
+
+from pedsearch.errors import InvalidInput, NotFound
+
+SPLITS = ("train", "val", "test", "all")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``train``, ``eval`` and ``export`` to the ``pedsearch`` command line."""
+    p = subparsers.add_parser(
+        "train", help="train the models with Ray Train (N workers, CPU or GPU)",
+        description="Train with Ray Train. The run folder is <output_dir>/<run_name>; "
+        "PEDSEARCH_TRAIN__<FIELD> variables override the file (e.g. PEDSEARCH_TRAIN__EPOCHS=3).",
+    )
+    p.add_argument("--config", dest="train_config", default="base.yaml", metavar="FILE",
+                   help="training configuration: a YAML file or the name of a packaged one "
+                   "(tiny.yaml, default.yaml, base.yaml); default base.yaml")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run from its latest checkpoint (also after a crash)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an existing run folder (and --export folder) and start again")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="Ray Train workers (overrides num_workers)")
+    p.add_argument("--gpu", dest="use_gpu", action="store_const", const=True, default=None,
+                   help="train on GPUs (default: when the cluster has them)")
+    p.add_argument("--cpu", dest="use_gpu", action="store_const", const=False,
+                   help="train on CPUs even when GPUs are there")
+    p.add_argument("--epochs", type=int, default=None, help="override epochs")
+    p.add_argument("--output-dir", default=None, metavar="DIR", help="override output_dir")
+    p.add_argument("--run-name", default=None, help="override run_name")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="write the best checkpoint as a model bundle to DIR at the end")
+    p.set_defaults(handler=cmd_train)
+
+    p = subparsers.add_parser(
+        "eval", help="evaluate a model bundle: text/attribute/image retrieval and attributes",
+        description="Evaluate a bundle folder exactly as it ships (load_bundle). Writes "
+        "metrics.json, cmc.png and cmc.html.",
+    )
+    p.add_argument("--bundle", required=True, metavar="DIR", help="the bundle folder")
+    p.add_argument("--data", default=None, metavar="SPEC",
+                   help="a training config (its split), a data set folder (reid_raw.json, "
+                   "synthetic or CUHK-PEDES form), or 'peta' (every PETA image); default: the "
+                   "configuration the bundle was trained with")
+    p.add_argument("--split", choices=SPLITS, default="test",
+                   help="which part of the data (default test; 'all' for everything)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="results folder (default runs/eval/<bundle version>-<split>)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--max-images", type=int, default=None,
+                   help="evaluate on at most this many images (whole identities, seeded)")
+    p.add_argument("--output-dir", default=None, metavar="DIR",
+                   help="with a training config: the output_dir it was trained with (where its "
+                   "synthetic data was generated)")
+    p.set_defaults(handler=cmd_eval)
+
+    p = subparsers.add_parser("export", help="write a training checkpoint as a model bundle")
+    p.add_argument("--run", required=True, metavar="DIR", help="run folder or checkpoint folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="bundle folder to create")
+    p.add_argument("--which", choices=("best", "last"), default="best")
+    p.add_argument("--version", default=None, help="bundle version (default: time + digest)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+    p.set_defaults(handler=cmd_export)
+
+
+# ------------------------------------------------------------------------------------------------
+# handlers
+# ------------------------------------------------------------------------------------------------
+def _settings(args: argparse.Namespace):
+    from pedsearch.config import load_settings
+
+    return load_settings(getattr(args, "config", None))
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.config import load_train_config
+    from training.job import run_training
+
+    overrides: dict[str, Any] = {}
+    for key, value in (("num_workers", args.workers), ("use_gpu", args.use_gpu),
+                       ("epochs", args.epochs), ("output_dir", args.output_dir),
+                       ("run_name", args.run_name)):
+        if value is not None:
+            overrides[key] = value
+    cfg = load_train_config(args.train_config, overrides=overrides)
+    settings = _settings(args)
+    console = _console()
+    outcome = run_training(
+        cfg, resume=args.resume, overwrite=args.overwrite, export_dir=args.export,
+        ray_address=settings.ray.address, ray_num_cpus=settings.ray.num_cpus,
+        data_root=settings.paths.resolved_data_root(), console=console,
+    )
+    console.print(f"[green]done[/]: {outcome.epochs} epochs in {outcome.run_dir}; best checkpoint "
+                  f"{outcome.best_checkpoint.name if outcome.best_checkpoint else '-'}")
+    _print_metrics(console, {k: v for k, v in outcome.metrics.items()
+                             if k.startswith("val/") or k == "loss/total"}, "last epoch")
+    if outcome.bundle is not None:
+        console.print(f"bundle: {outcome.bundle}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pedsearch.bundle import read_manifest
+    from training.data import eval_subset
+    from training.evaluate import evaluate_bundle
+
+    console = _console()
+    manifest = read_manifest(args.bundle)
+    settings = _settings(args)
+    records = eval_records(args.data, args.split, manifest=manifest,
+                           data_root=settings.paths.resolved_data_root(),
+                           output_dir=args.output_dir)
+    if args.max_images is not None:
+        records = eval_subset(records, args.max_images, 0)
+    out = pathlib.Path(args.out) if args.out else (
+        pathlib.Path("runs") / "eval" / f"{manifest['version']}-{args.split}")
+    with console.status(f"evaluating {manifest['version']} on {len(records)} images ..."):
+        metrics = evaluate_bundle(args.bundle, records, out_dir=out, device=args.device,
+                                  title=f"{manifest['version']} ({args.split})")
+    _print_metrics(console, metrics, f"bundle {manifest['version']}, {args.split} split")
+    console.print(f"results: {out / 'metrics.json'}, {out / 'cmc.png'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from training.export import export_bundle
+
+    out = export_bundle(args.run, args.out, which=args.which, version=args.version,
+                        overwrite=args.overwrite)
+    _console().print(f"bundle: {out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluation data
+# ------------------------------------------------------------------------------------------------
+def eval_records(
+    spec: str | None,
+    split: str,
+    *,
+    manifest: dict[str, Any] | None = None,
+    data_root: pathlib.Path | None = None,
+    output_dir: str | pathlib.Path | None = None,
+) -> list:
+    """The images ``pedsearch eval`` scores.
+
+    Args:
+        spec: a training config (file or packaged name): its data, split as in training; a
+            folder with ``reid_raw.json`` (synthetic form when ``attributes.json`` is beside it,
+            else CUHK-PEDES): the file's own split; ``peta``: every PETA image of the data root;
+            None: the training configuration stored in the bundle's manifest.
+        split: ``train`` / ``val`` / ``test`` / ``all``.
+        manifest: the bundle's ``bundle.json`` (for ``spec=None``).
+        data_root: where PETA is looked for.
+        output_dir: overrides a training config's ``output_dir`` (where its synthetic data is).
+
+    Raises:
+        InvalidInput / NotFound: nothing usable at ``spec``, or the split is empty.
+    """
+    from pedsearch.attributes import AttributeSchema
+    from training.config import load_train_config, parse_train_config, resolve_config_path
+    from training.data import load_records, split_records
+
+    schema = AttributeSchema.default()
+    cfg = None
+    records: list = []
+    if spec is None:
+        stored = (manifest or {}).get("train_config")
+        if not stored:
+            raise InvalidInput("the bundle stores no training configuration; pass --data")
+        cfg = parse_train_config({**stored, **({"output_dir": str(output_dir)} if output_dir
+                                               else {})}, where="the bundle's train_config")
+    elif spec.lower() == "peta":
+        from training.datasets.peta import load_peta
+        from training.data import _data_root
+
+        records = load_peta(_data_root(data_root), schema=schema)
+    else:
+        path = pathlib.Path(spec).expanduser()
+        if path.is_dir():
+            records = _folder_records(path, schema)
+        else:
+            over = {"output_dir": str(output_dir)} if output_dir else None
+            cfg = load_train_config(resolve_config_path(spec), overrides=over)
+    if cfg is not None:
+        all_records = load_records(cfg.data, output_dir=cfg.output_dir, schema=schema,
+                                   data_root=data_root)
+        if split == "all":
+            records = all_records
+        else:
+            records = getattr(split_records(all_records, cfg), split)
+    elif split != "all":
+        records = [r for r in records if r.split in (None, split)] if any(
+            r.split for r in records) else records
+    if not records:
+        raise InvalidInput(f"no images in the {split} split of {spec or 'the bundle config'}")
+    return records
+
+
+def _folder_records(path: pathlib.Path, schema: Any) -> list:
+    from training.datasets.captions import load_cuhk_pedes, load_synthetic
+
+    if not (path / "reid_raw.json").is_file():
+        raise NotFound(f"{path} holds no reid_raw.json (synthetic / CUHK-PEDES form)")
+    if (path / "attributes.json").is_file():
+        return load_synthetic(path, schema=schema)
+    return load_cuhk_pedes(path / "reid_raw.json")
+
+
+def _print_metrics(console: Any, metrics: dict[str, Any], title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k in sorted(metrics):
+        v = metrics[k]
+        if isinstance(v, float):
+            table.add_row(k, f"{v:.4f}" if not k.endswith("queries") else f"{v:.0f}")
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.cli``: the same commands without the entry point."""
+    from pedsearch.cli import err_console, setup_logging
+    from pedsearch.errors import PedsearchError
+
+    parser = argparse.ArgumentParser(prog="python -m training.cli")
+    parser.add_argument("--config", default=None, help="deployment settings YAML")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    register(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    setup_logging(args.verbose)
+    try:
+        return int(args.handler(args) or 0)
+    except PedsearchError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.message}")
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,376 @@
+"""Evaluation of the three query kinds and of attribute recognition, on a labelled image set.
+
+Protocols (``training.metrics`` implements the arithmetic):
+
+- **text -> image** (CMAAM / ViTAA / SSAN): every caption of every image is a query; the gallery
+  is every image; a hit is an image of the caption's person. R@1/5/10 and mAP.
+- **attribute -> image** (AAIPR Sec. 4.1, semantic IDs): every distinct attribute description
+  of the gallery is one query, embedded by the attribute tower; a hit is any image with the same
+  description. R@1/5/10 and mAP.
+- **image -> image** re-identification (APR Sec. 5.1): one query image per identity with another
+  image (from another camera when cameras are known), the rest is the gallery;
+  same-identity-same-camera images are left out per query. Rank-1 and mAP.
+- **attribute recognition**: the image tower's attribute probabilities, each ``single`` family
+  read by its most likely value, against the labels: PETA's mA plus APR's mean accuracy.
+
+:func:`evaluate_bundle` evaluates a bundle folder through :func:`pedsearch.bundle.load_bundle`,
+i.e. exactly what workers and the gateway will serve; the training job validates its live model
+with the same code (:class:`ModelEncoders`). Results are also pictures: ``cmc.png`` /
+``cmc.html`` with one CMC curve per protocol.
+
+Example:
+    >>> m = evaluate_bundle("runs/tiny/bundle", records, out_dir="runs/tiny/eval")  # doctest: +SKIP
+    >>> round(m["text_R@1"], 3), round(m["attr_mA"], 3)                             # doctest: +SKIP
+    (0.412, 0.803)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from pedsearch.attributes import AttributeSchema
+from pedsearch.errors import InvalidInput
+from training.datasets import ImageRecord, encode_record
+from training.metrics import (
+    attribute_metrics,
+    attribute_query_protocol,
+    one_hot_single_families,
+    retrieval_metrics,
+)
+
+log = logging.getLogger("pedsearch.training")
+
+#: Protocol name -> prefix of its metrics and label of its CMC curve.
+PROTOCOLS = {"text": "text -> image", "attr": "attribute -> image", "image": "image -> image"}
+#: Metrics averaged into ``score``, the number that ranks checkpoints.
+SCORE_KEYS = ("text_mAP", "attr_mAP", "image_mAP")
+
+
+# ------------------------------------------------------------------------------------------------
+# the evaluation set
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class EvalSet:
+    """Images with their labels and captions, ready for every protocol.
+
+    Attributes:
+        records: the gallery images.
+        captions: caption queries; ``caption_owner[j]`` is the index of the image caption ``j``
+            describes.
+        targets, masks: ``(N, A)`` attribute targets and known-masks of the images.
+        pids: ``(N,)`` int64 identity codes. cams: ``(N,)`` int64 camera codes (unknown cameras
+            get unique negative codes).
+    """
+
+    records: list[ImageRecord]
+    captions: list[str]
+    caption_owner: np.ndarray
+    targets: np.ndarray
+    masks: np.ndarray
+    pids: np.ndarray
+    cams: np.ndarray
+
+    @classmethod
+    def from_records(
+        cls,
+        records: Sequence[ImageRecord],
+        schema: AttributeSchema,
+        *,
+        seed: int = 0,
+        captions_per_image: int = 1,
+    ) -> "EvalSet":
+        """Build the set; images without stored captions get captions written from their labels
+        (by :class:`~training.datasets.torch_data.PedestrianDataset`, with ``seed``)."""
+        from training.datasets.splits import camera_codes, pid_codes
+        from training.datasets.torch_data import PedestrianDataset
+
+        records = list(records)
+        if not records:
+            raise InvalidInput("nothing to evaluate: the evaluation split has no images")
+        ds = PedestrianDataset(records, schema=schema, train=False, seed=seed,
+                               captions_per_image=captions_per_image)
+        pairs = ds.caption_pairs()
+        enc = [encode_record(r, schema) for r in records]
+        return cls(
+            records=records,
+            captions=[c for _, c in pairs],
+            caption_owner=np.array([i for i, _ in pairs], np.int64),
+            targets=np.stack([t for t, _ in enc]).astype(np.float32),
+            masks=np.stack([m for _, m in enc]).astype(np.float32),
+            pids=pid_codes(records),
+            cams=camera_codes(records),
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# encoders: the live model, or a bundle
+# ------------------------------------------------------------------------------------------------
+class Encoders(Protocol):
+    def encode_images(self, records: Sequence[ImageRecord]) -> tuple[np.ndarray, np.ndarray]:
+        """-> ``(embeddings (N, D), attribute probabilities (N, A))``."""
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """-> ``(M, D)`` unit embeddings."""
+
+    def encode_attribute_vectors(self, vectors: np.ndarray) -> np.ndarray | None:
+        """Generator inputs ``(S, A)`` -> ``(S, D)``; None when there is no attribute tower."""
+
+
+class ModelEncoders:
+    """A :class:`~pedsearch.models.joint.PersonSearchModel` in training, evaluated in place.
+
+    Images are read by the training data pipeline without augmentation and mapped onto the
+    backbone's normalisation, exactly as the training step feeds them.
+
+    Args:
+        model: the (unwrapped) model. image_size: ``(H, W)``. device: where it runs.
+        batch_size: items per forward pass.
+    """
+
+    def __init__(self, *, model: Any, image_size: tuple[int, int], device: torch.device | str,
+                 batch_size: int = 64) -> None:
+        from training.step import renormalizer
+
+        self.model = model
+        self.image_size = tuple(image_size)
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.renorm = renormalizer(model, self.device)
+
+    @torch.no_grad()
+    def encode_images(self, records: Sequence[ImageRecord]) -> tuple[np.ndarray, np.ndarray]:
+        from pedsearch.models.image import attribute_probs
+        from training.datasets.torch_data import PedestrianDataset
+
+        was = self.model.training
+        self.model.eval()
+        ds = PedestrianDataset(records, schema=self.model.schema, image_size=self.image_size,
+                               train=False, pad=0, flip_p=0.0, brightness=0.0, contrast=0.0)
+        embs, probs = [], []
+        try:
+            for lo in range(0, len(ds), self.batch_size):
+                x = torch.stack([ds[i]["image"] for i in range(lo, min(lo + self.batch_size,
+                                                                          len(ds)))])
+                x = x.to(self.device)
+                if self.renorm is not None:
+                    x = x * self.renorm[0] + self.renorm[1]
+                out = self.model.encode_image(x)
+                embs.append(out["embedding"].float().cpu().numpy())
+                probs.append(attribute_probs(out["attr_logits"], self.model.schema)
+                             .float().cpu().numpy())
+        finally:
+            self.model.train(was)
+        return np.concatenate(embs), np.concatenate(probs)
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        was = self.model.training
+        self.model.eval()
+        out = []
+        try:
+            for lo in range(0, len(texts), 256):
+                ids, lengths = self.model.tokenize(list(texts[lo:lo + 256]))
+                e = self.model.encode_text(ids.to(self.device), lengths)["embedding"]
+                out.append(e.float().cpu().numpy())
+        finally:
+            self.model.train(was)
+        return np.concatenate(out)
+
+    @torch.no_grad()
+    def encode_attribute_vectors(self, vectors: np.ndarray) -> np.ndarray | None:
+        if getattr(self.model, "generator", None) is None:
+            return None
+        was = self.model.training
+        self.model.eval()
+        try:
+            x = torch.from_numpy(np.asarray(vectors, np.float32)).to(self.device)
+            return self.model.encode_attributes(x)["embedding"].float().cpu().numpy()
+        finally:
+            self.model.train(was)
+
+
+class BundleEncoders:
+    """A loaded :class:`pedsearch.bundle.Bundle`: crops are read from disk as BGR, the way the
+    ingest workers hand them over."""
+
+    def __init__(self, bundle: Any, *, batch_size: int = 64) -> None:
+        self.bundle = bundle
+        self.batch_size = batch_size
+
+    def encode_images(self, records: Sequence[ImageRecord]) -> tuple[np.ndarray, np.ndarray]:
+        import cv2
+
+        from training.datasets.torch_data import read_rgb
+
+        embs, probs = [], []
+        for lo in range(0, len(records), self.batch_size):
+            crops = [cv2.cvtColor(read_rgb(r.path), cv2.COLOR_RGB2BGR)
+                     for r in records[lo:lo + self.batch_size]]
+            e, p = self.bundle.encode_images(crops, batch_size=self.batch_size)
+            embs.append(e)
+            probs.append(p)
+        return np.concatenate(embs), np.concatenate(probs)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self.bundle.encode_texts(list(texts))
+
+    def encode_attribute_vectors(self, vectors: np.ndarray) -> np.ndarray | None:
+        if "attributes" not in self.bundle.parts:
+            return None
+        with torch.inference_mode():
+            x = torch.from_numpy(np.asarray(vectors, np.float32)).to(self.bundle.device)
+            return self.bundle.model.encode_attributes(x)["embedding"].float().cpu().numpy()
+
+
+# ------------------------------------------------------------------------------------------------
+# the protocols
+# ------------------------------------------------------------------------------------------------
+def _retrieval(prefix: str, sim: np.ndarray, q: np.ndarray, g: np.ndarray, **kw: Any
+               ) -> tuple[dict[str, float], np.ndarray]:
+    m = retrieval_metrics(sim, q, g, ks=(1, 5, 10), **kw)
+    out = {f"{prefix}_R@{k}": m[f"R@{k}"] for k in (1, 5, 10)}
+    out[f"{prefix}_mAP"] = m["mAP"]
+    out[f"{prefix}_queries"] = float(m["num_valid_queries"])
+    return out, m["cmc"]
+
+
+def evaluate_encoders(
+    encoders: Encoders,
+    data: EvalSet,
+    schema: AttributeSchema,
+    *,
+    out_dir: str | pathlib.Path | None = None,
+    title: str = "evaluation",
+    seed: int = 0,
+) -> dict[str, float]:
+    """Run every protocol the data and the encoders allow.
+
+    Args:
+        encoders: the model to evaluate (:class:`ModelEncoders` or :class:`BundleEncoders`).
+        data: the labelled images (:meth:`EvalSet.from_records`).
+        schema: attribute schema of the labels.
+        out_dir: where ``metrics.json``, ``cmc.png`` and ``cmc.html`` go; None writes nothing.
+        title: title of the pictures.
+        seed: seed of the image -> image query choice.
+
+    Returns:
+        Flat metrics: ``text_R@1/5/10``, ``text_mAP``, ``attr_R@1/5/10``, ``attr_mAP``,
+        ``image_R@1/5/10``, ``image_mAP`` (fractions), ``*_queries`` (counts), ``attr_mA``,
+        ``attr_mean_accuracy``, ``attr_instance_f1`` and ``score`` (mean of the mAPs
+        measured). A protocol the data cannot support (no captions, no labels, no identity
+        with two images) is left out, with a log line saying why.
+    """
+    from training.datasets.splits import query_gallery_split
+
+    metrics: dict[str, float] = {}
+    curves: dict[str, np.ndarray] = {}
+    img_emb, img_probs = encoders.encode_images(data.records)
+
+    if data.captions:
+        txt = encoders.encode_texts(data.captions)
+        m, cmc = _retrieval("text", txt @ img_emb.T, data.pids[data.caption_owner], data.pids)
+        metrics.update(m)
+        curves[PROTOCOLS["text"]] = cmc
+    else:
+        log.info("text -> image skipped: the images have no captions and no labels")
+
+    known = data.masks.any(axis=1)
+    if known.any():
+        try:
+            queries = attribute_query_protocol(data.targets[known], data.masks[known])
+        except InvalidInput as exc:
+            log.info("attribute -> image skipped: %s", exc.message)
+            queries = None
+        if queries is not None:
+            vec = queries.targets * queries.masks  # unknown values are open (0) for the generator
+            att = encoders.encode_attribute_vectors(vec)
+            if att is not None:
+                m, cmc = _retrieval("attr", att @ img_emb[known].T, queries.query_labels,
+                                    queries.gallery_labels)
+                metrics.update(m)
+                curves[PROTOCOLS["attr"]] = cmc
+        try:
+            rec = attribute_metrics(one_hot_single_families(img_probs[known], schema),
+                                    data.targets[known], data.masks[known], names=schema.names())
+            metrics.update(attr_mA=rec["mA"], attr_mean_accuracy=rec["mean_accuracy"],
+                           attr_instance_f1=rec["instance_f1"])
+        except InvalidInput as exc:
+            log.info("attribute recognition skipped: %s", exc.message)
+    else:
+        log.info("attribute protocols skipped: no image has attribute labels")
+
+    split = query_gallery_split(data.records, seed=seed)
+    if split.query:
+        index = {id(r): i for i, r in enumerate(data.records)}
+        qi = np.array([index[id(r)] for r in split.query], np.int64)
+        gi = np.array([index[id(r)] for r in split.gallery], np.int64)
+        m, cmc = _retrieval("image", img_emb[qi] @ img_emb[gi].T, data.pids[qi], data.pids[gi],
+                            query_cams=data.cams[qi], gallery_cams=data.cams[gi],
+                            exclude_same_cam=True)
+        metrics.update(m)
+        curves[PROTOCOLS["image"]] = cmc
+    else:
+        log.info("image -> image skipped: no identity has two images")
+
+    scored = [metrics[k] for k in SCORE_KEYS if k in metrics]
+    metrics["score"] = float(np.mean(scored)) if scored else 0.0
+    metrics["images"] = float(len(data.records))
+    if out_dir is not None:
+        write_results(metrics, curves, out_dir, title=title)
+    return metrics
+
+
+def write_results(
+    metrics: dict[str, float], curves: dict[str, np.ndarray], out_dir: str | pathlib.Path,
+    *, title: str,
+) -> pathlib.Path:
+    """``metrics.json``, and ``cmc.png`` + ``cmc.html`` when there are curves."""
+    from training.plots import plot_cmc, plot_cmc_html
+
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    if curves:
+        plot_cmc(curves, out / "cmc.png", title=title)
+        plot_cmc_html(curves, out / "cmc.html", title=title)
+    return out
+
+
+def evaluate_bundle(
+    bundle_path: str | pathlib.Path,
+    records: Sequence[ImageRecord],
+    *,
+    out_dir: str | pathlib.Path | None = None,
+    device: str = "cpu",
+    title: str | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Evaluate a bundle folder on labelled images (see :func:`evaluate_encoders`).
+
+    Raises:
+        BundleError: the bundle cannot be loaded. InvalidInput: no images.
+    """
+    from pedsearch.bundle import load_bundle
+
+    bundle = load_bundle(bundle_path, device=device)
+    data = EvalSet.from_records(records, bundle.schema, seed=seed)
+    return evaluate_encoders(BundleEncoders(bundle), data, bundle.schema, out_dir=out_dir,
+                             title=title or f"bundle {bundle.version}", seed=seed)
+
+
+__all__ = [
+    "BundleEncoders",
+    "EvalSet",
+    "ModelEncoders",
+    "PROTOCOLS",
+    "evaluate_bundle",
+    "evaluate_encoders",
+    "write_results",
+]
