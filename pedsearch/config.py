@@ -114,7 +114,7 @@ class DetectorSpec(BaseModel):
     """A detector plug-in by name; the other keys are checked by the plug-in's own model."""
 
     model_config = ConfigDict(extra="allow")
-    type: str = Field("hog", min_length=1)
+    type: str = Field("bgsub", min_length=1, description="detector plug-in name")
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -135,6 +135,10 @@ class TrackingConfig(Strict):
         "window, not once per frame",
     )
     min_box_height: int = Field(48, ge=8, le=2000, description="smaller boxes are not stored")
+    early_emit: bool = Field(
+        True, description="store a window's first crop at once (freshness) and overwrite it "
+        "with the window's best crop when the window closes (same id)",
+    )
 
 
 class WorkersConfig(Strict):

@@ -22,11 +22,10 @@ import logging
 import pickle
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
@@ -66,13 +65,21 @@ class PartitionState:
         return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+FRESHNESS_SAMPLES = 20_000
+
+
 @dataclass
 class ConsumerStats:
+    """Counters of one run, plus what benchmarks need (first/last frame times, freshness)."""
+
     frames: int = 0
     dead_letters: int = 0
     crops: int = 0
     commits: int = 0
     last_commit: float = 0.0
+    first_frame_at: float | None = None  # wall clock when the first frame was handled
+    last_write_at: float | None = None  # wall clock of the last Milvus acknowledgement
+    freshness_s: list[float] = field(default_factory=list)  # capture -> acked, first crops
 
 
 class ConsumerLoop:
@@ -103,6 +110,7 @@ class ConsumerLoop:
         self.stats = ConsumerStats()
         self.states: dict[TopicPartition, PartitionState] = {}
         self.pending: deque[CropCandidate] = deque()
+        self._written: OrderedDict[int, None] = OrderedDict()  # ids stored, for freshness
         self._last_flush = time.monotonic()
         self._last_ckpt = time.monotonic()
         self._last_beat = 0.0
@@ -167,10 +175,15 @@ class ConsumerLoop:
             state = self.restore(tp)
             self.states[tp] = state
             if state.next_offset is not None:
-                # the snapshot is written before the commit, so it is never behind it
-                self.consumer.seek(tp, state.next_offset)
+                # the snapshot is written before the commit, so it is never behind it; start
+                # earlier if a stateful detector must re-learn from the frames before it
+                replay = [c.replay_from for c in state.cameras.values()
+                          if c.replay_from is not None]
+                self.consumer.seek(tp, min([state.next_offset, *replay]))
             log.info("%s: assigned %s (resume at %s)", self.worker_id, tp,
                      state.next_offset if state.next_offset is not None else "committed")
+        self.metrics.assigned.set(len(self.states))
+        self.metrics.publish(self.redis)  # tell waiting tools at once, not at the next beat
 
     def on_revoked(self, partitions: list[TopicPartition]) -> None:
         try:
@@ -180,11 +193,15 @@ class ConsumerLoop:
                           self.worker_id)
         for tp in partitions:
             self.states.pop(tp, None)
+        self.metrics.assigned.set(len(self.states))
 
     # -- processing -----------------------------------------------------------------------------
     def handle(self, tp: TopicPartition, msg) -> None:
         t0 = time.perf_counter()
         state = self.states.setdefault(tp, PartitionState())
+        if state.next_offset is not None and msg.offset < state.next_offset:
+            self._rewarm(state, msg)  # before the checkpoint: already processed
+            return
         try:
             decoded = decode_frame(msg.value, key=msg.key, max_bytes=self.kcfg.max_message_bytes)
             cam_id = decoded.camera_id
@@ -196,13 +213,25 @@ class ConsumerLoop:
                     )
                 state.cameras[cam_id] = self.pipeline_factory(cam_id)
             self.metrics.stage.labels("decode").observe(time.perf_counter() - t0)
-            crops = state.cameras[cam_id].process(decoded, metrics=self.metrics)
+            crops = state.cameras[cam_id].process(decoded, offset=msg.offset,
+                                                  metrics=self.metrics)
             self.pending.extend(crops)
             self.stats.frames += 1
+            if self.stats.first_frame_at is None:
+                self.stats.first_frame_at = time.time()
             self.metrics.frames.labels(cam_id).inc()
         except PoisonMessage as exc:
             self.dead_letter(msg, exc)
         state.next_offset = msg.offset + 1
+
+    def _rewarm(self, state: PartitionState, msg) -> None:
+        try:
+            decoded = decode_frame(msg.value, key=msg.key, max_bytes=self.kcfg.max_message_bytes)
+        except PoisonMessage:
+            return  # it was dead-lettered the first time
+        cam = state.cameras.get(decoded.camera_id)
+        if cam is not None:
+            cam.warm(decoded)
 
     def dead_letter(self, msg, exc: PoisonMessage) -> None:
         headers = [
@@ -232,8 +261,17 @@ class ConsumerLoop:
             self.metrics.crops.inc(len(crops))
             self.stats.crops += len(crops)
             now = time.time()
+            self.stats.last_write_at = now
             for c in crops:
-                self.metrics.freshness.observe(max(0.0, now - c.ts_us / 1e6))
+                if c.id in self._written:  # a window's best replacing its early crop
+                    continue
+                self._written[c.id] = None
+                if len(self._written) > 100_000:
+                    self._written.popitem(last=False)
+                age = max(0.0, now - c.ts)
+                self.metrics.freshness.observe(age)
+                if len(self.stats.freshness_s) < FRESHNESS_SAMPLES:
+                    self.stats.freshness_s.append(age)
 
     def checkpoint(self, force: bool = False) -> None:
         """Write pending crops, save partition states, then commit their offsets."""
@@ -310,11 +348,3 @@ class _Rebalance(ConsumerRebalanceListener):
     def on_partitions_assigned(self, assigned):
         self.loop.on_assigned(list(assigned))
 
-
-def snapshot_summary(states: dict[TopicPartition, PartitionState]) -> dict[str, Any]:
-    return {f"{tp.topic}[{tp.partition}]": {"next_offset": s.next_offset,
-                                             "cameras": sorted(s.cameras)}
-            for tp, s in states.items()}
-
-
-__all__ = ["ConsumerLoop", "PartitionState", "Sink", "np"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable, Sequence
 
 import numpy as np
@@ -55,15 +56,16 @@ class EmbedIndexSink:
     def write(self, crops: list[CropCandidate]) -> int:
         if not crops:
             return 0
-        emb, probs = self.embed([c.image for c in crops])
+        emb, probs = self.embed([c.crop for c in crops])
         rows = []
         for c, e, p in zip(crops, emb, probs, strict=True):
-            ref = CropStore.ref_for(c.camera_id, c.ts_us, c.id)
-            self.crop_store.put(ref, encode_jpeg(c.image, self.jpeg_quality))
+            ts_us = int(round(c.ts * 1e6))
+            ref = CropStore.ref_for(c.camera_id, ts_us, c.id)
+            self.crop_store.put(ref, encode_jpeg(c.crop, self.jpeg_quality))
             rows.append(DetectionRow(
-                id=c.id, camera_id=c.camera_id, ts_us=c.ts_us, track_id=c.track_id,
+                id=c.id, camera_id=c.camera_id, ts_us=ts_us, track_id=c.track_id,
                 frame_seq=c.frame_seq, box=tuple(float(v) for v in c.box),
-                det_score=float(c.score), crop_ref=ref, model_version=self.model_version,
+                det_score=float(c.det_score), crop_ref=ref, model_version=self.model_version,
                 embedding=e, attributes=p,
             ))
         delay = 0.5
@@ -76,8 +78,6 @@ class EmbedIndexSink:
                         f"Milvus refused {len(rows)} rows {attempt} times: {exc}"
                     ) from exc
                 log.warning("Milvus write failed (%s); retry %d in %.1f s", exc, attempt, delay)
-                import time
-
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
         return 0

@@ -41,6 +41,7 @@ class WorkerMetrics:
         )
         self.commits = Counter("pedsearch_offset_commits", "Kafka offset commits", registry=r)
         self.lag = Gauge("pedsearch_consumer_lag", "messages behind the log end", registry=r)
+        self.assigned = Gauge("pedsearch_assigned_partitions", "partitions owned", registry=r)
         self.stage = Histogram(
             "pedsearch_stage_seconds", "latency per stage", ["stage"], buckets=LATENCY_BUCKETS,
             registry=r,

@@ -18,6 +18,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, RayActorError
 
+from pedsearch.attributes import AttributeSchema
 from pedsearch.bundle import read_manifest
 from pedsearch.config import Settings
 from pedsearch.errors import PedsearchError
@@ -57,13 +58,14 @@ def build_consumer(settings: Settings, worker_id: str, embed) -> "Any":
     from workers.pipeline import pipeline_factory
 
     manifest = read_manifest(settings.model.bundle)
+    schema = AttributeSchema.from_dict(manifest["schema"])
     collections = DetectionCollections(connect(settings.milvus), settings.milvus)
-    name = collections.ensure(manifest.version, embed_dim=manifest.embed_dim,
-                              attributes=manifest.schema)
+    name = collections.ensure(manifest["version"], embed_dim=int(manifest["embed_dim"]),
+                              attributes=schema)
     sink = EmbedIndexSink(
         embed=embed, collections=collections, collection=name,
-        crop_store=CropStore(settings.paths.crops_dir), attributes=manifest.schema,
-        model_version=manifest.version,
+        crop_store=CropStore(settings.paths.crops_dir), attributes=schema,
+        model_version=manifest["version"],
     )
     return ConsumerLoop(
         settings=settings, sink=sink, redis_client=redis.Redis.from_url(settings.redis.url),
@@ -119,7 +121,8 @@ class IngestWorkers:
                                     max_concurrency=2)(ConsumerWorker)
         payload = settings.model_dump_json()
         self.consumers = [
-            consumer_actor.remote(payload, f"consumer-{i}", self.embedders)
+            consumer_actor.remote(payload, f"{settings.kafka.consumer_group}:consumer-{i}",
+                                  self.embedders)
             for i in range(wcfg.consumers)
         ]
         self.restarts = 0

@@ -1,0 +1,233 @@
+"""Ingest throughput and freshness: the Ray pipeline against a bare single-process loop.
+
+Measures, on the same pre-encoded frames, in one run:
+
+1. bare loop: decode -> detector -> tracker -> crop selector -> embedder, one process, no
+   Kafka / Ray / Milvus (the baseline);
+2. the pipeline with 1 and with 2 workers (consumer + embedder actors each): frames published
+   to a fresh topic first, then drained into Milvus; throughput counted from the first frame
+   handled to the last Milvus acknowledgement;
+3. freshness (capture -> written to Milvus) with 1 worker while frames are published in real
+   time at half the 1-worker maximum rate.
+
+Prints frames/s, crops/s and the pipeline/bare ratios. The embedded stack is started on free
+ports in a temporary folder unless PEDSEARCH_BENCH_KAFKA / _MILVUS / _REDIS give addresses.
+
+    python benchmarks/ingest.py --cameras 4 --seconds 30 --fps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from pedsearch.config import Settings
+from pedsearch.envelope import decode_frame, make_frame
+
+console = Console()
+
+
+def synthetic_frames(cameras: int, people: int, seconds: float, fps: float, seed: int):
+    """Pre-encoded envelopes [(camera_id, bytes)] of a synthetic scene, in time order."""
+    from workers.camera.sources import SyntheticSource
+
+    src = SyntheticSource(camera_id="bench", cameras=cameras, people=people, seed=seed, fps=fps,
+                          duration_s=seconds, realtime=False)
+    seqs: dict[str, int] = {}
+    out = []
+    for sf in src.frames(threading.Event()):
+        seq = seqs.get(sf.camera_id, 0)
+        seqs[sf.camera_id] = seq + 1
+        f = make_frame(camera_id=sf.camera_id, seq=seq, image=sf.image,
+                       capture_ts_us=sf.capture_ts_us)
+        out.append((sf.camera_id, f.SerializeToString()))
+    return out
+
+
+def bare_loop(settings: Settings, frames) -> dict:
+    from workers.embedder import Embedder
+    from workers.pipeline import pipeline_factory
+
+    make = pipeline_factory(settings)
+    embedder = Embedder(bundle_path=settings.model.bundle, device="cpu",
+                        batch_size=settings.workers.embed_batch)
+    pipes = {}
+    pending = []
+    crops = 0
+    t0 = time.perf_counter()
+    for cam, raw in frames:
+        d = decode_frame(raw, key=None, max_bytes=settings.kafka.max_message_bytes)
+        pipe = pipes.get(cam) or pipes.setdefault(cam, make(cam))
+        pending += pipe.process(d)
+        if len(pending) >= settings.workers.embed_batch:
+            embedder([c.crop for c in pending])
+            crops += len(pending)
+            pending = []
+    for pipe in pipes.values():
+        pending += pipe.finish()
+    embedder([c.crop for c in pending])
+    crops += len(pending)
+    dt = time.perf_counter() - t0
+    return {"frames": len(frames), "crops": crops, "seconds": dt}
+
+
+def publish(settings: Settings, frames, rate: float | None = None) -> None:
+    from workers.camera.publisher import make_producer
+
+    producer = make_producer(settings.kafka)
+    period = 1.0 / rate if rate else 0.0
+    t_next = time.monotonic()
+    for cam, raw in frames:
+        if period:
+            t_next += period
+            time.sleep(max(0.0, t_next - time.monotonic()))
+            # re-stamp at "capture" so freshness is measured from now
+            from pedsearch.v1 import frame_pb2
+
+            f = frame_pb2.Frame.FromString(raw)
+            f.capture_ts_us = int(time.time() * 1e6)
+            raw = f.SerializeToString()
+        producer.send(settings.kafka.frames_topic, key=cam.encode(), value=raw)
+    producer.flush()
+    producer.close()
+
+
+def pipeline_run(settings: Settings, frames, workers: int, *, rate: float | None = None,
+                 idle_exit_s: float = 6.0) -> dict:
+    from workers.runtime import IngestWorkers
+
+    s = settings.model_copy(deep=True)
+    s.kafka.frames_topic = f"bench-{uuid.uuid4().hex[:8]}"
+    s.kafka.consumer_group = f"bench-{uuid.uuid4().hex[:8]}"
+    s.workers.consumers = workers
+    s.workers.embedders = workers
+    ingest = IngestWorkers(s)
+    stop = threading.Event()
+    if rate is None:
+        publish(s, frames)
+        try:
+            results = ingest.run(stop, idle_exit_s=idle_exit_s)
+        finally:
+            ingest.shutdown()
+    else:
+        # the topic must exist and the group must have joined before the clock starts,
+        # else the first frames wait out the broker's join delay in Kafka
+        publish(s, frames[:1])
+        box: dict = {}
+        runner = threading.Thread(
+            target=lambda: box.setdefault("r", ingest.run(stop, idle_exit_s=idle_exit_s)),
+            daemon=True)
+        runner.start()
+        wait_assigned(s, workers)
+        publish(s, frames[1:], rate)
+        runner.join()
+        ingest.shutdown()
+        results = box["r"]
+    first = min(r["first_frame_at"] for r in results if r["first_frame_at"])
+    last = max(r["last_write_at"] for r in results if r["last_write_at"])
+    fresh = np.array([x for r in results for x in r["freshness_s"]])
+    return {
+        "frames": sum(r["frames"] for r in results),
+        "crops": sum(r["crops"] for r in results),
+        "seconds": last - first,
+        "fresh_p50": float(np.percentile(fresh, 50)) if len(fresh) else float("nan"),
+        "fresh_p99": float(np.percentile(fresh, 99)) if len(fresh) else float("nan"),
+    }
+
+
+def wait_assigned(settings: Settings, workers: int, timeout: float = 120.0) -> None:
+    import redis
+
+    from workers.metrics import read_snapshots, total
+
+    client = redis.Redis.from_url(settings.redis.url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        snaps = [x for x in read_snapshots(client)
+                 if x["worker"].startswith(settings.kafka.consumer_group + ":")]
+        if total(snaps, "pedsearch_assigned_partitions") >= 1 and len(snaps) >= workers:
+            return
+        time.sleep(0.2)
+    raise RuntimeError("the consumers got no partitions in time")
+
+
+@contextlib.contextmanager
+def stack_or_env(settings: Settings):
+    env = {k: os.environ.get(f"PEDSEARCH_BENCH_{k.upper()}") for k in ("kafka", "milvus", "redis")}
+    if all(env.values()):
+        settings.kafka.bootstrap_servers = env["kafka"]
+        settings.milvus.uri = env["milvus"]
+        settings.redis.url = env["redis"]
+        yield settings
+        return
+    from deploy.stack import LocalStack
+
+    with tempfile.TemporaryDirectory(prefix="pedsearch-bench-") as tmp:
+        settings.stack.data_dir = settings.stack.data_dir.__class__(tmp)
+        settings.stack.kafka_port = 0
+        settings.stack.milvus_port = 0
+        settings.stack.redis_port = 0
+        settings.paths.crops_dir = settings.paths.crops_dir.__class__(tmp) / "crops"
+        with LocalStack.from_config(settings) as stack:
+            addr = stack.addresses()
+            settings.kafka.bootstrap_servers = addr["kafka"]
+            settings.milvus.uri = addr["milvus"]
+            settings.redis.url = addr["redis"]
+            yield settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cameras", type=int, default=4)
+    ap.add_argument("--people", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=30.0, help="scene length per camera")
+    ap.add_argument("--fps", type=float, default=5.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bundle", default=None, help="model bundle (default: the shipped one)")
+    args = ap.parse_args(argv)
+
+    settings = Settings()
+    if args.bundle:
+        settings.model.bundle = args.bundle
+    settings.kafka.max_poll_interval_ms = 10_000
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    console.print(f"rendering {args.cameras} cameras x {args.seconds:.0f} s at {args.fps} fps")
+    frames = synthetic_frames(args.cameras, args.people, args.seconds, args.fps, args.seed)
+    with stack_or_env(settings) as settings:
+        bare = bare_loop(settings, frames)
+        console.print(f"bare loop: {bare['frames'] / bare['seconds']:.1f} frames/s")
+        one = pipeline_run(settings, frames, 1)
+        two = pipeline_run(settings, frames, 2)
+        half = 0.5 * one["frames"] / one["seconds"]
+        fresh = pipeline_run(settings, frames, 1, rate=half)
+
+    table = Table(title=f"ingest: {len(frames)} frames of {args.cameras} cameras")
+    for col in ("run", "frames/s", "crops/s", "x bare (frames)", "freshness p50 s",
+                "freshness p99 s"):
+        table.add_column(col, justify="right")
+    bare_fps = bare["frames"] / bare["seconds"]
+    for name, r in (("bare loop", bare), ("pipeline, 1 worker", one),
+                    ("pipeline, 2 workers", two), (f"1 worker at {half:.1f} fps", fresh)):
+        fps = r["frames"] / r["seconds"]
+        table.add_row(name, f"{fps:.1f}", f"{r['crops'] / r['seconds']:.1f}",
+                      f"{fps / bare_fps:.2f}", f"{r.get('fresh_p50', float('nan')):.2f}",
+                      f"{r.get('fresh_p99', float('nan')):.2f}")
+    console.print(table)
+    ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""SORT-style tracker on hand-made box sequences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pedsearch.config import TrackingConfig
+from pedsearch.errors import InvalidInput
+from workers.detectors import Detections
+from workers.tracking import ID_STRIDE, KalmanBoxFilter, Tracker
+
+
+def dets(*boxes: tuple[float, float, float, float], score: float = 0.9) -> Detections:
+    return Detections(np.array(boxes, np.float32).reshape(-1, 4), np.full(len(boxes), score))
+
+
+def walker(seq: int, x0: float = 100, dx: float = 5, y: float = 50) -> tuple[float, ...]:
+    """A 40x100 box moving ``dx`` pixels right per frame."""
+    return (x0 + dx * seq, y, 40, 100)
+
+
+def run(tracker: Tracker, frames: dict[int, Detections]) -> dict[int, list[int]]:
+    """Feed frames in seq order; returns seq -> ids of the returned tracks."""
+    return {seq: [t.track_id for t in tracker.update(d, seq, seq / 10)]
+            for seq, d in sorted(frames.items())}
+
+
+def test_kalman_filter_follows_constant_velocity():
+    kf = KalmanBoxFilter(np.array([0, 0, 40, 100], np.float32))
+    for i in range(1, 20):
+        kf.predict()
+        kf.update(np.array([3 * i, 0, 40, 100], np.float32))
+    kf.predict()
+    np.testing.assert_allclose(kf.box(), [60, 0, 40, 100], atol=0.5)
+    assert kf.mean[4] == pytest.approx(3, abs=0.1)  # learnt velocity of the centre
+
+
+def test_confirmed_after_min_hits_with_id_from_birth_frame():
+    tracker = Tracker(iou_threshold=0.3, max_age_frames=5, min_hits=2)
+    out = run(tracker, {1: dets(walker(1)), 2: dets(walker(2)), 3: dets(walker(3))})
+    assert out == {1: [], 2: [1 * ID_STRIDE], 3: [1 * ID_STRIDE]}
+    track = tracker.update(dets(walker(4)), 4, 0.4)[0]
+    assert (track.start_seq, track.start_ts, track.hits, track.frame_seq) == (1, 0.1, 4, 4)
+    np.testing.assert_allclose(track.box, walker(4))
+    np.testing.assert_allclose(track.smoothed_box, walker(4), atol=2)
+
+
+def test_id_kept_across_a_gap_up_to_max_age_and_new_after_it():
+    frames = {s: dets(walker(s)) for s in range(1, 6)}
+    kept = {**frames, **{s: dets() for s in range(6, 11)}, 11: dets(walker(11))}
+    tracker = Tracker(max_age_frames=5, min_hits=2)
+    out = run(tracker, kept)  # frames 6..10 missed: 5 frames, not more than max_age
+    assert out[11] == [1000]
+    assert tracker.ended_ids == ()
+
+    lost = {**frames, **{s: dets() for s in range(6, 12)}, 12: dets(walker(12)),
+            13: dets(walker(13))}
+    tracker = Tracker(max_age_frames=5, min_hits=2)
+    ended_at = {}
+    for seq, d in sorted(lost.items()):
+        tracker.update(d, seq, seq / 10)
+        if tracker.ended_ids:
+            ended_at[seq] = tracker.ended_ids
+    assert ended_at == {11: (1000,)}  # 6 frames missed > max_age 5
+    assert [t.track_id for t in tracker.update(dets(walker(14)), 14, 1.4)] == [12 * ID_STRIDE]
+
+
+def test_a_gap_in_frame_seq_counts_as_missed_frames():
+    tracker = Tracker(max_age_frames=3, min_hits=1)
+    assert run(tracker, {1: dets(walker(1)), 2: dets(walker(2))}) == {1: [1000], 2: [1000]}
+    # frames 3..5 never arrive (3 missed, = max_age): the prediction carries the box along
+    assert run(tracker, {6: dets(walker(6))}) == {6: [1000]}
+    assert run(tracker, {11: dets(walker(11))}) == {11: [11000]}
+    assert tracker.ended_ids == (1000,)
+
+
+def test_tentative_track_dies_at_its_first_miss():
+    tracker = Tracker(min_hits=2)
+    out = run(tracker, {1: dets(walker(1)), 2: dets(), 3: dets(walker(3)), 4: dets(walker(4))})
+    assert out == {1: [], 2: [], 3: [], 4: [3000]}
+    assert tracker.ended_ids == ()  # never confirmed, so never announced
+
+
+def test_ids_follow_boxes_not_detection_order():
+    def a(s: int) -> tuple[float, ...]:
+        return walker(s, x0=100, dx=5)
+
+    def b(s: int) -> tuple[float, ...]:
+        return walker(s, x0=400, dx=-5)
+
+    tracker = Tracker(min_hits=1)
+    first = tracker.update(dets(a(1), b(1)), 1, 0.1)
+    assert [(t.track_id, t.det_index) for t in first] == [(1000, 0), (1001, 1)]
+    swapped = tracker.update(dets(b(2), a(2)), 2, 0.2)
+    assert [(t.track_id, t.det_index) for t in swapped] == [(1000, 1), (1001, 0)]
+
+
+def test_low_iou_does_not_match():
+    tracker = Tracker(iou_threshold=0.5, min_hits=1)
+    tracker.update(dets((0, 0, 40, 100)), 1, 0.0)
+    # 20 px jump: IoU with the (static) prediction = 20*100 / (2*4000 - 2000) = 1/3 < 0.5
+    assert [t.track_id for t in tracker.update(dets((20, 0, 40, 100)), 2, 0.1)] == [2000]
+
+
+def _random_walk_frames(seed: int) -> dict[int, Detections]:
+    rng = np.random.default_rng(seed)
+    starts = rng.uniform(0, 800, (6, 2))
+    velocity = rng.uniform(-6, 6, (6, 2))
+    frames = {}
+    for seq in range(1, 60):
+        boxes = []
+        for i in range(6):
+            if rng.random() < 0.15:  # missed detections
+                continue
+            x, y = starts[i] + velocity[i] * seq + rng.normal(0, 1.5, 2)
+            boxes.append((x, y, 40 + i * 5, 100 + i * 10))
+        order = rng.permutation(len(boxes))
+        frames[seq] = dets(*[boxes[j] for j in order])
+    return frames
+
+
+def test_track_ids_are_deterministic_for_the_same_input():
+    frames = _random_walk_frames(7)
+    first = run(Tracker(), frames)
+    again = run(Tracker(), frames)
+    tracker = Tracker()
+    run(tracker, _random_walk_frames(8))
+    tracker.reset()
+    after_reset = run(tracker, frames)
+    assert first == again == after_reset
+    assert len({i for ids in first.values() for i in ids}) >= 6
+
+
+def test_ids_of_a_restarted_tracker_never_reuse_earlier_ids():
+    frames = _random_walk_frames(3)
+    full = run(Tracker(), frames)
+    restarted = run(Tracker(), {s: d for s, d in frames.items() if s >= 30})
+    earlier = {i for s, ids in full.items() if s < 30 for i in ids}
+    later = {i for ids in restarted.values() for i in ids}
+    assert earlier and later and not earlier & later
+
+
+def test_frames_must_arrive_in_order_and_config_is_checked():
+    tracker = Tracker.from_config(TrackingConfig(iou_threshold=0.4, max_age_frames=3, min_hits=1))
+    assert (tracker.iou_threshold, tracker.max_age_frames, tracker.min_hits) == (0.4, 3, 1)
+    tracker.update(dets(walker(5)), 5, 0.5)
+    with pytest.raises(InvalidInput, match="not after the previous frame 5"):
+        tracker.update(dets(walker(5)), 5, 0.5)
+    with pytest.raises(InvalidInput, match="iou_threshold"):
+        Tracker(iou_threshold=1.5)
+    assert tracker.active_ids() == [5000] and tracker.last_seq == 5
+
+
+def test_a_restored_tracker_continues_exactly_like_the_uninterrupted_one():
+    import pickle
+
+    frames = _random_walk_frames(11)
+    uninterrupted = run(Tracker(), frames)
+    tracker = Tracker()
+    first = run(tracker, {s: d for s, d in frames.items() if s < 25})
+    restored = pickle.loads(pickle.dumps(tracker))  # the consumer checkpoints it this way
+    rest = run(restored, {s: d for s, d in frames.items() if s >= 25})
+    assert {**first, **rest} == uninterrupted
