@@ -328,10 +328,10 @@ def map_lukemelas_state_dict(state: Mapping[str, Tensor], *, source: str) -> dic
 class ResNet50Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    pretrained: pathlib.Path | None = Field(
-        None,
+    pretrained: bool | pathlib.Path = Field(
+        False,
         description="torchvision-layout ResNet-50 state dict file (ImageNet weights); nothing is "
-        "downloaded; None = random initialisation",
+        "downloaded or shipped, so true is an error; false = random initialisation",
     )
     last_stride: Literal[1, 2] = Field(1, description="1 = stride-16 map (SSAN/PCB); 2 = stride 32")
 
@@ -369,14 +369,16 @@ class ResNet50(Backbone):
     Args:
         pretrained: a torchvision-layout state dict file (a plain state dict, or one wrapped in
             ``{"state_dict": ...}`` / ``{"model": ...}``, keys optionally prefixed ``module.``);
-            ``fc.*`` tensors are ignored. ``None`` keeps the random initialisation.
+            ``fc.*`` tensors are ignored. ``False`` / ``None`` keeps the random initialisation.
         last_stride: 1 removes the down-sampling of ``layer4`` (stride 16).
 
     Shapes:
         ``(B, 3, H, W) -> (B, 2048, ceil(H / s), ceil(W / s))``.
     """
 
-    def __init__(self, *, pretrained: str | pathlib.Path | None = None, last_stride: int = 1):
+    def __init__(
+        self, *, pretrained: bool | str | pathlib.Path | None = False, last_stride: int = 1
+    ) -> None:
         super().__init__()
         if last_stride not in (1, 2):
             raise ConfigError(f"last_stride must be 1 or 2, not {last_stride}")
@@ -399,7 +401,12 @@ class ResNet50(Backbone):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        if pretrained is not None:
+        if pretrained is True:
+            raise ConfigError(
+                "no ResNet-50 weights ship with pedsearch and nothing is downloaded: set the "
+                "backbone's pretrained to a torchvision-layout weight file, or to false"
+            )
+        if pretrained not in (False, None):
             self.load_torchvision(pathlib.Path(pretrained))
 
     @classmethod

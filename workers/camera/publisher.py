@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError, NoBrokersAvailable
+from kafka.errors import KafkaError
 
 from pedsearch.config import KafkaConfig
 from pedsearch.envelope import make_frame
@@ -46,7 +46,7 @@ def make_producer(cfg: KafkaConfig, **overrides) -> KafkaProducer:
             request_timeout_ms=cfg.request_timeout_ms,
             **overrides,
         )
-    except NoBrokersAvailable as exc:
+    except KafkaError as exc:
         raise Unavailable(
             f"no Kafka broker at {cfg.bootstrap_servers}; start the local stack with "
             "`pedsearch stack up` or set PEDSEARCH_KAFKA__BOOTSTRAP_SERVERS"
