@@ -19,6 +19,7 @@ from importlib.metadata import entry_points
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from pedsearch import __version__
 from pedsearch.errors import PedsearchError
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.handler(args)
     except PedsearchError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}")
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}")
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -31,17 +31,10 @@ STEP_TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module")
-def ray_2_cpus():
-    """A Ray cluster with 2 CPUs: the one at $RAY_ADDRESS, else a local one started here."""
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, ignore_reinit_error=True)
-        yield address
-        ray.shutdown()
-        return
-    ctx = ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield ctx.address_info["gcs_address"]
-    ray.shutdown()
+def ray_2_cpus(ray_local):
+    """The session's Ray (``ray_local``: $RAY_ADDRESS, else a local 2-CPU one); its address is
+    what the ``pedsearch train`` subprocesses join."""
+    yield ray.get_runtime_context().gcs_address
 
 
 def cli() -> list[str]:
