@@ -28,7 +28,7 @@ from typing import Any, Callable, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from pedsearch.config import Settings
@@ -186,10 +186,14 @@ class ConsumerLoop:
         self.metrics.publish(self.redis)  # tell waiting tools at once, not at the next beat
 
     def on_revoked(self, partitions: list[TopicPartition]) -> None:
+        # This runs on kafka-python's IO thread, where a blocking call into the consumer
+        # (commit) is refused. The Redis snapshot is what a new owner resumes from (it is never
+        # behind the committed offset), so writing the crops and saving the states suffices.
         try:
-            self.checkpoint(force=True)
-        except (KafkaError, CommitFailedError):
-            log.exception("%s: checkpoint on revocation failed; frames will be replayed",
+            self.flush_crops()
+            self.save_states([tp for tp in partitions if tp in self.states])
+        except Exception:  # noqa: BLE001 - the frames are replayed from the last snapshot
+            log.exception("%s: saving state on revocation failed; frames will be replayed",
                           self.worker_id)
         for tp in partitions:
             self.states.pop(tp, None)
@@ -273,20 +277,26 @@ class ConsumerLoop:
                 if len(self.stats.freshness_s) < FRESHNESS_SAMPLES:
                     self.stats.freshness_s.append(age)
 
+    def save_states(self, partitions) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Snapshot the partitions' states to Redis; returns the offsets to commit."""
+        offsets = {}
+        for tp in partitions:
+            state = self.states[tp]
+            if state.next_offset is None:
+                continue
+            self.redis.set(self._state_key(tp), state.to_bytes())
+            offsets[tp] = OffsetAndMetadata(state.next_offset, "", -1)
+        return offsets
+
     def checkpoint(self, force: bool = False) -> None:
         """Write pending crops, save partition states, then commit their offsets."""
         if not force and time.monotonic() - self._last_ckpt < self.checkpoint_interval_s:
             return
         self._last_ckpt = time.monotonic()
         self.flush_crops()
-        offsets = {}
-        for tp, state in self.states.items():
-            if state.next_offset is None:
-                continue
-            self.redis.set(self._state_key(tp), state.to_bytes())
-            offsets[tp] = OffsetAndMetadata(state.next_offset, "", -1)
+        self.dlq.flush(timeout=30)  # dead letters are durable before their offsets commit
+        offsets = self.save_states(list(self.states))
         if offsets and self.consumer is not None:
-            self.dlq.flush(timeout=30)  # dead letters are durable before their offsets commit
             self.consumer.commit(offsets)
             self.stats.commits += 1
             self.stats.last_commit = time.time()

@@ -1,0 +1,245 @@
+"""The streaming ingest path on the real embedded servers and a real Ray runtime.
+
+camera (synthetic scene) -> Kafka-API broker -> Ray consumer + embedder actors -> Milvus.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+
+import numpy as np
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from pymilvus import MilvusClient
+
+from pedsearch.envelope import make_frame
+from pedsearch.schema import collection_name
+from pedsearch.bundle import default_bundle_path, read_manifest
+
+from workers.camera.publisher import FramePublisher, make_producer
+from workers.camera.sources import SyntheticSource
+from workers.detectors.base import iou_matrix
+from workers.runtime import IngestWorkers
+
+pytestmark = pytest.mark.integration
+
+SCENE = dict(cameras=3, people=8, seed=11, fps=5.0, duration_s=24.0)
+
+
+@pytest.fixture(scope="session")
+def ingest_bundle(tmp_path_factory) -> pathlib.Path:
+    """``$PEDSEARCH_TEST_BUNDLE``, else the shipped default bundle, else what a short training
+    run exports."""
+    if os.environ.get("PEDSEARCH_TEST_BUNDLE"):
+        return pathlib.Path(os.environ["PEDSEARCH_TEST_BUNDLE"])
+    default = default_bundle_path()
+    if (default / "bundle.json").is_file():
+        return default
+    out = tmp_path_factory.mktemp("bundle")
+    cmd = [sys.executable, "-m", "pedsearch.cli", "train", "--config", "tiny",
+           "--output-dir", str(out / "runs"), "--export", str(out / "bundle"), "--workers", "1"]
+    subprocess.run(cmd, check=True, timeout=900, env={**os.environ, "RAY_ADDRESS": ""})
+    return out / "bundle"
+
+
+def _variant(settings, bundle):
+    s = settings.model_copy(deep=True)
+    s.model.bundle = bundle
+    s.workers.consumers = 1
+    s.workers.embedders = 1
+    s.workers.embed_batch = 16
+    return s
+
+
+@pytest.fixture
+def ingest_settings(settings, ingest_bundle, ray_local):
+    return _variant(settings, ingest_bundle)
+
+
+@pytest.fixture
+def ingest_settings_factory(settings, ingest_bundle, ray_local):
+    """More settings like ``ingest_settings`` with their own topic, group and collection."""
+
+    def make():
+        s = _variant(settings, ingest_bundle)
+        tag = uuid.uuid4().hex[:6]
+        s.kafka.frames_topic += tag
+        s.kafka.dlq_topic += tag
+        s.kafka.consumer_group += tag
+        s.milvus.alias += tag
+        s.milvus.collection_prefix = s.milvus.collection_prefix[:-2] + tag + "_v"
+        s.paths.crops_dir = s.paths.crops_dir.with_name("crops" + tag)
+        return s
+
+    return make
+
+
+def publish_scene(settings, **scene) -> dict[str, list]:
+    """Publish a synthetic scene as fast as possible; returns the frames' truth per camera."""
+    source = SyntheticSource(camera_id="cam", realtime=False, **(scene or SCENE))
+    publisher = FramePublisher(producer=make_producer(settings.kafka),
+                               topic=settings.kafka.frames_topic)
+    truth: dict[str, list] = defaultdict(list)
+    for sf in source.frames(threading.Event()):
+        publisher.publish(sf)
+        truth[sf.camera_id].append(sf.truth)
+    publisher.close()
+    assert publisher.stats.failed == 0
+    return truth
+
+
+def stored_rows(settings) -> list[dict]:
+    client = MilvusClient(uri=settings.milvus.uri)
+    name = collection_name(settings.milvus, read_manifest(settings.model.bundle)["version"])
+    client.load_collection(name)
+    rows = client.query(name, filter="id != 0", limit=16384,
+                        output_fields=["id", "camera_id", "track_id", "frame_seq", "ts_us",
+                                       "box_x", "box_y", "box_w", "box_h", "crop_ref"],
+                        consistency_level="Strong")
+    client.close()
+    return rows
+
+
+def match_truth(rows, truth) -> dict[int, tuple[str, int] | None]:
+    """Stored row id -> (camera, ground-truth track) by IoU >= 0.5 on the crop's frame."""
+    out = {}
+    for r in rows:
+        frame_truth = truth[r["camera_id"]][r["frame_seq"]]
+        people = list(frame_truth.people)
+        if not people:
+            out[r["id"]] = None
+            continue
+        gt = np.array([[p.box.x, p.box.y, p.box.w, p.box.h] for p in people], np.float32)
+        box = np.array([[r["box_x"], r["box_y"], r["box_w"], r["box_h"]]], np.float32)
+        iou = iou_matrix(box, gt)[0]
+        j = int(iou.argmax())
+        out[r["id"]] = (r["camera_id"], people[j].track_id) if iou[j] >= 0.5 else None
+    return out
+
+
+def run_workers(settings, idle_exit_s=8.0, kill_after_s=None):
+    workers = IngestWorkers(settings)
+    stop = threading.Event()
+    killer = None
+    if kill_after_s is not None:
+        def kill():
+            time.sleep(kill_after_s)
+            pid = workers.pids()[0]
+            os.kill(pid, signal.SIGKILL)
+        killer = threading.Thread(target=kill, daemon=True)
+        killer.start()
+    try:
+        results = workers.run(stop, idle_exit_s=idle_exit_s)
+    finally:
+        workers.shutdown()
+    return results, workers.restarts
+
+
+def test_synthetic_stream_is_drained_into_milvus(ingest_settings):
+    settings = ingest_settings
+    truth = publish_scene(settings)
+    results, _ = run_workers(settings)
+    total_frames = sum(len(v) for v in truth.values())
+    assert sum(r["frames"] for r in results) == total_frames
+    rows = stored_rows(settings)
+    assert rows, "nothing was stored"
+    assert len({r["id"] for r in rows}) == len(rows)
+    # every stored crop is a real person of the scene, and its crop file exists
+    matches = match_truth(rows, truth)
+    precision = sum(m is not None for m in matches.values()) / len(matches)
+    assert precision >= 0.8, f"only {precision:.2f} of stored crops are people"
+    # per camera: the ground-truth tracks found (recall) and no track stored many times over
+    for cam, frames in truth.items():
+        gt_tracks = {p.track_id for f in frames for p in f.people if p.visibility >= 0.5}
+        found = {m[1] for m in matches.values() if m and m[0] == cam}
+        recall = len(found & gt_tracks) / max(1, len(gt_tracks))
+        assert recall >= 0.7, f"{cam}: found {len(found)} of {len(gt_tracks)} tracks"
+    # a person walking past is stored once per track window, not once per frame: allow for
+    # the tracker splitting a walk into a few tracks (occlusions), nothing like one per frame
+    per_track = Counter(m for m in matches.values() if m)
+    window_frames = settings.tracking.window_s * SCENE["fps"]
+    windows = 0
+    for (cam, track), n in per_track.items():
+        span = sum(1 for f in truth[cam] for p in f.people if p.track_id == track)
+        windows += math.ceil(span / window_frames)
+        assert n <= 3 * math.ceil(span / window_frames) + 1, f"{cam} track {track}: {n} rows"
+    assert sum(per_track.values()) <= 2.5 * windows
+
+
+def test_consumer_killed_mid_stream_loses_and_duplicates_nothing(ingest_settings,
+                                                                   ingest_settings_factory):
+    # reference: the same stream processed without interruption
+    reference = ingest_settings_factory()
+    publish_scene(reference)
+    run_workers(reference)
+    expected = {r["id"]: r for r in stored_rows(reference)}
+
+    settings = ingest_settings
+    publish_scene(settings)
+    results, restarts = run_workers(settings, kill_after_s=6.0)
+    assert restarts >= 1, "the consumer was not killed"
+    got = {r["id"]: r for r in stored_rows(settings)}
+    assert set(got) == set(expected), (
+        f"missing {len(set(expected) - set(got))}, extra {len(set(got) - set(expected))}"
+    )
+
+
+def test_poison_messages_go_to_the_dead_letter_topic(ingest_settings):
+    settings = ingest_settings.model_copy(deep=True)
+    settings.workers.unknown_cameras = "dead_letter"
+    settings.cameras = {"good-cam": {}}
+    settings = type(settings).model_validate(settings.model_dump())
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    topic = settings.kafka.frames_topic
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    good = 0
+    poison = {
+        b"garbage": "undecodable",
+        b"": "empty",
+    }
+    bad_version = make_frame(camera_id="good-cam", seq=0, image=image)
+    bad_version.format_version = 7
+    corrupt = make_frame(camera_id="good-cam", seq=0, image=image)
+    corrupt.jpeg = b"\xff\xd8\xff" + bytes(100)
+    unknown = make_frame(camera_id="stranger", seq=0, image=image)
+    sent = []
+    for i in range(12):
+        f = make_frame(camera_id="good-cam", seq=i, image=image)
+        producer.send(topic, key=b"good-cam", value=f.SerializeToString())
+        good += 1
+        if i == 3:
+            for raw, reason in poison.items():
+                producer.send(topic, key=b"good-cam", value=raw)
+                sent.append(reason)
+        if i == 6:
+            producer.send(topic, key=b"good-cam", value=bad_version.SerializeToString())
+            producer.send(topic, key=b"good-cam", value=corrupt.SerializeToString())
+            producer.send(topic, key=b"stranger", value=unknown.SerializeToString())
+            sent += ["bad_version", "corrupt_jpeg", "unknown_camera"]
+    producer.flush()
+    results, _ = run_workers(settings)
+    assert sum(r["frames"] for r in results) == good
+    assert sum(r["dead_letters"] for r in results) == len(sent)
+    consumer = KafkaConsumer(settings.kafka.dlq_topic,
+                             bootstrap_servers=settings.kafka.bootstrap_servers,
+                             auto_offset_reset="earliest", consumer_timeout_ms=10000)
+    reasons = []
+    for msg in consumer:
+        headers = dict(msg.headers)
+        reasons.append(headers["pedsearch-reason"].decode())
+        assert headers["pedsearch-topic"].decode() == topic
+        assert int(headers["pedsearch-offset"]) >= 0
+        if len(reasons) == len(sent):
+            break
+    consumer.close()
+    assert sorted(reasons) == sorted(sent)
