@@ -186,10 +186,16 @@ class DetectionCollections:
 
     def resolve_alias(self) -> str | None:
         """The concrete collection behind the alias, or ``None`` if the alias does not exist."""
+        # pymilvus logs every failed RPC at ERROR; a missing alias is an expected answer here
+        quiet = logging.getLogger("pymilvus.decorators")
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)
         try:
             return self.client.describe_alias(self.cfg.alias)["collection_name"]
         except MilvusException:
             return None
+        finally:
+            quiet.setLevel(level)
 
     def switch_alias(self, name: str) -> None:
         """Point the alias at ``name`` atomically (zero-downtime roll-out)."""

@@ -319,6 +319,8 @@ class ConsumerLoop:
         """Consume until ``stop`` is set (or nothing arrived for ``idle_exit_s``)."""
         self._connect()
         last_msg = time.monotonic()
+        join_grace = last_msg + 2 * (self.kcfg.max_poll_interval_ms
+                                     + self.kcfg.session_timeout_ms) / 1000
         try:
             while not stop.is_set():
                 batches = self.consumer.poll(timeout_ms=200,
@@ -326,7 +328,10 @@ class ConsumerLoop:
                 for tp, msgs in batches.items():
                     for msg in msgs:
                         self.handle(tp, msg)
-                if batches:
+                joining = not self.states and time.monotonic() < join_grace
+                if batches or joining:
+                    # idle time counts once partitions are owned: a group's first join can
+                    # take up to max_poll_interval_ms on the embedded broker
                     last_msg = time.monotonic()
                 if self.pending and (
                     len(self.pending) >= self.settings.workers.embed_batch
