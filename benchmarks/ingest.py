@@ -202,14 +202,18 @@ def main(argv: list[str] | None = None) -> int:
     settings.kafka.max_poll_interval_ms = 10_000
     import ray
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    # N workers = N consumer + N embedder actors of 1 logical CPU each: give Ray 4 logical CPUs
+    # so the 2-worker run can be placed (the physical cores are shared all the same)
+    ray.init(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
     console.print(f"rendering {args.cameras} cameras x {args.seconds:.0f} s at {args.fps} fps")
     frames = synthetic_frames(args.cameras, args.people, args.seconds, args.fps, args.seed)
     with stack_or_env(settings) as settings:
         bare = bare_loop(settings, frames)
         console.print(f"bare loop: {bare['frames'] / bare['seconds']:.1f} frames/s")
         one = pipeline_run(settings, frames, 1)
+        console.print(f"1 worker: {one['frames'] / one['seconds']:.1f} frames/s")
         two = pipeline_run(settings, frames, 2)
+        console.print(f"2 workers: {two['frames'] / two['seconds']:.1f} frames/s")
         half = 0.5 * one["frames"] / one["seconds"]
         fresh = pipeline_run(settings, frames, 1, rate=half)
 

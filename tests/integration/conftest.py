@@ -21,8 +21,11 @@ each other's data.
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -35,6 +38,7 @@ from deploy.stack import (
     MilvusServer,
     RedisServer,
 )
+from pedsearch.bundle import default_bundle_path
 from pedsearch.config import ENV_PREFIX, Settings, load_settings
 from pedsearch.errors import StackError
 
@@ -154,3 +158,19 @@ def settings(
     for key, value in values.items():
         monkeypatch.setenv(ENV_PREFIX + key, value)
     return load_settings(None)
+
+
+@pytest.fixture(scope="session")
+def ingest_bundle_path(tmp_path_factory) -> pathlib.Path:
+    """``$PEDSEARCH_TEST_BUNDLE``, else the shipped default bundle, else what a short training
+    run exports."""
+    if os.environ.get("PEDSEARCH_TEST_BUNDLE"):
+        return pathlib.Path(os.environ["PEDSEARCH_TEST_BUNDLE"])
+    default = default_bundle_path()
+    if (default / "bundle.json").is_file():
+        return default
+    out = tmp_path_factory.mktemp("bundle")
+    cmd = [sys.executable, "-m", "pedsearch.cli", "train", "--config", "tiny",
+           "--output-dir", str(out / "runs"), "--export", str(out / "bundle"), "--workers", "1"]
+    subprocess.run(cmd, check=True, timeout=900, env={**os.environ, "RAY_ADDRESS": ""})
+    return out / "bundle"

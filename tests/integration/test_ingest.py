@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import math
 import os
-import pathlib
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -23,7 +20,7 @@ from pymilvus import MilvusClient
 
 from pedsearch.envelope import make_frame
 from pedsearch.schema import collection_name
-from pedsearch.bundle import default_bundle_path, read_manifest
+from pedsearch.bundle import read_manifest
 
 from workers.camera.publisher import FramePublisher, make_producer
 from workers.camera.sources import SyntheticSource
@@ -33,22 +30,6 @@ from workers.runtime import IngestWorkers
 pytestmark = pytest.mark.integration
 
 SCENE = dict(cameras=3, people=8, seed=11, fps=5.0, duration_s=24.0)
-
-
-@pytest.fixture(scope="session")
-def ingest_bundle(tmp_path_factory) -> pathlib.Path:
-    """``$PEDSEARCH_TEST_BUNDLE``, else the shipped default bundle, else what a short training
-    run exports."""
-    if os.environ.get("PEDSEARCH_TEST_BUNDLE"):
-        return pathlib.Path(os.environ["PEDSEARCH_TEST_BUNDLE"])
-    default = default_bundle_path()
-    if (default / "bundle.json").is_file():
-        return default
-    out = tmp_path_factory.mktemp("bundle")
-    cmd = [sys.executable, "-m", "pedsearch.cli", "train", "--config", "tiny",
-           "--output-dir", str(out / "runs"), "--export", str(out / "bundle"), "--workers", "1"]
-    subprocess.run(cmd, check=True, timeout=900, env={**os.environ, "RAY_ADDRESS": ""})
-    return out / "bundle"
 
 
 def _variant(settings, bundle):
@@ -61,16 +42,16 @@ def _variant(settings, bundle):
 
 
 @pytest.fixture
-def ingest_settings(settings, ingest_bundle, ray_local):
-    return _variant(settings, ingest_bundle)
+def ingest_settings(settings, ingest_bundle_path, ray_local):
+    return _variant(settings, ingest_bundle_path)
 
 
 @pytest.fixture
-def ingest_settings_factory(settings, ingest_bundle, ray_local):
+def ingest_settings_factory(settings, ingest_bundle_path, ray_local):
     """More settings like ``ingest_settings`` with their own topic, group and collection."""
 
     def make():
-        s = _variant(settings, ingest_bundle)
+        s = _variant(settings, ingest_bundle_path)
         tag = uuid.uuid4().hex[:6]
         s.kafka.frames_topic += tag
         s.kafka.dlq_topic += tag
@@ -243,3 +224,35 @@ def test_poison_messages_go_to_the_dead_letter_topic(ingest_settings):
             break
     consumer.close()
     assert sorted(reasons) == sorted(sent)
+
+
+def test_real_street_frames_play_through_the_whole_path(ingest_settings):
+    """The MOT17 frames as a camera (image folder source) with the learned detector."""
+    settings = ingest_settings
+    data_root = settings.paths.resolved_data_root()
+    models_root = settings.paths.resolved_models_root()
+    folder = data_root / "mot17" / "MOT17-04-FRCNN" / "img1" if data_root else None
+    if folder is None or not folder.is_dir() or models_root is None:
+        pytest.skip("../shared/data or ../shared/models not found: set PEDSEARCH_PATHS__DATA_ROOT "
+                    "and PEDSEARCH_PATHS__MODELS_ROOT")
+    from workers.camera.sources import FileSource
+
+    settings = settings.model_copy(deep=True)
+    settings.cameras = {"mot17": {"detector": {
+        "type": "darknet", "cfg": "yolo-fastest-1.1-body/yolo-fastest-1.1_body.cfg",
+        "weights": "yolo-fastest-1.1-body/yolo-fastest-1.1_body.weights",
+        "models_root": str(models_root)}}}
+    settings = type(settings).model_validate(settings.model_dump())
+    source = FileSource(path=folder, camera_id="mot17", fps=5.0, realtime=False)
+    publisher = FramePublisher(producer=make_producer(settings.kafka),
+                               topic=settings.kafka.frames_topic)
+    for sf in source.frames(threading.Event()):
+        publisher.publish(sf)
+    publisher.close()
+    assert publisher.stats.acked == 8
+    results, _ = run_workers(settings)
+    assert sum(r["frames"] for r in results) == 8
+    rows = stored_rows(settings)
+    # 8 frames of a crowded street: many confirmed tracks, each stored once (one window)
+    assert len(rows) >= 20
+    assert {r["camera_id"] for r in rows} == {"mot17"}
