@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import pydantic
 import yaml
@@ -200,22 +200,34 @@ class Settings(BaseSettings):
         return self.cameras.get(camera_id)
 
 
-def _read_yaml(path: pathlib.Path, seen: tuple[pathlib.Path, ...] = ()) -> dict[str, Any]:
+def read_yaml(
+    path: pathlib.Path, *, what: str = "config file",
+    resolve_base: Callable[[pathlib.Path, str], pathlib.Path] | None = None,
+    _seen: tuple[pathlib.Path, ...] = (),
+) -> dict[str, Any]:
+    """A YAML mapping with its ``_base_`` chain merged in (the file wins over its base).
+
+    Args:
+        path: the YAML file.
+        what: how error messages name the file ("config file", "training config").
+        resolve_base: ``(file, base) -> path`` of a ``_base_`` entry; default: beside the file.
+    """
     path = path.expanduser().resolve()
-    if path in seen:
-        raise ConfigError(f"config {path} includes itself through _base_")
+    if path in _seen:
+        raise ConfigError(f"{what} {path} includes itself through _base_")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(f"{what} {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+        raise ConfigError(f"{what} {path} must hold a mapping, not {type(data).__name__}")
     base = data.pop("_base_", None)
     if base is None:
         return data
-    merged = _read_yaml((path.parent / str(base)), (*seen, path))
+    base_path = resolve_base(path, str(base)) if resolve_base else path.parent / str(base)
+    merged = read_yaml(base_path, what=what, resolve_base=resolve_base, _seen=(*_seen, path))
     return deep_merge(merged, data)
 
 
@@ -241,7 +253,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         ConfigError: unreadable file, unknown key, or a value out of bounds, with its path.
     """
     path = path or os.environ.get(CONFIG_ENV) or None
-    data = _read_yaml(pathlib.Path(path)) if path else {}
+    data = read_yaml(pathlib.Path(path)) if path else {}
     data = deep_merge(data, overrides)
     try:
         return Settings(**data)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
 from typing import Any
 
 from pedsearch.errors import InvalidInput, NotFound
@@ -243,31 +242,3 @@ def _print_metrics(console: Any, metrics: dict[str, Any], title: str) -> None:
         if isinstance(v, float):
             table.add_row(k, f"{v:.4f}" if not k.endswith("queries") else f"{v:.0f}")
     console.print(table)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m training.cli``: the same commands without the entry point."""
-    from pedsearch.cli import err_console, setup_logging
-    from pedsearch.errors import PedsearchError
-
-    parser = argparse.ArgumentParser(prog="python -m training.cli")
-    parser.add_argument("--config", default=None, help="deployment settings YAML")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    register(parser.add_subparsers(dest="command", metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    if not getattr(args, "handler", None):
-        parser.print_help()
-        return 2
-    setup_logging(args.verbose)
-    try:
-        return int(args.handler(args) or 0)
-    except PedsearchError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}")
-        return 2
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -31,7 +31,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pedsearch.config import deep_merge
+from pedsearch.config import deep_merge, read_yaml
 from pedsearch.errors import ConfigError
 from pedsearch.models.joint import ModelArchitecture
 
@@ -361,26 +361,15 @@ def resolve_config_path(path: str | os.PathLike[str]) -> pathlib.Path:
     raise ConfigError(f"training config {path} does not exist (packaged configs: {known})")
 
 
-def read_config_file(path: pathlib.Path, _seen: tuple[pathlib.Path, ...] = ()) -> dict[str, Any]:
-    """A YAML mapping with its ``_base_`` chain merged in (the file wins over its base)."""
-    path = path.resolve()
-    if path in _seen:
-        raise ConfigError(f"training config {path} includes itself through _base_")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"training config {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"training config {path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"training config {path} must hold a mapping, not {type(data).__name__}")
-    base = data.pop("_base_", None)
-    if base is None:
-        return data
-    base_path = path.parent / str(base)
-    if not base_path.is_file():
-        base_path = resolve_config_path(str(base))
-    return deep_merge(read_config_file(base_path, (*_seen, path)), data)
+def read_config_file(path: pathlib.Path) -> dict[str, Any]:
+    """A YAML mapping with its ``_base_`` chain merged in (the file wins over its base); a
+    ``_base_`` not beside the file is looked up among the packaged configs."""
+
+    def resolve_base(file: pathlib.Path, base: str) -> pathlib.Path:
+        beside = file.parent / base
+        return beside if beside.is_file() else resolve_config_path(base)
+
+    return read_yaml(path, what="training config", resolve_base=resolve_base)
 
 
 def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:

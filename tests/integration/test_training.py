@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from importlib.metadata import entry_points
 
 import cv2
 import numpy as np
@@ -38,10 +37,8 @@ def ray_2_cpus(ray_local):
 
 
 def cli() -> list[str]:
-    """``pedsearch`` when the training commands are registered, else ``python -m training.cli``."""
-    if any(ep.name == "train" for ep in entry_points(group="pedsearch.commands")):
-        return [sys.executable, "-m", "pedsearch.cli"]
-    return [sys.executable, "-m", "training.cli"]
+    """The ``pedsearch`` command line, run with this interpreter."""
+    return [sys.executable, "-m", "pedsearch.cli"]
 
 
 def sha256(path: pathlib.Path) -> str:
