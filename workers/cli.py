@@ -14,7 +14,7 @@ from rich.table import Table
 
 from pedsearch.config import load_settings
 from pedsearch.envelope import check_camera_id
-from pedsearch.errors import Unavailable
+from pedsearch.errors import InvalidInput, Unavailable
 
 log = logging.getLogger("pedsearch.workers")
 console = Console()
@@ -66,6 +66,8 @@ def register(subparsers) -> None:
     wk.add_argument("--consumers", type=_positive(int), default=None)
     wk.add_argument("--embedders", type=_positive(int), default=None)
     wk.add_argument("--until-idle", type=_positive(float), default=None, metavar="SECONDS")
+    wk.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                    help="serve the workers' Prometheus metrics on http://127.0.0.1:PORT/metrics")
     wk.set_defaults(handler=cmd_workers)
 
     st = subparsers.add_parser("status", help="ingest metrics of the running workers")
@@ -138,6 +140,19 @@ def cmd_workers(args) -> int:
         overrides["embedders"] = args.embedders
     settings = load_settings(args.config, workers=overrides)
     stop = _stop_on_signals()
+    if args.metrics_port is not None:
+        import redis
+
+        from workers.metrics import serve_metrics
+
+        if not 0 < args.metrics_port < 65536:
+            raise InvalidInput(f"--metrics-port must be 1..65535, got {args.metrics_port}")
+        try:
+            serve_metrics(redis.Redis.from_url(settings.redis.url), args.metrics_port)
+        except OSError as exc:
+            raise InvalidInput(f"cannot serve metrics on port {args.metrics_port}: {exc}; "
+                               "choose another --metrics-port") from exc
+        console.print(f"metrics: http://127.0.0.1:{args.metrics_port}/metrics")
     console.print(f"ingest: {settings.kafka.bootstrap_servers} topic "
                   f"{settings.kafka.frames_topic} -> Milvus {settings.milvus.uri} "
                   f"({settings.workers.consumers} consumer(s), "

@@ -115,3 +115,41 @@ def histogram_quantile(snapshots: list[dict[str, Any]], name: str, q: float,
         if buckets[b] >= q * count:
             return b
     return bounds[-1]
+
+
+class SnapshotCollector:
+    """Prometheus collector serving every live worker's latest Redis snapshot.
+
+    Each sample keeps its name and labels and gains a ``worker`` label, so PromQL sums and
+    ``histogram_quantile`` over ``*_bucket`` work as they would on the workers themselves.
+    """
+
+    def __init__(self, redis_client) -> None:
+        self.redis = redis_client
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        families: dict[str, GaugeMetricFamily] = {}
+        for snap in read_snapshots(self.redis):
+            for key, value in snap["samples"].items():
+                name, _, rest = key.partition("{")
+                labels = dict(p.split("=", 1) for p in rest.rstrip("}").split(",") if p)
+                labels["worker"] = snap["worker"]
+                fam = families.get(name)
+                if fam is None:
+                    fam = families[name] = GaugeMetricFamily(
+                        name, f"{name} per worker (from its Redis snapshot)",
+                        labels=sorted(labels))
+                fam.add_metric([labels.get(k, "") for k in fam._labelnames], value)
+        yield from families.values()
+
+
+def serve_metrics(redis_client, port: int, host: str = "127.0.0.1"):
+    """Serve :class:`SnapshotCollector` on ``http://host:port/metrics``; returns the server."""
+    from prometheus_client import start_http_server
+
+    registry = CollectorRegistry()
+    registry.register(SnapshotCollector(redis_client))
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server

@@ -10,11 +10,13 @@ import os
 import signal
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter, defaultdict
 
 import numpy as np
 import pytest
+import redis
 from kafka import KafkaConsumer, KafkaProducer
 from pymilvus import MilvusClient
 
@@ -25,6 +27,8 @@ from pedsearch.bundle import read_manifest
 from workers.camera.publisher import FramePublisher, make_producer
 from workers.camera.sources import SyntheticSource
 from workers.detectors.base import iou_matrix
+from workers.cli import status_table
+from workers.metrics import read_snapshots, serve_metrics, total
 from workers.runtime import IngestWorkers
 
 pytestmark = pytest.mark.integration
@@ -131,6 +135,18 @@ def test_synthetic_stream_is_drained_into_milvus(ingest_settings):
     results, _ = run_workers(settings)
     total_frames = sum(len(v) for v in truth.values())
     assert sum(r["frames"] for r in results) == total_frames
+    # what `pedsearch status` and the Prometheus endpoint show: the workers' Redis snapshots
+    client = redis.Redis.from_url(settings.redis.url)
+    snaps = [x for x in read_snapshots(client)
+             if x["worker"].startswith(settings.kafka.consumer_group + ":")]
+    assert total(snaps, "pedsearch_frames_total") == total_frames
+    text = "".join(str(c) for c in status_table(snaps).columns[1].cells)
+    assert str(total_frames) in text
+    served = serve_metrics(client, 0)
+    port = served.server_address[1]
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    served.shutdown()
+    assert "pedsearch_frames_total" in body and 'worker="' in body
     rows = stored_rows(settings)
     assert rows, "nothing was stored"
     assert len({r["id"] for r in rows}) == len(rows)
