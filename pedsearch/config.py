@@ -165,6 +165,33 @@ class ModelConfig(Strict):
     )
 
 
+class GatewayConfig(Strict):
+    """The gRPC query gateway (``pedsearch gateway``)."""
+
+    address: str = Field("127.0.0.1:50051", description="host:port the gateway listens on")
+    max_workers: int = Field(16, ge=1, le=1024, description="threads serving RPCs")
+    tokens: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="bearer token -> RPC method names it may call ('*' = all); empty = no auth",
+    )
+    tls_cert: pathlib.Path | None = Field(None, description="PEM certificate chain; enables TLS")
+    tls_key: pathlib.Path | None = Field(None, description="PEM private key of tls_cert")
+    rate_limit_per_s: float = Field(
+        50.0, ge=0, le=1e6, description="requests per second per client (token or peer); 0 = off"
+    )
+    rate_limit_burst: int = Field(100, ge=1, le=1_000_000, description="bucket size")
+    max_watches: int = Field(64, ge=0, le=100_000, description="concurrent Watch streams")
+    watch_default_s: int = Field(600, ge=1, le=86_400, description="Watch duration if unset")
+    watch_max_s: int = Field(3600, ge=1, le=86_400, description="longest a Watch may run")
+    watch_heartbeat_s: float = Field(5.0, gt=0, le=300)
+    soft_weight: float = Field(
+        0.2, ge=0, le=10, description="weight of SOFT attribute constraints when re-ranking"
+    )
+    rerank_factor: int = Field(
+        4, ge=1, le=100, description="candidates fetched per hit wanted when re-ranking"
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration of a pedsearch deployment."""
 
@@ -181,6 +208,7 @@ class Settings(BaseSettings):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     cameras: dict[str, CameraConfig] = Field(default_factory=dict)
 
     @classmethod

@@ -37,12 +37,15 @@ class EmbedIndexSink:
         attributes: the attribute schema of the bundle.
         model_version: stored on every row.
         retries: Milvus write attempts before giving up (the frames are then replayed).
+        on_indexed: called with the rows once Milvus acknowledged them (the live feed that
+            standing queries watch); its failure is logged, never fails the write.
     """
 
     def __init__(
         self, *, embed: EmbedFn, collections: DetectionCollections, collection: str,
         crop_store: CropStore, attributes: AttributeSchema, model_version: str,
         retries: int = 8, jpeg_quality: int = 90,
+        on_indexed: Callable[[list[DetectionRow]], None] | None = None,
     ) -> None:
         self.embed = embed
         self.collections = collections
@@ -52,6 +55,7 @@ class EmbedIndexSink:
         self.model_version = model_version
         self.retries = retries
         self.jpeg_quality = jpeg_quality
+        self.on_indexed = on_indexed
 
     def write(self, crops: list[CropCandidate]) -> int:
         if not crops:
@@ -71,7 +75,7 @@ class EmbedIndexSink:
         delay = 0.5
         for attempt in range(1, self.retries + 1):
             try:
-                return self.collections.upsert(self.collection, rows, self.attributes)
+                written = self.collections.upsert(self.collection, rows, self.attributes)
             except MilvusException as exc:
                 if attempt == self.retries:
                     raise Unavailable(
@@ -80,4 +84,11 @@ class EmbedIndexSink:
                 log.warning("Milvus write failed (%s); retry %d in %.1f s", exc, attempt, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+                continue
+            if self.on_indexed is not None:
+                try:
+                    self.on_indexed(rows)
+                except Exception as exc:  # the rows are stored; only live watchers miss them
+                    log.warning("live feed publish of %d rows failed: %s", len(rows), exc)
+            return written
         return 0

@@ -51,6 +51,7 @@ def build_consumer(settings: Settings, worker_id: str, embed) -> "Any":
     import redis
 
     from pedsearch.cropstore import CropStore
+    from pedsearch.live import LiveFeed
     from pedsearch.schema import DetectionCollections, connect
 
     from workers.consumer import ConsumerLoop
@@ -62,13 +63,15 @@ def build_consumer(settings: Settings, worker_id: str, embed) -> "Any":
     collections = DetectionCollections(connect(settings.milvus), settings.milvus)
     name = collections.ensure(manifest["version"], embed_dim=int(manifest["embed_dim"]),
                               attributes=schema)
+    redis_client = redis.Redis.from_url(settings.redis.url)
     sink = EmbedIndexSink(
         embed=embed, collections=collections, collection=name,
         crop_store=CropStore(settings.paths.crops_dir), attributes=schema,
         model_version=manifest["version"],
+        on_indexed=LiveFeed(redis_client, settings.milvus.alias).publish,
     )
     return ConsumerLoop(
-        settings=settings, sink=sink, redis_client=redis.Redis.from_url(settings.redis.url),
+        settings=settings, sink=sink, redis_client=redis_client,
         pipeline_factory=pipeline_factory(settings), worker_id=worker_id,
     )
 
