@@ -1,0 +1,430 @@
+"""A small typed client of the gateway's ``pedsearch.v1.Search`` service.
+
+Everything a caller gets back is a plain dataclass (:class:`Hit`, :class:`Detection`,
+:class:`SearchResult`, :class:`Camera`, :class:`Heartbeat`), and every gRPC failure is raised as
+one of pedsearch's own errors with a message that says what to do: INVALID_ARGUMENT ->
+:class:`~pedsearch.errors.InvalidInput`, NOT_FOUND -> :class:`~pedsearch.errors.NotFound`,
+FAILED_PRECONDITION -> :class:`~pedsearch.errors.NotReady`, UNAVAILABLE ->
+:class:`~pedsearch.errors.Unavailable` (a gateway that cannot be reached at all says how to start
+one), UNAUTHENTICATED / PERMISSION_DENIED -> :class:`AccessDenied`, RESOURCE_EXHAUSTED ->
+:class:`RateLimited`, DEADLINE_EXCEEDED -> :class:`DeadlineExceeded`. The original status code
+is kept on the error as ``status``.
+
+Example::
+
+    from gateway.client import connect
+
+    with connect("127.0.0.1:50051") as gw:
+        result = gw.search_text("a man in a grey hoodie with a red backpack", k=5)
+        for hit in result.hits:
+            print(hit.score, hit.detection.camera_id, hit.detection.ts_us)
+        crop_jpeg = gw.get_detection(result.hits[0].detection.id, include_crop=True).crop_jpeg
+
+gRPC Python sets no deadline by itself: every unary call here carries one (``timeout_s``).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping, Sequence
+
+import grpc
+
+from pedsearch.errors import InvalidInput, NotFound, NotReady, PedsearchError, Unavailable
+from pedsearch.v1 import frame_pb2, search_pb2, search_pb2_grpc
+
+#: seconds a unary call may take unless the caller says otherwise
+DEFAULT_TIMEOUT_S = 30.0
+#: seconds :func:`connect` waits for the channel to come up before saying the gateway is down
+CONNECT_TIMEOUT_S = 5.0
+MODES = {"soft": search_pb2.AttributeConstraint.SOFT, "hard": search_pb2.AttributeConstraint.HARD}
+
+
+class AccessDenied(PedsearchError):
+    """The gateway refused the call: no token, an unknown token, or one without the right."""
+
+    code = "access_denied"
+
+
+class RateLimited(Unavailable):
+    """This client's rate limit or the gateway's limit of standing queries is reached."""
+
+    code = "rate_limited"
+
+
+class DeadlineExceeded(Unavailable):
+    """The call's deadline passed before the gateway answered."""
+
+    code = "deadline_exceeded"
+
+
+# -- what the gateway returns ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Detection:
+    """One stored pedestrian: where, when, which track, and its attribute probabilities."""
+
+    id: int
+    camera_id: str
+    ts_us: int
+    track_id: int
+    box: tuple[float, float, float, float]  # x, y, w, h in pixels of the full frame
+    det_score: float
+    crop_ref: str
+    model_version: str
+    frame_seq: int
+    attributes: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_proto(cls, d: frame_pb2.Detection) -> "Detection":
+        return cls(id=d.id, camera_id=d.camera_id, ts_us=d.ts_us, track_id=d.track_id,
+                   box=(d.box.x, d.box.y, d.box.w, d.box.h), det_score=d.det_score,
+                   crop_ref=d.crop_ref, model_version=d.model_version, frame_seq=d.frame_seq,
+                   attributes=dict(d.attributes))
+
+    def top_attributes(self, n: int = 3, min_p: float = 0.5) -> list[tuple[str, float]]:
+        """The ``n`` most probable attributes with probability >= ``min_p``, best first."""
+        ranked = sorted(self.attributes.items(), key=lambda kv: -kv[1])
+        return [(_attribute_label(k), p) for k, p in ranked if p >= min_p][:n]
+
+
+@dataclass(frozen=True)
+class Hit:
+    score: float
+    detection: Detection
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[Hit]
+    model_version: str
+    collection: str
+    encode_ms: float
+    search_ms: float
+
+    @classmethod
+    def from_proto(cls, r: search_pb2.SearchResponse) -> "SearchResult":
+        return cls(hits=[_hit(h) for h in r.hits], model_version=r.model_version,
+                   collection=r.collection, encode_ms=r.encode_ms, search_ms=r.search_ms)
+
+
+@dataclass(frozen=True)
+class DetectionWithCrop:
+    detection: Detection
+    crop_jpeg: bytes  # empty unless asked for
+
+
+@dataclass(frozen=True)
+class Camera:
+    camera_id: str
+    detections: int
+    first_ts_us: int
+    last_ts_us: int
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """The standing query is alive; ``scanned`` detections were checked since it began."""
+
+    server_ts_us: int
+    scanned: int
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """One attribute family and the values accepted for it (any of them).
+
+    ``mode`` is ``"soft"`` (re-rank; for an attribute search, part of the query) or ``"hard"``
+    (filter: only hits with probability >= ``min_probability``, the gateway's default 0.5).
+    """
+
+    family: str
+    values: tuple[str, ...]
+    mode: str = "soft"
+    min_probability: float | None = None
+
+    def to_proto(self) -> search_pb2.AttributeConstraint:
+        if self.mode not in MODES:
+            raise InvalidInput(f"attribute mode must be soft or hard, got {self.mode!r}")
+        c = search_pb2.AttributeConstraint(family=self.family, values=list(self.values),
+                                           mode=MODES[self.mode])
+        if self.min_probability is not None:
+            c.min_probability = self.min_probability
+        return c
+
+
+def parse_constraint(text: str, mode: str = "soft") -> Constraint:
+    """``"upper_color=red"`` or ``"upper_color=red,blue"`` -> :class:`Constraint`.
+
+    Only the shape is checked here; the gateway knows the bundle's families and values.
+    """
+    family, sep, values = text.partition("=")
+    family = family.strip()
+    vals = tuple(v.strip() for v in values.split(",") if v.strip())
+    if not sep or not family or not vals:
+        raise InvalidInput(f"attribute {text!r} must look like family=value (e.g. "
+                           "upper_color=red or backpack=yes; several values: bag=backpack,handbag)")
+    return Constraint(family=family, values=vals, mode=mode)
+
+
+def constraints_of(attributes: Mapping[str, str | Sequence[str]] | Sequence[Constraint] | None,
+                   mode: str = "soft") -> list[Constraint]:
+    """A ``{family: value(s)}`` mapping or a list of :class:`Constraint` -> constraints."""
+    if not attributes:
+        return []
+    if isinstance(attributes, Mapping):
+        return [Constraint(family=f, values=(v,) if isinstance(v, str) else tuple(v), mode=mode)
+                for f, v in attributes.items()]
+    return list(attributes)
+
+
+# -- the client ------------------------------------------------------------------------------------
+class GatewayClient:
+    """Typed calls over one channel to a gateway. Build it with :func:`connect`.
+
+    Args:
+        channel: an open gRPC channel to the gateway.
+        address: where it points (for messages).
+        token: bearer token sent as ``authorization: Bearer <token>`` metadata, or None.
+        timeout_s: deadline of each unary call.
+    """
+
+    def __init__(self, *, channel: grpc.Channel, address: str, token: str | None = None,
+                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.channel = channel
+        self.address = address
+        self.timeout_s = timeout_s
+        self.stub = search_pb2_grpc.SearchStub(channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+    # context manager so scripts close the channel
+    def __enter__(self) -> "GatewayClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    # -- searches ----------------------------------------------------------------------------------
+    def search_text(self, text: str, *, k: int = 10, cameras: Sequence[str] = (),
+                    since_us: int | None = None, until_us: int | None = None,
+                    min_score: float | None = None,
+                    attributes: Mapping | Sequence[Constraint] | None = None,
+                    mode: str = "soft") -> SearchResult:
+        """Free-text query; ``attributes`` re-rank (soft) or filter (hard) its hits."""
+        req = search_pb2.SearchTextRequest(
+            text=text, top_k=k, filter=_filter(cameras, since_us, until_us, min_score),
+            constraints=[c.to_proto() for c in constraints_of(attributes, mode)])
+        return SearchResult.from_proto(self._call(self.stub.SearchText, req))
+
+    def search_attributes(self, attributes: Mapping | Sequence[Constraint], *, k: int = 10,
+                          cameras: Sequence[str] = (), since_us: int | None = None,
+                          until_us: int | None = None, min_score: float | None = None,
+                          mode: str = "soft") -> SearchResult:
+        """Attribute query, e.g. ``{"upper_color": "red", "backpack": "yes"}``; ``mode="hard"``
+        also filters the hits on those attributes."""
+        req = search_pb2.SearchAttributesRequest(
+            constraints=[c.to_proto() for c in constraints_of(attributes, mode)], top_k=k,
+            filter=_filter(cameras, since_us, until_us, min_score))
+        return SearchResult.from_proto(self._call(self.stub.SearchAttributes, req))
+
+    def search_image(self, image: bytes | str | pathlib.Path, *, k: int = 10,
+                     cameras: Sequence[str] = (), since_us: int | None = None,
+                     until_us: int | None = None, min_score: float | None = None,
+                     attributes: Mapping | Sequence[Constraint] | None = None,
+                     mode: str = "soft") -> SearchResult:
+        """Query by an example crop: JPEG/PNG bytes or the path of such a file."""
+        if not isinstance(image, bytes):
+            path = pathlib.Path(image)
+            try:
+                image = path.read_bytes()
+            except OSError as exc:
+                raise InvalidInput(f"cannot read the query image {path}: {exc.strerror}") from None
+        req = search_pb2.SearchImageRequest(
+            image=image, top_k=k, filter=_filter(cameras, since_us, until_us, min_score),
+            constraints=[c.to_proto() for c in constraints_of(attributes, mode)])
+        return SearchResult.from_proto(self._call(self.stub.SearchImage, req))
+
+    # -- lookups -----------------------------------------------------------------------------------
+    def get_detection(self, detection_id: int, *, include_crop: bool = False) -> DetectionWithCrop:
+        resp = self._call(self.stub.GetDetection, search_pb2.GetDetectionRequest(
+            id=int(detection_id), include_crop=include_crop))
+        return DetectionWithCrop(detection=Detection.from_proto(resp.detection),
+                                 crop_jpeg=bytes(resp.crop_jpeg))
+
+    def list_cameras(self) -> tuple[list[Camera], str]:
+        """The cameras with stored detections, and the model version of the index."""
+        resp = self._call(self.stub.ListCameras, search_pb2.ListCamerasRequest())
+        cams = [Camera(camera_id=c.camera_id, detections=c.detections,
+                       first_ts_us=c.first_ts_us, last_ts_us=c.last_ts_us) for c in resp.cameras]
+        return cams, resp.model_version
+
+    # -- standing query ----------------------------------------------------------------------------
+    def watch(self, text: str | None = None, *,
+              attributes: Mapping | Sequence[Constraint] | None = None, mode: str = "soft",
+              threshold: float, cameras: Sequence[str] = (), since_us: int | None = None,
+              until_us: int | None = None, max_matches: int = 0,
+              max_duration_s: int = 0) -> "WatchStream":
+        """Start a standing query (text, or attributes when ``text`` is None).
+
+        Returns a :class:`WatchStream`: iterate it for :class:`Hit` (a new match) and
+        :class:`Heartbeat` events; ``cancel()`` (or leaving a ``with`` block) ends it.
+        """
+        req = search_pb2.WatchRequest(threshold=threshold, max_matches=max_matches,
+                                      max_duration_s=max_duration_s,
+                                      filter=_filter(cameras, since_us, until_us, None))
+        if text is not None and attributes:
+            raise InvalidInput("a watch is a text query or an attribute query, not both")
+        if text is not None:
+            req.text = text
+        elif attributes:
+            req.attributes.constraints.extend(
+                c.to_proto() for c in constraints_of(attributes, mode))
+        else:
+            raise InvalidInput("a watch needs a text or at least one attribute")
+        # no deadline: the server bounds the stream by max_duration_s; the caller cancels
+        call = self.stub.Watch(req, metadata=self._metadata)
+        return WatchStream(call, self)
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _call(self, method, request):
+        try:
+            return method(request, timeout=self.timeout_s, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, self.address) from None
+
+
+class WatchStream:
+    """The events of one standing query: :class:`Hit` or :class:`Heartbeat`, as they come."""
+
+    def __init__(self, call, client: GatewayClient) -> None:
+        self._call = call
+        self._client = client
+        self._cancelled = threading.Event()
+
+    def __iter__(self) -> Iterator[Hit | Heartbeat]:
+        try:
+            for ev in self._call:
+                if ev.HasField("match"):
+                    yield _hit(ev.match)
+                elif ev.HasField("heartbeat"):
+                    yield Heartbeat(server_ts_us=ev.heartbeat.server_ts_us,
+                                    scanned=ev.heartbeat.scanned)
+        except grpc.RpcError as exc:
+            if self._cancelled.is_set() and exc.code() == grpc.StatusCode.CANCELLED:
+                return  # we ended it ourselves
+            raise error_from_rpc(exc, self._client.address) from None
+
+    def cancel(self) -> None:
+        """End the stream; an iteration in progress stops cleanly."""
+        self._cancelled.set()
+        self._call.cancel()
+
+    def __enter__(self) -> "WatchStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cancel()
+
+
+def connect(address: str, token: str | None = None, tls_ca: str | pathlib.Path | None = None, *,
+            timeout_s: float = DEFAULT_TIMEOUT_S,
+            connect_timeout_s: float = CONNECT_TIMEOUT_S) -> GatewayClient:
+    """Open a channel to the gateway at ``host:port`` and wait until it is up.
+
+    Args:
+        address: ``host:port`` of the gateway.
+        token: bearer token, when the gateway requires one.
+        tls_ca: PEM file of the CA (or the self-signed certificate) to trust; enables TLS.
+        timeout_s: deadline of each unary call.
+        connect_timeout_s: how long to wait for the gateway to answer before giving up.
+
+    Raises:
+        Unavailable: the gateway cannot be reached (the message says how to start one).
+        InvalidInput: a malformed address or an unreadable CA file.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidInput(f"gateway address {address!r} must be host:port, e.g. 127.0.0.1:50051")
+    if tls_ca is not None:
+        try:
+            ca = pathlib.Path(tls_ca).read_bytes()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read the TLS CA file {tls_ca}: {exc.strerror}") from None
+        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=ca))
+    else:
+        channel = grpc.insecure_channel(address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=connect_timeout_s)
+    except grpc.FutureTimeoutError:
+        channel.close()
+        raise Unavailable(unreachable_message(address)) from None
+    return GatewayClient(channel=channel, address=address, token=token, timeout_s=timeout_s)
+
+
+def unreachable_message(address: str) -> str:
+    return (f"cannot reach the gateway at {address}: start it with `pedsearch gateway serve` "
+            "(or pass --gateway HOST:PORT)")
+
+
+def error_from_rpc(exc: grpc.RpcError, address: str) -> PedsearchError:
+    """The pedsearch error for a failed call, keeping the server's message and status."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
+    S = grpc.StatusCode
+    if code == S.INVALID_ARGUMENT:
+        err: PedsearchError = InvalidInput(details)
+    elif code == S.NOT_FOUND:
+        err = NotFound(details)
+    elif code == S.FAILED_PRECONDITION:
+        err = NotReady(details)
+    elif code in (S.UNAUTHENTICATED, S.PERMISSION_DENIED):
+        hint = ("pass --token" if code == S.UNAUTHENTICATED
+                else "use a token allowed to call this method")
+        err = AccessDenied(f"the gateway at {address} refused the call ({code.name}): "
+                           f"{details}; {hint}")
+    elif code == S.RESOURCE_EXHAUSTED:
+        err = RateLimited(f"the gateway at {address} is limiting this client: {details}; "
+                          "wait a moment and retry")
+    elif code == S.DEADLINE_EXCEEDED:
+        err = DeadlineExceeded(f"the gateway at {address} did not answer in time: {details}")
+    elif code == S.UNAVAILABLE and _is_transport(details):
+        err = Unavailable(unreachable_message(address))
+    elif code == S.UNAVAILABLE:
+        err = Unavailable(f"the gateway at {address} says a backing service is unavailable: "
+                          f"{details}; retry later")
+    else:
+        err = PedsearchError(f"the gateway at {address} failed ({code.name}): {details}")
+    err.status = code  # type: ignore[attr-defined]
+    return err
+
+
+def _is_transport(details: str) -> bool:
+    # gRPC's own connection failures, as opposed to the server reporting Milvus/Redis down
+    d = details.lower()
+    return any(s in d for s in ("failed to connect", "connection refused", "connect failed",
+                                "socket closed", "dns resolution failed", "connection reset"))
+
+
+def _filter(cameras: Sequence[str], since_us: int | None, until_us: int | None,
+            min_score: float | None) -> search_pb2.Filter:
+    f = search_pb2.Filter(camera_ids=list(cameras))
+    if since_us is not None:
+        f.since_us = int(since_us)
+    if until_us is not None:
+        f.until_us = int(until_us)
+    if min_score is not None:
+        f.min_score = float(min_score)
+    return f
+
+
+def _hit(h: search_pb2.Hit) -> Hit:
+    return Hit(score=h.score, detection=Detection.from_proto(h.detection))
+
+
+def _attribute_label(key: str) -> str:
+    # the map's keys are Milvus field names (attr_<family>_<value>) or family=value
+    return key[5:] if key.startswith("attr_") else key

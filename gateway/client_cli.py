@@ -1,0 +1,343 @@
+"""``pedsearch search``, ``pedsearch watch`` and ``pedsearch cameras``: the gateway from a shell.
+
+Examples::
+
+    pedsearch search "a man in a grey hoodie with a red backpack" -k 20 --since 2h
+    pedsearch search --attr upper_color=red --attr backpack=yes --hard --camera gate-3
+    pedsearch search --image crop.jpg --since 2026-12-01T08:00:00Z --until 2026-12-01T09:00
+    pedsearch watch "a woman in a long red coat" --threshold 0.45
+    pedsearch cameras
+
+``search`` prints a table of the hits and writes ``<out>/contact_sheet.html`` and
+``<out>/contact_sheet.png`` of the top crops (fetched from the gateway) with score, camera and
+time. ``watch`` prints each new match as it is indexed until Ctrl-C (or ``--max-matches``).
+
+Exit status: 0 on success, 2 for a bad argument or a request the gateway rejects (the message
+says which), 1 when the gateway or a service behind it cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import pathlib
+import re
+import time
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from pedsearch.errors import InvalidInput, Unavailable
+
+console = Console()
+err_console = Console(stderr=True)
+
+MAX_K = 1000
+#: crops fetched for the contact sheet at most (one GetDetection each)
+MAX_SHEET = 50
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*(?:ago)?\s*$", re.I)
+
+
+# -- argument types (argparse turns their errors into `error: ...`, exit 2) --------------------
+def parse_time(text: str, *, now: float | None = None) -> int:
+    """A time as unix epoch microseconds: ISO-8601 (naive = UTC), ``now``, or an age such as
+    ``10m`` / ``2h`` / ``1.5d`` / ``30s ago`` (that long before ``now``)."""
+    now = time.time() if now is None else now
+    s = text.strip()
+    if s.lower() == "now":
+        return int(now * 1e6)
+    if m := _RELATIVE.match(s):
+        return int((now - float(m.group(1)) * _UNITS[m.group(2).lower()]) * 1e6)
+    try:
+        t = dt.datetime.fromisoformat(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: give ISO-8601 (2026-12-01T08:00:00Z, 2026-12-01 08:00) "
+            "or an age like 30s, 10m, 2h, 1d") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return int(t.timestamp() * 1e6)
+
+
+def _top_k(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 1 <= k <= MAX_K:
+        raise argparse.ArgumentTypeError(f"must be 1..{MAX_K}, got {k}")
+    return k
+
+
+def _score(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v) or not -10 <= v <= 10:
+        raise argparse.ArgumentTypeError(f"must be a finite score (similarity about -1..1), "
+                                         f"got {text}")
+    return v
+
+
+def _attr(text: str):
+    from gateway.client import parse_constraint
+
+    try:
+        return parse_constraint(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+# -- registration ------------------------------------------------------------------------------
+def _connection_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("gateway")
+    g.add_argument("--gateway", metavar="HOST:PORT", default=None,
+                   help="gateway address (default: gateway.address of the configuration, "
+                        "127.0.0.1:50051)")
+    g.add_argument("--token", default=None, help="bearer token, when the gateway requires one")
+    g.add_argument("--tls-ca", metavar="PEM", default=None,
+                   help="CA certificate to trust; connects with TLS")
+    g.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default 30)")
+
+
+def _query_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("text", nargs="?", default=None, help="what the person looks like, in words")
+    p.add_argument("--attr", action="append", type=_attr, default=[], metavar="FAMILY=VALUE",
+                   help="attribute, e.g. upper_color=red, backpack=yes (repeatable; several "
+                        "accepted values: bag=backpack,handbag). Alone: an attribute query; "
+                        "with a text or image: re-ranks its hits")
+    p.add_argument("--hard", action="store_true",
+                   help="the attributes filter the hits (probability >= 0.5) instead of "
+                        "re-ranking them")
+    p.add_argument("--camera", action="append", default=[], metavar="ID",
+                   help="only this camera (repeatable)")
+    p.add_argument("--since", type=parse_time, default=None, metavar="TIME",
+                   help="captured at or after: ISO-8601 (naive = UTC) or an age (10m, 2h, 1d)")
+    p.add_argument("--until", type=parse_time, default=None, metavar="TIME",
+                   help="captured at or before (same forms as --since)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "search", help="search the stored pedestrians by text, attributes or an example crop",
+        description="Search the live index through the gateway; prints a table and writes a "
+                    "contact sheet (HTML and PNG) of the top crops.",
+        epilog=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    _query_args(p)
+    p.add_argument("--image", metavar="FILE", default=None,
+                   help="query by an example crop (JPEG or PNG of one person)")
+    p.add_argument("-k", "--top-k", dest="k", type=_top_k, default=10,
+                   help=f"hits to return, 1..{MAX_K} (default 10)")
+    p.add_argument("--min-score", type=_score, default=None, help="drop hits scoring below this")
+    p.add_argument("--out", default="search-out", metavar="DIR",
+                   help="folder for contact_sheet.html / .png (default: search-out)")
+    p.add_argument("--sheet", type=int, default=20, metavar="N",
+                   help=f"crops on the contact sheet, 0..{MAX_SHEET} (0: none; default 20)")
+    _connection_args(p)
+    p.set_defaults(handler=cmd_search, _parser=p)
+
+    w = subparsers.add_parser(
+        "watch", help="print matches of a standing query as new detections are indexed",
+        description="A standing query: prints each newly indexed detection that scores at least "
+                    "the threshold, until Ctrl-C, --max-matches or --duration.")
+    _query_args(w)
+    w.add_argument("--threshold", type=_score, required=True,
+                   help="a new detection matches when its score >= this")
+    w.add_argument("--max-matches", type=_positive_int, default=0,
+                   help="stop after this many matches (0: no limit)")
+    w.add_argument("--duration", type=_positive_int, default=0, metavar="S",
+                   help="stop after S seconds (0: the gateway's default)")
+    _connection_args(w)
+    w.set_defaults(handler=cmd_watch, _parser=w)
+
+    c = subparsers.add_parser("cameras", help="the cameras with stored detections")
+    _connection_args(c)
+    c.set_defaults(handler=cmd_cameras, _parser=c)
+
+
+# -- handlers ----------------------------------------------------------------------------------
+def gateway_address(args) -> str:
+    """``--gateway``, else the configured listen address (a wildcard host becomes loopback)."""
+    if args.gateway:
+        return args.gateway
+    from pedsearch.config import load_settings
+
+    address = load_settings(args.config).gateway.address
+    host, _, port = address.rpartition(":")
+    return f"127.0.0.1:{port}" if host in ("0.0.0.0", "[::]", "::", "") else address
+
+
+def _connect(args):
+    from gateway.client import connect
+
+    return connect(gateway_address(args), token=args.token, tls_ca=args.tls_ca,
+                   timeout_s=args.timeout)
+
+
+def _check_query(args, *, image: bool) -> None:
+    parser = args._parser
+    if args.since is not None and args.until is not None and args.since > args.until:
+        parser.error("--since is after --until: the time range is inverted")
+    if args.text is not None and not args.text.strip():
+        parser.error("the query text is empty")
+    if image and args.image and args.text is not None:
+        parser.error("give a text or --image, not both")
+    if args.text is None and not args.attr and not (image and args.image):
+        what = "a text, --attr or --image" if image else "a text or --attr"
+        parser.error(f"nothing to search for: give {what}")
+    if args.hard and not args.attr:
+        parser.error("--hard needs at least one --attr")
+
+
+def _unavailable(exc: Unavailable) -> int:
+    err_console.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
+    return 1
+
+
+def cmd_search(args) -> int:
+    _check_query(args, image=True)
+    if args.image and not pathlib.Path(args.image).is_file():
+        args._parser.error(f"--image {args.image}: no such file")
+    if not 0 <= args.sheet <= MAX_SHEET:
+        args._parser.error(f"--sheet must be 0..{MAX_SHEET}")
+    mode = "hard" if args.hard else "soft"
+    common = dict(k=args.k, cameras=args.camera, since_us=args.since, until_us=args.until,
+                  min_score=args.min_score)
+    try:
+        with _connect(args) as gw:
+            if args.image:
+                query = f"image {pathlib.Path(args.image).name}"
+                result = gw.search_image(args.image, attributes=args.attr, mode=mode, **common)
+            elif args.text is not None:
+                query = args.text
+                result = gw.search_text(args.text, attributes=args.attr, mode=mode, **common)
+            else:
+                query = " ".join(f"{c.family}={','.join(c.values)}" for c in args.attr)
+                result = gw.search_attributes(args.attr, mode=mode, **common)
+            console.print(hits_table(result, title=f"{query!s}"))
+            if result.hits and args.sheet:
+                html, png = write_sheets(gw, result, pathlib.Path(args.out), query, args.sheet)
+                console.print(f"contact sheet: {html}  {png}")
+    except Unavailable as exc:
+        return _unavailable(exc)
+    return 0
+
+
+def hits_table(result, *, title: str) -> Table:
+    """Rank, score, camera, time (UTC), track, top attributes and id of each hit."""
+    table = Table(title=f"{escape(title)}  [dim]({len(result.hits)} hits, model "
+                        f"{result.model_version}, encode {result.encode_ms:.0f} ms, "
+                        f"search {result.search_ms:.0f} ms)[/]")
+    for name, just in (("rank", "right"), ("score", "right"), ("camera", "left"),
+                       ("time (UTC)", "left"), ("track", "right"), ("top attributes", "left"),
+                       ("id", "right")):
+        table.add_column(name, justify=just)
+    for rank, hit in enumerate(result.hits, 1):
+        d = hit.detection
+        attrs = ", ".join(f"{k} {p:.2f}" for k, p in d.top_attributes(3))
+        table.add_row(str(rank), f"{hit.score:.3f}", d.camera_id, format_ts(d.ts_us),
+                      str(d.track_id), attrs, str(d.id))
+    return table
+
+
+def format_ts(ts_us: int) -> str:
+    return dt.datetime.fromtimestamp(ts_us / 1e6, tz=dt.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def write_sheets(gw, result, out: pathlib.Path, query: str, n: int) -> tuple[pathlib.Path, ...]:
+    """Fetch the top ``n`` crops (GetDetection with the crop) and write the HTML and PNG sheets."""
+    import cv2
+    import numpy as np
+    from rich.progress import Progress
+
+    from pedsearch.contact_sheet import contact_sheet, contact_sheet_html
+
+    items = []
+    hits = result.hits[:n]
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("fetching crops", total=len(hits))
+        for rank, hit in enumerate(hits, 1):
+            d = hit.detection
+            jpeg = gw.get_detection(d.id, include_crop=True).crop_jpeg
+            img = (cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+                   if jpeg else None)
+            items.append({"image": img, "title": f"#{rank} {hit.score:.3f}",
+                          "subtitle": f"{d.camera_id} {format_ts(d.ts_us)[11:19]}",
+                          "score": hit.score, "camera": d.camera_id, "time": d.ts_us / 1e6})
+            progress.advance(task)
+    html = contact_sheet_html(items, out / "contact_sheet.html", title=query)
+    png = contact_sheet(items, out / "contact_sheet.png", cols=min(10, len(items)),
+                        title=query)
+    return html, png
+
+
+def cmd_watch(args) -> int:
+    from gateway.client import Heartbeat
+
+    _check_query(args, image=False)
+    mode = "hard" if args.hard else "soft"
+    matches = 0
+    try:
+        with _connect(args) as gw:
+            stream = gw.watch(args.text, attributes=args.attr if args.text is None else None,
+                              mode=mode, threshold=args.threshold, cameras=args.camera,
+                              since_us=args.since, until_us=args.until,
+                              max_matches=args.max_matches, max_duration_s=args.duration)
+            what = args.text if args.text is not None else " ".join(
+                f"{c.family}={','.join(c.values)}" for c in args.attr)
+            console.print(f"watching for [bold]{escape(what)}[/] (score >= {args.threshold}) "
+                          f"at {gw.address}; Ctrl-C to stop")
+            try:
+                with console.status("waiting for new detections...") as status:
+                    for event in stream:
+                        if isinstance(event, Heartbeat):
+                            status.update(f"waiting for new detections... {event.scanned} "
+                                          "checked so far")
+                            continue
+                        matches += 1
+                        d = event.detection
+                        attrs = ", ".join(f"{k} {p:.2f}" for k, p in d.top_attributes(3))
+                        console.print(f"[green]match {matches}[/] score {event.score:.3f}  "
+                                      f"{d.camera_id}  {format_ts(d.ts_us)}  track {d.track_id}"
+                                      f"  id {d.id}  {attrs}")
+            except KeyboardInterrupt:
+                stream.cancel()
+                console.print(f"stopped after {matches} match(es)")
+                return 0
+            finally:
+                stream.cancel()
+    except Unavailable as exc:
+        return _unavailable(exc)
+    console.print(f"the watch ended after {matches} match(es)")
+    return 0
+
+
+def cmd_cameras(args) -> int:
+    try:
+        with _connect(args) as gw:
+            cams, version = gw.list_cameras()
+    except Unavailable as exc:
+        return _unavailable(exc)
+    table = Table(title=f"cameras with stored detections (model {version})")
+    for name in ("camera", "detections", "first (UTC)", "last (UTC)"):
+        table.add_column(name, justify="right" if name == "detections" else "left")
+    for c in cams:
+        table.add_row(c.camera_id, str(c.detections), format_ts(c.first_ts_us),
+                      format_ts(c.last_ts_us))
+    console.print(table)
+    return 0
