@@ -1,27 +1,43 @@
-"""The query core: text / attributes -> joint embedding -> Milvus search with camera/time filters.
+"""The query core: text / attributes / image -> joint embedding -> Milvus search with filters.
 
-The gRPC service (``pedsearch.v1`` search service, to come) and the demo call this. The alias
-is resolved once per request and the concrete collection's model version must be the bundle's:
-an embedding of one model version is meaningless in another version's space.
+The gRPC service (:mod:`gateway.service`) and the demo call this. The alias is resolved once per
+request and the concrete collection's model version must be the bundle's: an embedding of one
+model version is meaningless in another version's space.
+
+Attribute constraints (:class:`Constraint`) act in one of three ways:
+
+- ``hard``: a Milvus filter on the ``attr_<family>_<value>`` scalar fields -- a hit passes when
+  ``P(family=value) >= min_probability`` for at least one of the listed values;
+- ``soft``: re-ranking. ``k * rerank_factor`` candidates are fetched and ordered by
+  ``score = cosine + soft_weight * mean_c(max_v P(c.family = v))`` over the soft constraints
+  ``c`` and their values ``v`` (:func:`soft_bonus`);
+- ``query``: only part of an attribute query's embedding (no filter, no re-ranking).
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
+from pedsearch.attributes import AttributeSchema
 from pedsearch.bundle import Bundle
 from pedsearch.config import MilvusConfig
 from pedsearch.envelope import CAMERA_ID
-from pedsearch.errors import InvalidInput, NotReady, Unavailable
+from pedsearch.errors import InvalidInput, NotFound, NotReady, Unavailable
 from pedsearch.schema import SCALAR_FIELDS, collection_name
+
+log = logging.getLogger("pedsearch.gateway.search")
 
 MAX_TEXT_CHARS = 1000
 MAX_K = 1000
+#: Milvus refuses a search limit above this; over-fetching for re-ranking is capped by it
+MILVUS_MAX_LIMIT = 16384
 
 
 @dataclass
@@ -37,7 +53,102 @@ class Hit:
     box: tuple[float, float, float, float]
     crop_ref: str
     model_version: str
-    attributes: dict[str, float] = field(default_factory=dict)
+    attributes: dict[str, float] = field(default_factory=dict)  # Milvus field name -> prob
+    det_score: float = 0.0
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """An attribute constraint with canonical family and values.
+
+    Attributes:
+        family: attribute family (``upper_color``).
+        values: canonical values, any of which satisfies the constraint.
+        mode: ``hard`` (filter), ``soft`` (re-rank) or ``query`` (part of the query only).
+        min_probability: threshold of a ``hard`` constraint.
+    """
+
+    family: str
+    values: tuple[str, ...]
+    mode: Literal["hard", "soft", "query"] = "soft"
+    min_probability: float = 0.5
+
+    def fields(self) -> list[str]:
+        """Milvus scalar fields of the values: ``attr_<family>_<value>``."""
+        return [f"attr_{self.family}_{v}" for v in self.values]
+
+
+def make_constraint(schema: AttributeSchema, family: str, values: Sequence[str], *,
+                    mode: Literal["hard", "soft", "query"] = "soft",
+                    min_probability: float = 0.5) -> Constraint:
+    """A :class:`Constraint` with the schema's canonical names.
+
+    Raises:
+        InvalidInput: unknown family or value, no values, or ``min_probability`` outside (0, 1].
+    """
+    fam = schema.family(family)
+    if not values:
+        raise InvalidInput(f"attribute constraint on {family!r} lists no values; "
+                           f"known: {', '.join(fam.values)}")
+    if not (isinstance(min_probability, (int, float)) and math.isfinite(min_probability)
+            and 0.0 < min_probability <= 1.0):
+        raise InvalidInput(f"min_probability of the constraint on {family!r} must be in (0, 1], "
+                           f"got {min_probability}")
+    canon = tuple(dict.fromkeys(schema.canonical_value(family, v) for v in values))
+    return Constraint(fam.name, canon, mode, float(min_probability))
+
+
+def hard_expression(constraints: Sequence[Constraint]) -> str:
+    """Milvus expression of the ``hard`` constraints (AND over constraints, OR over values)."""
+    parts = []
+    for c in constraints:
+        if c.mode != "hard":
+            continue
+        ors = " or ".join(f"{f} >= {c.min_probability!r}" for f in c.fields())
+        parts.append(f"({ors})")
+    return " and ".join(parts)
+
+
+def soft_bonus(probs: Mapping[str, float], constraints: Sequence[Constraint]) -> float:
+    """Mean over ``soft`` constraints of the best probability among their values (0 if none).
+
+    Args:
+        probs: Milvus attribute field name -> probability of one hit.
+    """
+    soft = [c for c in constraints if c.mode == "soft"]
+    if not soft:
+        return 0.0
+    return float(np.mean([max(probs.get(f, 0.0) for f in c.fields()) for c in soft]))
+
+
+def passes_hard(probs: Mapping[str, float], constraints: Sequence[Constraint]) -> bool:
+    """What :func:`hard_expression` filters, evaluated on one row's probabilities."""
+    return all(
+        any(probs.get(f, 0.0) >= c.min_probability for f in c.fields())
+        for c in constraints if c.mode == "hard"
+    )
+
+
+def query_attribute_set(schema: AttributeSchema,
+                        constraints: Sequence[Constraint]) -> dict[str, str | list[str]]:
+    """The attribute set an attribute query encodes: every constraint, merged per family.
+
+    Raises:
+        InvalidInput: a single-valued family is given two different values.
+    """
+    merged: dict[str, list[str]] = {}
+    for c in constraints:
+        merged.setdefault(c.family, [])
+        merged[c.family] += [v for v in c.values if v not in merged[c.family]]
+    out: dict[str, str | list[str]] = {}
+    for fam, vals in merged.items():
+        if schema.family(fam).kind == "single":
+            if len(vals) != 1:
+                raise InvalidInput(f"attribute {fam!r} takes one value in a query, got {vals}")
+            out[fam] = vals[0]
+        else:
+            out[fam] = vals
+    return out
 
 
 def filter_expression(cameras: Sequence[str] = (), since_us: int | None = None,
@@ -46,8 +157,9 @@ def filter_expression(cameras: Sequence[str] = (), since_us: int | None = None,
     parts = []
     if cameras:
         for cam in cameras:
-            if not CAMERA_ID.match(cam):
-                raise InvalidInput(f"camera id {cam!r} is invalid")
+            if not isinstance(cam, str) or not CAMERA_ID.match(cam):
+                raise InvalidInput(f"camera id {cam!r} is invalid: 1-64 letters, digits or "
+                                   "'_.:-', starting with a letter or digit")
         parts.append("camera_id in [" + ", ".join(f'"{c}"' for c in cameras) + "]")
     if since_us is not None and until_us is not None and since_us > until_us:
         raise InvalidInput(f"time range is inverted: since {since_us} > until {until_us}")
@@ -58,13 +170,23 @@ def filter_expression(cameras: Sequence[str] = (), since_us: int | None = None,
     return " and ".join(parts)
 
 
+def _milvus_error(exc: MilvusException, what: str, uri: str) -> Exception:
+    """A Milvus failure as the error a caller can act on."""
+    text = str(exc).lower()
+    if "not loaded" in text or "not load" in text:
+        return Unavailable(f"{what}: the collection is not loaded yet (Milvus restarted?); "
+                           "retry in a few seconds")
+    return Unavailable(f"{what}: Milvus at {uri} failed: {exc}")
+
+
 class Searcher:
     """Searches the live detection index with one model bundle.
 
     Args:
         client: a connected Milvus client.
         cfg: Milvus configuration (alias, prefix, search parameters).
-        bundle: a bundle loaded with the ``text`` and ``attributes`` parts.
+        bundle: a bundle loaded with the ``text`` and ``attributes`` parts (``image`` too for
+            :meth:`search_image`).
     """
 
     def __init__(self, *, client: MilvusClient, cfg: MilvusConfig, bundle: Bundle) -> None:
@@ -72,35 +194,69 @@ class Searcher:
         self.cfg = cfg
         self.bundle = bundle
         self.attribute_fields = bundle.schema.field_names()
+        self.output_fields = [f for f in SCALAR_FIELDS if f != "id"] + self.attribute_fields
 
-    def collection(self) -> str:
-        """The concrete collection behind the alias, checked against the bundle's version."""
+    def _timeout(self, timeout_s: float | None) -> float:
+        return self.cfg.timeout_s if timeout_s is None else max(0.001, min(timeout_s,
+                                                                          self.cfg.timeout_s))
+
+    def resolve_alias(self, *, timeout_s: float | None = None) -> str | None:
+        """The collection behind the alias, ``None`` if the alias does not exist yet.
+
+        Raises:
+            Unavailable: Milvus cannot be reached.
+        """
+        quiet = logging.getLogger("pymilvus.decorators")  # a missing alias is an answer
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)
         try:
-            name = self.client.describe_alias(self.cfg.alias)["collection_name"]
+            return self.client.describe_alias(self.cfg.alias,
+                                              timeout=self._timeout(timeout_s))["collection_name"]
         except MilvusException as exc:
-            if "not found" in str(exc).lower():
-                raise NotReady(f"no index yet: alias {self.cfg.alias!r} does not exist; start "
-                               "the workers so detections are indexed") from None
+            text = str(exc).lower()
+            if "not found" in text or "not exist" in text:
+                return None
             raise Unavailable(f"Milvus at {self.cfg.uri} failed: {exc}") from exc
+        finally:
+            quiet.setLevel(level)
+
+    def check_version(self, name: str) -> str:
+        """``name`` if it is the collection of the bundle's model version, else NotReady."""
         expected = collection_name(self.cfg, self.bundle.version)
         if name != expected:
             raise NotReady(f"alias {self.cfg.alias!r} points at {name}, but the loaded model is "
-                           f"{self.bundle.version}; load the bundle of that collection")
+                           f"{self.bundle.version}; restart the gateway with the bundle of that "
+                           "collection (--bundle) or switch the alias")
         return name
 
-    def search_text(self, text: str, *, k: int = 10, cameras: Sequence[str] = (),
-                    since_us: int | None = None, until_us: int | None = None) -> list[Hit]:
-        text = (text or "").strip()
-        if not text:
+    def collection(self, *, timeout_s: float | None = None) -> str:
+        """The concrete collection behind the alias, checked against the bundle's version.
+
+        Raises:
+            NotReady: the alias does not exist yet, or points at another model version.
+            Unavailable: Milvus cannot be reached.
+        """
+        name = self.resolve_alias(timeout_s=timeout_s)
+        if name is None:
+            raise NotReady(f"no index yet: alias {self.cfg.alias!r} does not exist; start "
+                           "the workers so detections are indexed")
+        return self.check_version(name)
+
+    # -- encoders --------------------------------------------------------------------------------
+    def encode_text(self, text: str) -> np.ndarray:
+        """A query text -> ``(D,)`` unit vector; raises :class:`InvalidInput` if unusable."""
+        if not isinstance(text, str) or not text.strip():
             raise InvalidInput("query text is empty")
+        text = text.strip()
         if len(text) > MAX_TEXT_CHARS:
             raise InvalidInput(f"query text has {len(text)} characters; at most {MAX_TEXT_CHARS}")
-        vec = self.bundle.encode_texts([text])[0]
-        return self.search_vector(vec, k=k, cameras=cameras, since_us=since_us, until_us=until_us)
+        try:
+            return self.bundle.encode_texts([text])[0]
+        except InvalidInput as exc:
+            raise InvalidInput(exc.message.replace("text 0 ", "query text ", 1)) from None
 
-    def search_attributes(self, attributes: Mapping[str, str | list[str]], *, k: int = 10,
-                          cameras: Sequence[str] = (), since_us: int | None = None,
-                          until_us: int | None = None) -> list[Hit]:
+    def encode_attributes(self, attributes: Mapping[str, str | list[str]]) -> np.ndarray:
+        """An attribute set -> ``(D,)`` unit vector (AAIPR generator)."""
         if not attributes:
             raise InvalidInput("no attributes given")
         canonical = {}
@@ -108,36 +264,106 @@ class Searcher:
             vals = [val] if isinstance(val, str) else list(val)
             vs = [self.bundle.schema.canonical_value(fam, v) for v in vals]
             canonical[fam] = vs[0] if self.bundle.schema.family(fam).kind == "single" else vs
-        vec = self.bundle.encode_attribute_sets([canonical])[0]
-        return self.search_vector(vec, k=k, cameras=cameras, since_us=since_us, until_us=until_us)
+        try:
+            return self.bundle.encode_attribute_sets([canonical])[0]
+        except InvalidInput as exc:
+            raise InvalidInput(exc.message.replace("attribute set 0: ", "", 1)) from None
 
-    def search_vector(self, vector: np.ndarray, *, k: int = 10, cameras: Sequence[str] = (),
-                      since_us: int | None = None, until_us: int | None = None) -> list[Hit]:
+    def encode_image(self, image_bgr: np.ndarray) -> np.ndarray:
+        """A decoded crop ``(h, w, 3)`` BGR uint8 -> ``(D,)`` unit vector."""
+        emb, _probs = self.bundle.encode_images([image_bgr])
+        return emb[0]
+
+    # -- searches --------------------------------------------------------------------------------
+    def search_text(self, text: str, *, k: int = 10, cameras: Sequence[str] = (),
+                    since_us: int | None = None, until_us: int | None = None) -> list[Hit]:
+        return self.search_vector(self.encode_text(text), k=k, cameras=cameras,
+                                  since_us=since_us, until_us=until_us)
+
+    def search_attributes(self, attributes: Mapping[str, str | list[str]], *, k: int = 10,
+                          cameras: Sequence[str] = (), since_us: int | None = None,
+                          until_us: int | None = None) -> list[Hit]:
+        return self.search_vector(self.encode_attributes(attributes), k=k, cameras=cameras,
+                                  since_us=since_us, until_us=until_us)
+
+    def search_vector(
+        self, vector: np.ndarray, *, k: int = 10, cameras: Sequence[str] = (),
+        since_us: int | None = None, until_us: int | None = None,
+        constraints: Sequence[Constraint] = (), min_score: float | None = None,
+        soft_weight: float = 0.2, rerank_factor: int = 4, collection: str | None = None,
+        timeout_s: float | None = None,
+    ) -> list[Hit]:
+        """The ``k`` best stored detections for a ``(D,)`` query vector.
+
+        Args:
+            vector: ``(D,)`` unit query embedding of the bundle's model version.
+            k: hits wanted, 1..1000.
+            cameras, since_us, until_us: where and when (inclusive); empty = anywhere.
+            constraints: attribute constraints (hard filter / soft re-rank, see the module).
+            min_score: drop hits scoring below it (after re-ranking).
+            soft_weight, rerank_factor: the re-ranking formula's weight and over-fetch factor.
+            collection: the concrete collection if the caller resolved the alias already.
+            timeout_s: Milvus call timeout (capped by ``cfg.timeout_s``).
+
+        Returns:
+            hits, best first.
+        """
         if not 1 <= int(k) <= MAX_K:
-            raise InvalidInput(f"top-k must be 1..{MAX_K}, got {k}")
-        name = self.collection()
+            raise InvalidInput(f"top_k must be 1..{MAX_K}, got {k}")
         expr = filter_expression(cameras, since_us, until_us)
+        hard = hard_expression(constraints)
+        expr = " and ".join(p for p in (expr, hard) if p)
+        soft = any(c.mode == "soft" for c in constraints) and soft_weight > 0
+        limit = min(MILVUS_MAX_LIMIT, int(k) * (rerank_factor if soft else 1))
+        name = collection or self.collection(timeout_s=timeout_s)
         try:
             res = self.client.search(
                 name, data=[np.asarray(vector, np.float32).tolist()], anns_field="embedding",
-                limit=int(k), filter=expr,
+                limit=limit, filter=expr,
                 search_params={"metric_type": self.cfg.metric_type,
-                               "params": dict(self.cfg.search_params)},
-                output_fields=[f for f in SCALAR_FIELDS if f != "id"] + self.attribute_fields,
-                timeout=self.cfg.timeout_s,
+                               "params": self._search_params(limit)},
+                output_fields=self.output_fields, timeout=self._timeout(timeout_s),
             )
         except MilvusException as exc:
-            raise Unavailable(f"Milvus search on {name} failed: {exc}") from exc
-        hits = []
-        for h in res[0]:
-            e = h["entity"]
-            hits.append(Hit(
-                id=int(h["id"]), score=float(h["distance"]), camera_id=e["camera_id"],
-                ts_us=int(e["ts_us"]), track_id=int(e["track_id"]),
-                frame_seq=int(e["frame_seq"]),
-                box=(e["box_x"], e["box_y"], e["box_w"], e["box_h"]), crop_ref=e["crop_ref"],
-                model_version=e["model_version"],
-                attributes={f: float(e[f]) for f in self.attribute_fields},
-            ))
-        return hits
+            raise _milvus_error(exc, f"search on {name}", self.cfg.uri) from exc
+        hits = [self._hit(h["entity"], int(h["id"]), float(h["distance"])) for h in res[0]]
+        if soft:
+            for h in hits:
+                h.score += soft_weight * soft_bonus(h.attributes, constraints)
+            hits.sort(key=lambda h: -h.score)
+        if min_score is not None:
+            hits = [h for h in hits if h.score >= min_score]
+        return hits[: int(k)]
 
+    def _search_params(self, limit: int) -> dict[str, int]:
+        params = dict(self.cfg.search_params)
+        if "ef" in params:  # HNSW needs ef >= limit
+            params["ef"] = max(params["ef"], limit)
+        return params
+
+    def get(self, detection_id: int, *, collection: str | None = None,
+            timeout_s: float | None = None) -> Hit:
+        """One stored detection by id (score 0).
+
+        Raises:
+            NotFound: no detection has that id in the current collection.
+        """
+        name = collection or self.collection(timeout_s=timeout_s)
+        try:
+            rows = self.client.query(name, filter=f"id == {int(detection_id)}",
+                                     output_fields=self.output_fields,
+                                     timeout=self._timeout(timeout_s))
+        except MilvusException as exc:
+            raise _milvus_error(exc, f"query on {name}", self.cfg.uri) from exc
+        if not rows:
+            raise NotFound(f"no detection with id {detection_id} in {name}")
+        return self._hit(rows[0], int(detection_id), 0.0)
+
+    def _hit(self, e: Mapping, detection_id: int, score: float) -> Hit:
+        return Hit(
+            id=detection_id, score=score, camera_id=e["camera_id"],
+            ts_us=int(e["ts_us"]), track_id=int(e["track_id"]), frame_seq=int(e["frame_seq"]),
+            box=(e["box_x"], e["box_y"], e["box_w"], e["box_h"]), crop_ref=e["crop_ref"],
+            model_version=e["model_version"], det_score=float(e.get("det_score", 0.0)),
+            attributes={f: float(e[f]) for f in self.attribute_fields},
+        )

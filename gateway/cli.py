@@ -1,0 +1,80 @@
+"""``pedsearch gateway serve``: run the gRPC query gateway until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import signal
+import threading
+
+from rich.console import Console
+
+from pedsearch.config import load_settings
+
+console = Console()
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0..65535")
+    return value
+
+
+def register(subparsers) -> None:
+    gw = subparsers.add_parser(
+        "gateway", help="the gRPC query gateway",
+        description="The gRPC Search service over the live index (see README, Gateway).",
+    )
+    sub = gw.add_subparsers(dest="gateway_command", metavar="COMMAND", required=True)
+    serve = sub.add_parser(
+        "serve", help="serve queries until Ctrl-C / SIGTERM",
+        description="Load the model bundle, listen on --address and answer Search RPCs, health "
+        "checks and reflection. Ctrl-C or SIGTERM stops it gracefully: open Watch streams end, "
+        "running RPCs get --grace seconds.",
+    )
+    serve.add_argument("--address", default=None,
+                       help="host:port to listen on (default: gateway.address, "
+                       "127.0.0.1:50051; port 0 = a free port)")
+    serve.add_argument("--bundle", default=None, help="model bundle folder (default: "
+                       "model.bundle, else the shipped bundle)")
+    serve.add_argument("--metrics-port", type=_port, default=None, metavar="PORT",
+                       help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics")
+    serve.add_argument("--grace", type=float, default=5.0,
+                       help="seconds running RPCs get to finish on shutdown")
+    serve.set_defaults(handler=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    from gateway.metrics import serve_metrics
+    from gateway.server import create_server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    settings = load_settings(args.config)
+    if args.bundle:
+        settings.model.bundle = pathlib.Path(args.bundle)
+    with console.status("loading the model bundle..."):
+        server = create_server(args.address, settings=settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    bundle = server.service.bundle
+    console.print(f"pedsearch gateway listening on {server.address} "
+                  f"({'TLS' if server.tls else 'plaintext'}; model "
+                  f"{bundle.version if bundle else 'NOT LOADED'}; health "
+                  f"{'SERVING' if server.serving else 'NOT_SERVING'})", highlight=False)
+    if args.metrics_port is not None:
+        http, _thread = serve_metrics(args.metrics_port)
+        console.print(f"metrics on http://127.0.0.1:{http.server_port}/metrics", highlight=False)
+    try:
+        stop.wait()
+    finally:
+        console.print("stopping the gateway...")
+        server.stop(grace=args.grace)
+    return 0

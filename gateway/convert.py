@@ -1,0 +1,210 @@
+"""Request messages -> checked Python values, and search results -> response messages.
+
+Everything a client sends is checked here before it reaches a model or Milvus: a malformed
+field is an :class:`~pedsearch.errors.InvalidInput` naming the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+
+from gateway.search import MAX_K, Constraint, Hit, make_constraint
+from pedsearch.attributes import AttributeSchema
+from pedsearch.envelope import CAMERA_ID
+from pedsearch.errors import InvalidInput
+from pedsearch.schema import DetectionRow
+from pedsearch.v1 import frame_pb2, search_pb2
+
+DEFAULT_K = 10
+MAX_CAMERAS = 1000
+MAX_CONSTRAINTS = 64
+MAX_VALUES = 64
+MAX_IMAGE_BYTES = 8 * 1024 * 1024
+#: a decoded query image larger than this is refused before decoding (decompression bombs)
+MAX_IMAGE_PIXELS = 40_000_000
+MIN_IMAGE_SIDE = 8
+
+Mode = Literal["hard", "soft", "query"]
+
+
+@dataclass(frozen=True)
+class FilterParams:
+    """A checked :class:`search_pb2.Filter`."""
+
+    cameras: tuple[str, ...] = ()
+    since_us: int | None = None
+    until_us: int | None = None
+    min_score: float | None = None
+
+    def admits(self, camera_id: str, ts_us: int) -> bool:
+        """Whether a detection of ``camera_id`` at ``ts_us`` is inside the filter."""
+        if self.cameras and camera_id not in self.cameras:
+            return False
+        if self.since_us is not None and ts_us < self.since_us:
+            return False
+        return self.until_us is None or ts_us <= self.until_us
+
+
+def finite(value: float, field: str, *, low: float = -1e6, high: float = 1e6) -> float:
+    """``value`` if it is a finite number in [low, high]; NaN and infinities are refused."""
+    v = float(value)
+    if not math.isfinite(v):
+        raise InvalidInput(f"{field} must be a finite number, got {v}")
+    if not low <= v <= high:
+        raise InvalidInput(f"{field} must be in [{low:g}, {high:g}], got {v:g}")
+    return v
+
+
+def top_k(value: int) -> int:
+    """``top_k``: 0 means :data:`DEFAULT_K`; otherwise 1..1000."""
+    k = int(value)
+    if k == 0:
+        return DEFAULT_K
+    if not 1 <= k <= MAX_K:
+        raise InvalidInput(f"top_k must be 1..{MAX_K} (0 = {DEFAULT_K}), got {k}")
+    return k
+
+
+def parse_filter(msg: search_pb2.Filter) -> FilterParams:
+    """Check cameras (valid, at most 1000), the time range (not inverted) and ``min_score``."""
+    cams = tuple(dict.fromkeys(msg.camera_ids))
+    if len(cams) > MAX_CAMERAS:
+        raise InvalidInput(f"filter.camera_ids lists {len(cams)} cameras; at most {MAX_CAMERAS}")
+    for cam in cams:
+        if not CAMERA_ID.match(cam):
+            raise InvalidInput(f"filter.camera_ids: {cam[:80]!r} is not a camera id (1-64 "
+                               "letters, digits or '_.:-', starting with a letter or digit)")
+    since = msg.since_us if msg.HasField("since_us") else None
+    until = msg.until_us if msg.HasField("until_us") else None
+    if since is not None and until is not None and since > until:
+        raise InvalidInput(f"filter time range is inverted: since_us {since} > until_us {until}")
+    min_score = finite(msg.min_score, "filter.min_score") if msg.HasField("min_score") else None
+    return FilterParams(cams, since, until, min_score)
+
+
+def parse_constraints(schema: AttributeSchema,
+                      msgs: Sequence[search_pb2.AttributeConstraint], *,
+                      unspecified: Mode) -> list[Constraint]:
+    """Check attribute constraints against the bundle's schema.
+
+    Args:
+        unspecified: the mode of ``MODE_UNSPECIFIED`` (``soft`` for a text or image search,
+            ``query`` for an attribute query).
+    """
+    if len(msgs) > MAX_CONSTRAINTS:
+        raise InvalidInput(f"{len(msgs)} attribute constraints; at most {MAX_CONSTRAINTS}")
+    out = []
+    modes = {search_pb2.AttributeConstraint.MODE_UNSPECIFIED: unspecified,
+             search_pb2.AttributeConstraint.SOFT: "soft",
+             search_pb2.AttributeConstraint.HARD: "hard"}
+    for i, c in enumerate(msgs):
+        if c.mode not in modes:
+            raise InvalidInput(f"constraints[{i}].mode {c.mode} is not MODE_UNSPECIFIED, SOFT "
+                               "or HARD")
+        if len(c.values) > MAX_VALUES:
+            raise InvalidInput(f"constraints[{i}] lists {len(c.values)} values; at most "
+                               f"{MAX_VALUES}")
+        prob = 0.5
+        if c.HasField("min_probability"):
+            prob = float(c.min_probability)
+            if not (math.isfinite(prob) and 0.0 < prob <= 1.0):
+                raise InvalidInput(f"constraints[{i}].min_probability must be in (0, 1], "
+                                   f"got {prob}")
+        try:
+            out.append(make_constraint(schema, c.family, list(c.values), mode=modes[c.mode],
+                                       min_probability=prob))
+        except InvalidInput as exc:
+            raise InvalidInput(f"constraints[{i}]: {exc.message}") from None
+    return out
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """``(width, height)`` from a PNG or JPEG header, without decoding the pixels.
+
+    Raises:
+        InvalidInput: neither a PNG nor a JPEG, or a header too broken to read.
+    """
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise InvalidInput("image is a truncated PNG (no IHDR header)")
+        return struct.unpack(">II", data[16:24])
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 4 <= len(data):
+            if data[i] != 0xFF:
+                raise InvalidInput("image is a corrupt JPEG (bad marker)")
+            marker = data[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+                i += 2
+                continue
+            (length,) = struct.unpack(">H", data[i + 2:i + 4])
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                if i + 9 > len(data):
+                    break
+                h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                return w, h
+            if length < 2:
+                raise InvalidInput("image is a corrupt JPEG (bad segment length)")
+            i += 2 + length
+        raise InvalidInput("image is a truncated JPEG (no frame header)")
+    raise InvalidInput("image must be a JPEG or PNG file")
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Query image bytes -> BGR uint8 ``(h, w, 3)``.
+
+    Raises:
+        InvalidInput: empty, over 8 MiB, not JPEG/PNG, too small or too large, undecodable.
+    """
+    import cv2
+
+    if not data:
+        raise InvalidInput("image is empty: send the JPEG or PNG bytes of a person crop")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise InvalidInput(f"image has {len(data)} bytes; at most {MAX_IMAGE_BYTES} (8 MiB)")
+    w, h = image_size(data)
+    if min(w, h) < MIN_IMAGE_SIDE:
+        raise InvalidInput(f"image is {w}x{h} pixels; each side must be >= {MIN_IMAGE_SIDE}")
+    if w * h > MAX_IMAGE_PIXELS:
+        raise InvalidInput(f"image is {w}x{h} pixels; at most {MAX_IMAGE_PIXELS:,} pixels")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None or img.ndim != 3 or img.shape[2] != 3:
+        raise InvalidInput("image cannot be decoded (corrupt JPEG or PNG data)")
+    return img
+
+
+# -- results -------------------------------------------------------------------------------------
+
+def detection_proto(hit: Hit, schema: AttributeSchema) -> frame_pb2.Detection:
+    """A :class:`Hit` as the ``Detection`` message; attributes keyed ``family=value``."""
+    names = dict(zip(schema.field_names(), schema.names()))
+    x, y, w, h = hit.box
+    return frame_pb2.Detection(
+        id=hit.id, camera_id=hit.camera_id, ts_us=hit.ts_us, track_id=hit.track_id,
+        box=frame_pb2.Box(x=x, y=y, w=w, h=h), det_score=hit.det_score, crop_ref=hit.crop_ref,
+        model_version=hit.model_version, frame_seq=max(0, hit.frame_seq),
+        attributes={names[f]: p for f, p in hit.attributes.items() if f in names},
+    )
+
+
+def hit_proto(hit: Hit, schema: AttributeSchema) -> search_pb2.Hit:
+    return search_pb2.Hit(score=hit.score, detection=detection_proto(hit, schema))
+
+
+def row_hit(row: DetectionRow, schema: AttributeSchema, score: float) -> Hit:
+    """A live-feed row as a :class:`Hit` (attributes keyed by Milvus field name)."""
+    return Hit(
+        id=int(row.id), score=float(score), camera_id=row.camera_id, ts_us=int(row.ts_us),
+        track_id=int(row.track_id), frame_seq=int(row.frame_seq),
+        box=tuple(float(v) for v in row.box), crop_ref=row.crop_ref,
+        model_version=row.model_version, det_score=float(row.det_score),
+        attributes=dict(zip(schema.field_names(), (float(p) for p in row.attributes))),
+    )

@@ -1,0 +1,221 @@
+"""The gateway's gRPC server: the Search service, health, reflection, auth, TLS, rate limit.
+
+Example:
+    >>> from gateway.server import create_server                    # doctest: +SKIP
+    >>> server = create_server("127.0.0.1:0", settings=load_settings())
+    >>> server.start(); print(server.port)
+    >>> ...
+    >>> server.stop(grace=2.0)
+
+Health (``grpc.health.v1``) reports SERVING for ``""`` and ``pedsearch.v1.Search`` once the
+bundle is loaded and Milvus answers, NOT_SERVING otherwise; a monitor thread re-checks every
+:data:`HEALTH_INTERVAL_S` seconds (and loads the aliased collection again after a Milvus
+restart, when searches would fail until it is).
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway.auth import TokenAuth
+from gateway.interceptor import GatewayInterceptor
+from gateway.ratelimit import RateLimiter
+from gateway.service import SearchService
+from pedsearch.bundle import Bundle, default_bundle_path, load_bundle
+from pedsearch.config import Settings
+from pedsearch.errors import ConfigError, PedsearchError
+from pedsearch.v1 import search_pb2, search_pb2_grpc
+
+log = logging.getLogger("pedsearch.gateway")
+
+SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["Search"].full_name
+HEALTH_INTERVAL_S = 2.0
+#: an 8 MiB query image plus the rest of the request must fit
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+BUNDLE_PARTS = ("image", "text", "attributes")
+
+
+def server_credentials(cert: pathlib.Path | None, key: pathlib.Path | None):
+    """TLS credentials of ``gateway.tls_cert`` / ``tls_key``, or ``None`` when both are unset.
+
+    Raises:
+        ConfigError: only one is set, or a file cannot be read.
+    """
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError("TLS needs both gateway.tls_cert and gateway.tls_key")
+    try:
+        pair = (pathlib.Path(key).read_bytes(), pathlib.Path(cert).read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the TLS certificate or key: {exc}") from exc
+    return grpc.ssl_server_credentials([pair])
+
+
+class GatewayServer:
+    """A configured gateway server; build it with :func:`create_server`.
+
+    Attributes:
+        port: the bound port (the chosen one when the address asked for port 0).
+        address: ``host:port`` clients connect to.
+        tls: whether the port serves TLS.
+        service: the :class:`SearchService`.
+    """
+
+    def __init__(self, *, server: grpc.Server, port: int, host: str, service: SearchService,
+                 health_servicer: health.HealthServicer, limiter: RateLimiter | None,
+                 tls: bool) -> None:
+        self.server = server
+        self.port = port
+        self.address = f"{host}:{port}"
+        self.service = service
+        self.health = health_servicer
+        self.limiter = limiter
+        self.tls = tls
+        self._stopping = service.stopping
+        self._monitor: threading.Thread | None = None
+        self.serving = False
+
+    def start(self) -> "GatewayServer":
+        """Check health once, start serving and the health monitor."""
+        self.check_health()
+        self.server.start()
+        self._monitor = threading.Thread(target=self._watch_health, name="gateway-health",
+                                         daemon=True)
+        self._monitor.start()
+        log.info("gateway listening on %s (%s)", self.address, "TLS" if self.tls else "plaintext")
+        return self
+
+    def stop(self, grace: float | None = 2.0) -> None:
+        """End open watches, stop accepting RPCs and wait up to ``grace`` s for those running."""
+        self._stopping.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        if self._monitor is not None:
+            self._monitor.join(timeout=HEALTH_INTERVAL_S + 5)
+        self.service.close()
+        if self.limiter is not None:
+            self.limiter.close()
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return self.server.wait_for_termination(timeout)
+
+    def __enter__(self) -> "GatewayServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def check_health(self) -> bool:
+        """SERVING iff the bundle is loaded and Milvus answers; returns that."""
+        ok = self.service.bundle is not None and self.service.milvus.ping()
+        if ok:
+            self._load_aliased_collection()
+        status = (health_pb2.HealthCheckResponse.SERVING if ok
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        if ok != self.serving:
+            log.info("gateway health: %s", "SERVING" if ok else "NOT_SERVING")
+        self.serving = ok
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, status)
+        return ok
+
+    def _load_aliased_collection(self) -> None:
+        # after a Milvus restart searches fail until the collection is loaded again
+        try:
+            searcher = self.service.milvus.searcher()
+            name = searcher.resolve_alias(timeout_s=2.0)
+            if name is None:
+                return
+            state = str(searcher.client.get_load_state(name, timeout=2.0).get("state"))
+            if state.endswith("NotLoad"):
+                log.info("loading collection %s", name)
+                searcher.client.load_collection(name, timeout=60.0)
+        except Exception as exc:  # noqa: BLE001 -- the monitor reports, it never dies
+            log.debug("collection load check failed: %s", exc)
+
+    def _watch_health(self) -> None:
+        while not self._stopping.wait(HEALTH_INTERVAL_S):
+            try:
+                self.check_health()
+            except Exception:  # noqa: BLE001
+                log.exception("health check failed")
+
+
+def load_gateway_bundle(settings: Settings) -> tuple[Bundle | None, str | None]:
+    """The bundle of ``model.bundle`` (default: the shipped one) with every query part, or
+    ``(None, why)`` -- the server then runs NOT_SERVING and answers FAILED_PRECONDITION."""
+    path = settings.model.bundle or default_bundle_path()
+    try:
+        return load_bundle(path, parts=BUNDLE_PARTS), None
+    except PedsearchError as exc:
+        log.error("cannot load the model bundle: %s", exc.message)
+        return None, exc.message
+
+
+def create_server(address: str | None = None, *, settings: Settings,
+                  bundle: Bundle | None = None) -> GatewayServer:
+    """Build (not start) the gateway server.
+
+    Args:
+        address: ``host:port`` to listen on (port 0 = a free one); default
+            ``settings.gateway.address``.
+        settings: deployment configuration (milvus, redis, paths, gateway, model).
+        bundle: an already loaded bundle (``image``, ``text``, ``attributes`` parts); ``None``
+            loads ``settings.model.bundle`` or the shipped default.
+
+    Returns:
+        a :class:`GatewayServer`; call :meth:`~GatewayServer.start`.
+
+    Raises:
+        ConfigError: the address cannot be bound or the TLS files are unusable.
+    """
+    cfg = settings.gateway
+    address = address or cfg.address
+    bundle_error = None
+    if bundle is None:
+        bundle, bundle_error = load_gateway_bundle(settings)
+    creds = server_credentials(cfg.tls_cert, cfg.tls_key)
+    limiter = (RateLimiter(settings.redis.url, rate_per_s=cfg.rate_limit_per_s,
+                           burst=cfg.rate_limit_burst) if cfg.rate_limit_per_s > 0 else None)
+    interceptor = GatewayInterceptor(auth=TokenAuth(cfg.tokens), limiter=limiter)
+    # every open Watch holds a thread: unary RPCs keep max_workers threads of their own
+    pool = futures.ThreadPoolExecutor(max_workers=cfg.max_workers + cfg.max_watches,
+                                      thread_name_prefix="gateway")
+    server = grpc.server(
+        pool, interceptors=[interceptor],
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                 ("grpc.so_reuseport", 0)],
+    )
+    stopping = threading.Event()
+    service = SearchService(settings=settings, bundle=bundle, bundle_error=bundle_error,
+                            stopping=stopping)
+    search_pb2_grpc.add_SearchServicer_to_server(service, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    try:
+        port = (server.add_secure_port(address, creds) if creds is not None
+                else server.add_insecure_port(address))
+    except RuntimeError as exc:
+        port = 0
+        log.debug("bind %s failed: %s", address, exc)
+    if not port:
+        service.close()
+        raise ConfigError(f"cannot listen on {address}: the port is taken or the address is "
+                          "invalid; choose another with --address or gateway.address")
+    host = address.rsplit(":", 1)[0] or "127.0.0.1"
+    host = "127.0.0.1" if host in ("0.0.0.0", "[::]", "") else host
+    return GatewayServer(server=server, port=port, host=host, service=service,
+                         health_servicer=health_servicer, limiter=limiter, tls=creds is not None)

@@ -1,0 +1,312 @@
+"""The ``pedsearch.v1.Search`` servicer: checked requests -> query core -> responses.
+
+Handlers raise pedsearch errors; the interceptor (:mod:`gateway.interceptor`) turns them into
+status codes. Every request is fully checked (:mod:`gateway.convert`) before Milvus is asked, so
+bad input is INVALID_ARGUMENT even while Milvus is down. Deadlines: the time the caller has left
+bounds every Milvus call (``min(remaining, milvus.timeout_s)``), and a request whose deadline
+has passed is answered DEADLINE_EXCEEDED without further work.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Iterator
+
+import grpc
+import redis
+from pymilvus.exceptions import MilvusException
+
+from gateway.convert import (
+    FilterParams,
+    decode_image,
+    detection_proto,
+    finite,
+    hit_proto,
+    parse_constraints,
+    parse_filter,
+    top_k,
+)
+from gateway.search import Constraint, Searcher, query_attribute_set
+from gateway.status import DeadlineExceeded
+from gateway.watch import Heartbeat, WatchQuery, WatchSlots, run_watch
+from pedsearch.bundle import Bundle
+from pedsearch.config import Settings
+from pedsearch.cropstore import CropStore
+from pedsearch.errors import InvalidInput, NotFound, NotReady, PedsearchError, Unavailable
+from pedsearch.live import LiveFeed
+from pedsearch.schema import connect
+from pedsearch.v1 import search_pb2, search_pb2_grpc
+
+log = logging.getLogger("pedsearch.gateway")
+
+#: a score threshold outside this cannot be meant (cosine in [-1, 1] plus the soft bonus)
+MAX_ABS_THRESHOLD = 100.0
+
+
+class Deadline:
+    """The caller's deadline of one RPC."""
+
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        self.context = context
+
+    def remaining(self) -> float | None:
+        """Seconds left; ``None`` without a deadline.
+
+        Raises:
+            DeadlineExceeded: no time is left.
+        """
+        left = self.context.time_remaining()
+        if left is None or left > 1e7:  # grpc reports "no deadline" as a far-away one
+            return None
+        if left <= 0:
+            raise DeadlineExceeded("the request's deadline passed before the answer was ready; "
+                                   "set a longer deadline")
+        return left
+
+    def guard(self, exc: PedsearchError) -> PedsearchError:
+        """A failed Milvus call as DEADLINE_EXCEEDED if the deadline is what ended it."""
+        left = self.context.time_remaining()
+        if left is not None and left <= 0.001:
+            return DeadlineExceeded(f"the request's deadline passed: {exc.message}")
+        return exc
+
+
+class MilvusLink:
+    """A Milvus client made on first use and again after a failed connect (Milvus may start
+    after the gateway), shared by all requests."""
+
+    def __init__(self, settings: Settings, bundle: Bundle | None) -> None:
+        self.settings = settings
+        self.bundle = bundle
+        self._searcher: Searcher | None = None
+        self._lock = threading.Lock()
+
+    def searcher(self) -> Searcher:
+        """Raises:
+        Unavailable: Milvus cannot be reached. NotReady: no bundle is loaded."""
+        if self.bundle is None:
+            raise NotReady("no model bundle is loaded")
+        with self._lock:
+            if self._searcher is None:
+                client = connect(self.settings.milvus)
+                self._searcher = Searcher(client=client, cfg=self.settings.milvus,
+                                          bundle=self.bundle)
+            return self._searcher
+
+    def ping(self, timeout_s: float = 2.0) -> bool:
+        """Whether Milvus answers now."""
+        try:
+            self.searcher().client.get_server_version(timeout=timeout_s)
+            return True
+        except (PedsearchError, MilvusException):
+            return False
+        except Exception as exc:  # noqa: BLE001 -- a probe reports, it never raises
+            log.debug("Milvus probe failed: %s", exc)
+            return False
+
+    def close(self) -> None:
+        with self._lock:
+            if self._searcher is not None:
+                try:
+                    self._searcher.client.close()
+                except Exception:  # noqa: BLE001 -- closing a dead connection
+                    pass
+                self._searcher = None
+
+
+class SearchService(search_pb2_grpc.SearchServicer):
+    """The Search service over one loaded bundle.
+
+    Args:
+        settings: the deployment configuration (milvus, redis, paths, gateway).
+        bundle: the loaded bundle (parts image, text, attributes), or ``None`` if loading it
+            failed -- then every RPC answers FAILED_PRECONDITION with ``bundle_error``.
+        bundle_error: why no bundle is loaded.
+        stopping: set when the server shuts down; open watches end.
+    """
+
+    def __init__(self, *, settings: Settings, bundle: Bundle | None,
+                 bundle_error: str | None = None, stopping: threading.Event) -> None:
+        self.settings = settings
+        self.cfg = settings.gateway
+        self.bundle = bundle
+        self.bundle_error = bundle_error or "no model bundle is loaded"
+        self.milvus = MilvusLink(settings, bundle)
+        self.crops = CropStore(settings.paths.crops_dir)
+        # XREAD blocks up to a second: the socket timeout must exceed it
+        self.redis = redis.Redis.from_url(settings.redis.url, socket_timeout=5.0,
+                                          socket_connect_timeout=2.0)
+        self.feed = LiveFeed(self.redis, settings.milvus.alias)
+        self.watches = WatchSlots(self.cfg.max_watches)
+        self.stopping = stopping
+
+    def close(self) -> None:
+        self.milvus.close()
+        self.redis.close()
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _bundle(self) -> Bundle:
+        if self.bundle is None:
+            raise NotReady(f"no model bundle is loaded: {self.bundle_error}")
+        return self.bundle
+
+    def _search(self, context, vector, *, k: int, flt: FilterParams,
+                constraints: list[Constraint], encode_ms: float) -> search_pb2.SearchResponse:
+        deadline = Deadline(context)
+        searcher = self.milvus.searcher()
+        try:
+            name = searcher.collection(timeout_s=deadline.remaining())
+            t0 = time.perf_counter()
+            hits = searcher.search_vector(
+                vector, k=k, cameras=flt.cameras, since_us=flt.since_us, until_us=flt.until_us,
+                constraints=constraints, min_score=flt.min_score,
+                soft_weight=self.cfg.soft_weight, rerank_factor=self.cfg.rerank_factor,
+                collection=name, timeout_s=deadline.remaining(),
+            )
+        except Unavailable as exc:
+            raise deadline.guard(exc) from exc
+        search_ms = (time.perf_counter() - t0) * 1000
+        schema = self._bundle().schema
+        return search_pb2.SearchResponse(
+            hits=[hit_proto(h, schema) for h in hits], model_version=self._bundle().version,
+            collection=name, encode_ms=encode_ms, search_ms=search_ms,
+        )
+
+    # -- RPCs ------------------------------------------------------------------------------------
+    def SearchText(self, request, context):
+        bundle = self._bundle()
+        k = top_k(request.top_k)
+        flt = parse_filter(request.filter)
+        constraints = parse_constraints(bundle.schema, request.constraints, unspecified="soft")
+        Deadline(context).remaining()
+        t0 = time.perf_counter()
+        vector = self._encoder().encode_text(request.text)
+        encode_ms = (time.perf_counter() - t0) * 1000
+        return self._search(context, vector, k=k, flt=flt, constraints=constraints,
+                            encode_ms=encode_ms)
+
+    def SearchAttributes(self, request, context):
+        bundle = self._bundle()
+        k = top_k(request.top_k)
+        flt = parse_filter(request.filter)
+        if not request.constraints:
+            raise InvalidInput("SearchAttributes needs at least one attribute constraint, e.g. "
+                               "{family: 'upper_color', values: ['red']}")
+        constraints = parse_constraints(bundle.schema, request.constraints, unspecified="query")
+        query = query_attribute_set(bundle.schema, constraints)
+        Deadline(context).remaining()
+        t0 = time.perf_counter()
+        vector = self._encoder().encode_attributes(query)
+        encode_ms = (time.perf_counter() - t0) * 1000
+        return self._search(context, vector, k=k, flt=flt, constraints=constraints,
+                            encode_ms=encode_ms)
+
+    def SearchImage(self, request, context):
+        bundle = self._bundle()
+        k = top_k(request.top_k)
+        flt = parse_filter(request.filter)
+        constraints = parse_constraints(bundle.schema, request.constraints, unspecified="soft")
+        image = decode_image(request.image)
+        Deadline(context).remaining()
+        t0 = time.perf_counter()
+        vector = self._encoder().encode_image(image)
+        encode_ms = (time.perf_counter() - t0) * 1000
+        return self._search(context, vector, k=k, flt=flt, constraints=constraints,
+                            encode_ms=encode_ms)
+
+    def GetDetection(self, request, context):
+        bundle = self._bundle()
+        deadline = Deadline(context)
+        searcher = self.milvus.searcher()
+        try:
+            name = searcher.collection(timeout_s=deadline.remaining())
+            hit = searcher.get(request.id, collection=name, timeout_s=deadline.remaining())
+        except Unavailable as exc:
+            raise deadline.guard(exc) from exc
+        crop = b""
+        if request.include_crop:
+            try:
+                crop = self.crops.get(hit.crop_ref)
+            except (NotFound, InvalidInput) as exc:
+                raise NotFound(f"detection {request.id} exists but its crop is missing: "
+                               f"{exc.message}") from None
+        return search_pb2.GetDetectionResponse(detection=detection_proto(hit, bundle.schema),
+                                               crop_jpeg=crop)
+
+    def ListCameras(self, request, context):
+        bundle = self._bundle()
+        Deadline(context).remaining()
+        try:
+            cams = self.feed.cameras()
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis at {self.settings.redis.url} cannot be read: {exc}") from exc
+        return search_pb2.ListCamerasResponse(
+            cameras=[search_pb2.CameraInfo(camera_id=cam, detections=max(0, v.get("count", 0)),
+                                           first_ts_us=v.get("first", 0),
+                                           last_ts_us=v.get("last", 0))
+                     for cam, v in sorted(cams.items())],
+            model_version=bundle.version,
+        )
+
+    def Watch(self, request, context) -> Iterator[search_pb2.WatchEvent]:
+        bundle = self._bundle()
+        query = self._watch_query(request, bundle)
+        release = self.watches.acquire()
+        context.add_callback(release)  # frees the slot even if the generator is never resumed
+        try:
+            events = run_watch(query, feed=self.feed, schema=bundle.schema,
+                               is_active=context.is_active, stopping=self.stopping,
+                               heartbeat_s=self.cfg.watch_heartbeat_s)
+            for event in events:
+                if isinstance(event, Heartbeat):
+                    yield search_pb2.WatchEvent(heartbeat=search_pb2.Heartbeat(
+                        server_ts_us=event.server_ts_us, scanned=event.scanned))
+                else:
+                    yield search_pb2.WatchEvent(match=hit_proto(event, bundle.schema))
+        finally:
+            release()
+
+    def _watch_query(self, request, bundle: Bundle) -> WatchQuery:
+        kind = request.WhichOneof("query")
+        if kind is None:
+            raise InvalidInput("Watch needs a query: set text or attributes")
+        threshold = finite(request.threshold, "threshold", low=-MAX_ABS_THRESHOLD,
+                           high=MAX_ABS_THRESHOLD)
+        flt = parse_filter(request.filter)
+        duration = request.max_duration_s or self.cfg.watch_default_s
+        duration = min(duration, self.cfg.watch_max_s)
+        encoder = self._encoder()
+        if kind == "text":
+            constraints: list[Constraint] = []
+            vector = encoder.encode_text(request.text)
+        else:
+            if not request.attributes.constraints:
+                raise InvalidInput("Watch.attributes needs at least one attribute constraint")
+            constraints = parse_constraints(bundle.schema, request.attributes.constraints,
+                                            unspecified="query")
+            vector = encoder.encode_attributes(query_attribute_set(bundle.schema, constraints))
+        self._check_watch_version()
+        return WatchQuery(vector=vector, model_version=bundle.version, threshold=threshold,
+                          filter=flt, constraints=constraints, max_matches=request.max_matches,
+                          duration_s=float(duration), soft_weight=self.cfg.soft_weight)
+
+    def _check_watch_version(self) -> None:
+        """A watch may start before anything is indexed (or while Milvus is down: it reads the
+        feed in Redis), but not against an index of another model version."""
+        try:
+            searcher = self.milvus.searcher()
+            name = searcher.resolve_alias(timeout_s=2.0)
+        except Unavailable:
+            return
+        if name is not None:
+            searcher.check_version(name)
+
+    def _encoder(self) -> Searcher:
+        """The query encoders need the bundle, not Milvus: a searcher without a live client."""
+        bundle = self._bundle()
+        enc = getattr(self, "_offline", None)
+        if enc is None:
+            enc = self._offline = Searcher(client=None, cfg=self.settings.milvus, bundle=bundle)
+        return enc
