@@ -3,10 +3,13 @@
 1. starts the embedded stack (Kafka-API broker, Milvus, Redis) on free loopback ports;
 2. renders a synthetic scene of several cameras with known people and publishes its frames;
 3. runs the ingest workers on Ray (detect, track, crop, embed, index) until the stream drains;
-4. asks text queries (each person described in words) and attribute queries through the query
-   core, and scores them: R@1 / R@5 = the top 1 / 5 hits hold a crop of that person;
-5. writes a contact sheet (PNG + HTML) of the top hits, and stops everything
-   (``--keep-running`` leaves the stack up for your own queries).
+4. starts the gRPC gateway (in this process, on a free port) and asks it, through the client
+   the ``pedsearch search`` command uses, a text query (the person described in words) and an
+   attribute query per person, and one query by an example crop; scores them: R@1 / R@5 = the
+   top 1 / 5 hits hold a crop of that person;
+5. writes a contact sheet (PNG + HTML) of the top hits and ``results.json`` (every RPC and its
+   hits), and stops everything (``--keep-running`` keeps the stack and the gateway up, printing
+   the ``pedsearch search ... --gateway ...`` commands to try, until Ctrl-C).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def register(subparsers) -> None:
     p.add_argument("--data-dir", default=None, help="stack data (default: <out>/stack)")
     p.add_argument("--bundle", default=None, help="model bundle (default: the shipped one)")
     p.add_argument("--keep-running", action="store_true",
-                   help="leave the stack up afterwards (stop it with `pedsearch stack down`)")
+                   help="keep the stack and the gateway up for your own queries until Ctrl-C")
     p.set_defaults(handler=cmd_demo)
 
 
@@ -56,31 +59,11 @@ def _check(args) -> None:
         raise InvalidInput("--fps must be 0.5..30")
 
 
-def person_of_hit(hit, truth) -> int | None:
-    """Ground-truth person of a stored crop: the scene person its box overlaps (IoU >= 0.5)."""
-    from workers.detectors.base import iou_matrix
-
-    frames = truth.get(hit.camera_id)
-    if frames is None or hit.frame_seq >= len(frames):
-        return None
-    people = frames[hit.frame_seq]
-    if not people:
-        return None
-    gt = np.array([p[1] for p in people], np.float32)
-    iou = iou_matrix(np.array([hit.box], np.float32), gt)[0]
-    j = int(iou.argmax())
-    return people[j][0] if iou[j] >= 0.5 else None
-
-
 def cmd_demo(args) -> int:
-    from pedsearch.bundle import default_bundle_path, load_bundle
-    from pedsearch.contact_sheet import contact_sheet, contact_sheet_html
-    from pedsearch.cropstore import CropStore
-    from pedsearch.synthetic.captions import describe
-    from pymilvus import MilvusClient
+    from rich.progress import Progress
 
     from deploy.stack import LocalStack
-    from gateway.search import Searcher
+    from pedsearch.bundle import default_bundle_path, read_manifest
     from workers.camera.publisher import FramePublisher, make_producer
     from workers.camera.sources import SyntheticSource
     from workers.runtime import IngestWorkers, init_ray
@@ -89,8 +72,8 @@ def cmd_demo(args) -> int:
     out = pathlib.Path(args.out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     bundle_path = pathlib.Path(args.bundle) if args.bundle else default_bundle_path()
-    bundle = load_bundle(bundle_path, parts=("text", "attributes"))
-    console.print(f"model bundle {bundle.version} ({bundle_path})")
+    # the gateway loads the bundle; here only its version is shown (and a missing one caught)
+    console.print(f"model bundle {read_manifest(bundle_path)['version']} ({bundle_path})")
 
     settings = load_settings(args.config, stack={
         "data_dir": str(pathlib.Path(args.data_dir).absolute() if args.data_dir else out / "stack"),
@@ -119,8 +102,6 @@ def cmd_demo(args) -> int:
         truth: dict[str, list] = {}
         publisher = FramePublisher(producer=make_producer(settings.kafka),
                                    topic=settings.kafka.frames_topic)
-        from rich.progress import Progress
-
         total = int(args.duration * args.fps) * args.cameras
         with Progress(console=console) as progress:
             task = progress.add_task("rendering and publishing frames", total=total)
@@ -145,73 +126,173 @@ def cmd_demo(args) -> int:
         console.print(f"ingested {sum(r['frames'] for r in results)} frames -> {crops} crops "
                       f"in {time.monotonic() - t0:.0f} s")
 
-        # -- queries ------------------------------------------------------------------------------
-        client = MilvusClient(uri=settings.milvus.uri)
-        searcher = Searcher(client=client, cfg=settings.milvus, bundle=bundle)
-        searcher.client.load_collection(searcher.collection())
-        seen = sorted({pid for frames in truth.values() for f in frames for pid, _ in f})
-        rng = np.random.default_rng(args.seed)
-        chosen = [int(x) for x in rng.permutation(seen)[: args.queries]]
-        store = CropStore(settings.paths.crops_dir)
-        rows, sheet, report = [], [], []
-        hits_at = {"text": [], "attributes": []}
-        for pid in chosen:
-            person = scene.person(pid)
-            text = describe(person.attributes, np.random.default_rng(pid))
-            attrs = {k: person.attributes[k] for k in ("gender", "upper_color", "lower_color",
-                                                       "backpack", "hat")}
-            for kind, hits in (("text", searcher.search_text(text, k=5)),
-                               ("attributes", searcher.search_attributes(attrs, k=5))):
-                found = [person_of_hit(h, truth) == pid for h in hits]
-                hits_at[kind].append(found)
-                report.append({"person": pid, "kind": kind,
-                               "query": text if kind == "text" else attrs,
-                               "hits": [{"id": h.id, "score": h.score, "camera": h.camera_id,
-                                         "ok": ok} for h, ok in zip(hits, found)]})
-                if kind == "text" and len(sheet) < 40:
-                    for rank, (h, ok) in enumerate(zip(hits, found), 1):
-                        img = _decode(store.get(h.crop_ref))
-                        sheet.append({"image": img, "title": f"p{pid} #{rank} {h.score:.2f}",
-                                      "subtitle": h.camera_id, "ok": ok, "score": h.score,
-                                      "camera": h.camera_id, "time": h.ts_us / 1e6})
-            rows.append((pid, text))
-        client.close()
-
-        table = Table(title=f"demo: {len(chosen)} people searched among {crops} stored crops")
-        table.add_column("query kind")
-        table.add_column("R@1", justify="right")
-        table.add_column("R@5", justify="right")
-        table.add_column("chance R@1", justify="right")
-        for kind, found in hits_at.items():
-            r1 = np.mean([bool(f and f[0]) for f in found]) if found else 0.0
-            r5 = np.mean([any(f) for f in found]) if found else 0.0
-            table.add_row(kind, f"{r1:.2f}", f"{r5:.2f}", f"{1 / max(1, len(seen)):.2f}")
-        console.print(table)
-        for pid, text in rows[:3]:
-            console.print(f"  person {pid}: [italic]{text}[/]")
-        png = contact_sheet(sheet, out / "contact_sheet.png", cols=5,
-                            title="text queries: top 5 per person (green = that person)")
-        contact_sheet_html(sheet, out / "contact_sheet.html", title="pedsearch demo")
-        (out / "results.json").write_text(json.dumps(report, indent=1))
-        console.print(f"contact sheet: {png}  results: {out / 'results.json'}")
+        # -- the gateway, and the queries through it ---------------------------------------------
+        with console.status("starting the gRPC gateway (loads the model bundle)..."):
+            server = _start_gateway(settings)
+        gateway = server.address
+        console.print(f"gRPC gateway serving at {gateway}")
+        try:
+            report = _run_queries(gateway, args, scene, truth, crops, out)
+            if args.keep_running:
+                _serve_until_interrupted(settings, gateway, report)
+        finally:
+            with console.status("stopping the gateway..."):
+                server.stop(grace=2.0)
     finally:
-        if args.keep_running:
-            console.print("the stack keeps running; these point other commands at it:")
-            for k, v in (("KAFKA__BOOTSTRAP_SERVERS", settings.kafka.bootstrap_servers),
-                         ("MILVUS__URI", settings.milvus.uri), ("REDIS__URL", settings.redis.url),
-                         ("MILVUS__ALIAS", settings.milvus.alias)):
-                console.print(f"  export PEDSEARCH_{k}={v}")
-            console.print(f"stop it with: pedsearch stack down --data-dir {settings.stack.data_dir}")
-        else:
-            with console.status("stopping the stack..."):
-                stack.down()
+        with console.status("stopping the stack..."):
+            stack.down()
         import ray
 
         ray.shutdown()
     return 0
 
 
+def _start_gateway(settings):
+    """The real gRPC gateway, in this process, on a free loopback port."""
+    from gateway.server import create_server
+
+    return create_server("127.0.0.1:0", settings=settings).start()
+
+
+def _run_queries(gateway: str, args, scene, truth, crops: int, out: pathlib.Path) -> dict:
+    """Text, attribute and one image query per chosen person through the gRPC client; scores
+    them against the scene's truth, writes the contact sheet and ``results.json``."""
+    from rich.progress import Progress
+
+    from gateway.client import connect
+    from pedsearch.contact_sheet import contact_sheet, contact_sheet_html
+    from pedsearch.synthetic.captions import describe
+
+    seen = sorted({pid for frames in truth.values() for f in frames for pid, _ in f})
+    rng = np.random.default_rng(args.seed)
+    chosen = [int(x) for x in rng.permutation(seen)[: args.queries]]
+    queries, sheet, rows = [], [], []
+    found_at: dict[str, list[list[bool]]] = {"text": [], "attributes": [], "image": []}
+    latency: dict[str, list[float]] = {}
+    with connect(gateway) as gw, Progress(console=console) as progress:
+        task = progress.add_task("queries through the gateway", total=2 * len(chosen) + 1)
+
+        def run(rpc: str, kind: str, pid: int, query, call):
+            t0 = time.perf_counter()
+            result = call()
+            latency.setdefault(rpc, []).append((time.perf_counter() - t0) * 1e3)
+            found = [person_of(h.detection, truth) == pid for h in result.hits]
+            found_at[kind].append(found)
+            queries.append({
+                "rpc": rpc, "kind": kind, "person": pid, "query": query,
+                "model_version": result.model_version,
+                "hits": [{"id": h.detection.id, "score": round(h.score, 4),
+                          "camera": h.detection.camera_id, "ts_us": h.detection.ts_us,
+                          "ok": ok} for h, ok in zip(result.hits, found)]})
+            progress.advance(task)
+            return result, found
+
+        for pid in chosen:
+            person = scene.person(pid)
+            text = describe(person.attributes, np.random.default_rng(pid))
+            attrs = {k: person.attributes[k] for k in ("gender", "upper_color", "lower_color",
+                                                       "backpack", "hat")}
+            result, found = run("SearchText", "text", pid, text,
+                                lambda: gw.search_text(text, k=5))
+            run("SearchAttributes", "attributes", pid, attrs,
+                lambda: gw.search_attributes(attrs, k=5))
+            rows.append((pid, text))
+            if len(sheet) < 40:
+                for rank, (h, ok) in enumerate(zip(result.hits, found), 1):
+                    d = h.detection
+                    jpeg = gw.get_detection(d.id, include_crop=True).crop_jpeg
+                    sheet.append({"image": _decode(jpeg), "title": f"p{pid} #{rank} {h.score:.2f}",
+                                  "subtitle": d.camera_id, "ok": ok, "score": h.score,
+                                  "camera": d.camera_id, "time": d.ts_us / 1e6})
+        # query by example: a stored crop of the first person, found by the text query
+        example = next((q for q in queries if q["kind"] == "text" and any(
+            h["ok"] for h in q["hits"])), queries[0])
+        pid = example["person"]
+        probe = next((h for h in example["hits"] if h["ok"]), example["hits"][0]
+                     if example["hits"] else None)
+        example_crop = None
+        if probe is not None:
+            jpeg = gw.get_detection(probe["id"], include_crop=True).crop_jpeg
+            example_crop = out / "example_crop.jpg"
+            example_crop.write_bytes(jpeg)
+            run("SearchImage", "image", pid, f"crop of detection {probe['id']}",
+                lambda: gw.search_image(jpeg, k=5))
+
+    table = Table(title=f"demo: {len(chosen)} people searched among {crops} stored crops, "
+                        f"through the gRPC gateway at {gateway}")
+    for name in ("query kind", "RPC", "queries", "R@1", "R@5", "chance R@1"):
+        table.add_column(name, justify="left" if name in ("query kind", "RPC") else "right")
+    summary = {}
+    for (kind, found), rpc in zip(found_at.items(), ("SearchText", "SearchAttributes",
+                                                     "SearchImage")):
+        if not found:
+            continue
+        r1 = float(np.mean([bool(f and f[0]) for f in found]))
+        r5 = float(np.mean([any(f) for f in found]))
+        summary[kind] = {"rpc": rpc, "queries": len(found), "R@1": r1, "R@5": r5}
+        table.add_row(kind, rpc, str(len(found)), f"{r1:.2f}", f"{r5:.2f}",
+                      f"{1 / max(1, len(seen)):.2f}")
+    console.print(table)
+    console.print("gateway latency, median per call: " + ", ".join(
+        f"{rpc} {np.median(ms):.0f} ms" for rpc, ms in latency.items()))
+    for pid, text in rows[:3]:
+        console.print(f"  person {pid}: [italic]{text}[/]")
+    png = contact_sheet(sheet, out / "contact_sheet.png", cols=5,
+                        title="text queries: top 5 per person (green = that person)")
+    contact_sheet_html(sheet, out / "contact_sheet.html", title="pedsearch demo")
+    report = {"gateway": gateway, "summary": summary, "queries": queries,
+              "example_crop": str(example_crop) if example_crop else None,
+              "latency_ms_median": {rpc: float(np.median(ms)) for rpc, ms in latency.items()}}
+    (out / "results.json").write_text(json.dumps(report, indent=1))
+    console.print(f"contact sheet: {png}  results: {out / 'results.json'}")
+    return report
+
+
+def _serve_until_interrupted(settings, gateway: str, report: dict) -> None:
+    """``--keep-running``: print how to query the running system, then wait for Ctrl-C."""
+    text = next((q["query"] for q in report["queries"] if q["kind"] == "text"),
+                "a person in a red top")
+    console.print("\nThe stack and the gateway keep running. Try, from another shell:")
+    console.print(f"  pedsearch search \"{text}\" --gateway {gateway}", soft_wrap=True)
+    console.print(f"  pedsearch search --attr upper_color=red --attr backpack=yes --gateway "
+                  f"{gateway}", soft_wrap=True)
+    if report.get("example_crop"):
+        console.print(f"  pedsearch search --image {report['example_crop']} --gateway {gateway}",
+                      soft_wrap=True)
+    console.print(f"  pedsearch watch \"a person\" --threshold 0.3 --gateway {gateway}",
+                  soft_wrap=True)
+    console.print(f"  pedsearch cameras --gateway {gateway}")
+    console.print("Other commands (pedsearch camera, workers, status) reach the stack with:")
+    for k, v in (("KAFKA__BOOTSTRAP_SERVERS", settings.kafka.bootstrap_servers),
+                 ("MILVUS__URI", settings.milvus.uri), ("REDIS__URL", settings.redis.url),
+                 ("MILVUS__ALIAS", settings.milvus.alias)):
+        console.print(f"  export PEDSEARCH_{k}={v}", soft_wrap=True)
+    console.print("[bold]Ctrl-C stops the gateway and the stack.[/]")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        console.print("stopping...")
+
+
+def person_of(det, truth) -> int | None:
+    """Ground-truth person of a stored crop: the scene person its box overlaps (IoU >= 0.5)."""
+    from workers.detectors.base import iou_matrix
+
+    frames = truth.get(det.camera_id)
+    if frames is None or det.frame_seq >= len(frames):
+        return None
+    people = frames[det.frame_seq]
+    if not people:
+        return None
+    gt = np.array([p[1] for p in people], np.float32)
+    iou = iou_matrix(np.array([det.box], np.float32), gt)[0]
+    j = int(iou.argmax())
+    return people[j][0] if iou[j] >= 0.5 else None
+
+
 def _decode(jpeg: bytes):
     import cv2
 
+    if not jpeg:
+        return None
     return cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)

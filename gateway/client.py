@@ -357,12 +357,32 @@ def connect(address: str, token: str | None = None, tls_ca: str | pathlib.Path |
         channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=ca))
     else:
         channel = grpc.insecure_channel(address)
-    try:
-        grpc.channel_ready_future(channel).result(timeout=connect_timeout_s)
-    except grpc.FutureTimeoutError:
+    if _wait_connected(channel, connect_timeout_s) is not grpc.ChannelConnectivity.READY:
         channel.close()
-        raise Unavailable(unreachable_message(address)) from None
+        raise Unavailable(unreachable_message(address))
     return GatewayClient(channel=channel, address=address, token=token, timeout_s=timeout_s)
+
+
+def _wait_connected(channel: grpc.Channel, timeout_s: float) -> grpc.ChannelConnectivity | None:
+    """READY, TRANSIENT_FAILURE (the first attempt failed: nobody listens) or None (timeout).
+
+    ``channel_ready_future`` would keep retrying a refused connection until its timeout; an
+    operator who forgot to start the gateway should hear so at once.
+    """
+    done = threading.Event()
+    seen: list[grpc.ChannelConnectivity] = []
+
+    def on_change(state: grpc.ChannelConnectivity) -> None:
+        if state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE):
+            seen.append(state)
+            done.set()
+
+    channel.subscribe(on_change, try_to_connect=True)
+    try:
+        done.wait(timeout_s)
+    finally:
+        channel.unsubscribe(on_change)
+    return seen[0] if seen else None
 
 
 def unreachable_message(address: str) -> str:

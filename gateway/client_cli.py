@@ -231,7 +231,7 @@ def cmd_search(args) -> int:
             console.print(hits_table(result, title=f"{query!s}"))
             if result.hits and args.sheet:
                 html, png = write_sheets(gw, result, pathlib.Path(args.out), query, args.sheet)
-                console.print(f"contact sheet: {html}  {png}")
+                console.print(f"contact sheet: {html}  {png}", soft_wrap=True)
     except Unavailable as exc:
         return _unavailable(exc)
     return 0
@@ -290,21 +290,29 @@ def cmd_watch(args) -> int:
     from gateway.client import Heartbeat
 
     _check_query(args, image=False)
+    if args.text is not None and args.attr:
+        args._parser.error("a watch is a text query or an --attr query, not both")
     mode = "hard" if args.hard else "soft"
     matches = 0
     try:
         with _connect(args) as gw:
-            stream = gw.watch(args.text, attributes=args.attr if args.text is None else None,
+            stream = gw.watch(args.text, attributes=args.attr,
                               mode=mode, threshold=args.threshold, cameras=args.camera,
                               since_us=args.since, until_us=args.until,
                               max_matches=args.max_matches, max_duration_s=args.duration)
             what = args.text if args.text is not None else " ".join(
                 f"{c.family}={','.join(c.values)}" for c in args.attr)
-            console.print(f"watching for [bold]{escape(what)}[/] (score >= {args.threshold}) "
-                          f"at {gw.address}; Ctrl-C to stop")
+            established = False
             try:
-                with console.status("waiting for new detections...") as status:
+                with console.status("starting the watch...") as status:
                     for event in stream:
+                        if not established:
+                            # the gateway's first event: every detection indexed from now on
+                            # is checked
+                            established = True
+                            console.print(f"watching for [bold]{escape(what)}[/] (score >= "
+                                          f"{args.threshold}) at {gw.address}; Ctrl-C to stop",
+                                          soft_wrap=True)
                         if isinstance(event, Heartbeat):
                             status.update(f"waiting for new detections... {event.scanned} "
                                           "checked so far")
@@ -314,7 +322,7 @@ def cmd_watch(args) -> int:
                         attrs = ", ".join(f"{k} {p:.2f}" for k, p in d.top_attributes(3))
                         console.print(f"[green]match {matches}[/] score {event.score:.3f}  "
                                       f"{d.camera_id}  {format_ts(d.ts_us)}  track {d.track_id}"
-                                      f"  id {d.id}  {attrs}")
+                                      f"  id {d.id}  {attrs}", soft_wrap=True)
             except KeyboardInterrupt:
                 stream.cancel()
                 console.print(f"stopped after {matches} match(es)")

@@ -97,9 +97,15 @@ def parse(path: pathlib.Path) -> ProtoFile:
     pf = ProtoFile(path=path.name)
     pending: list[str] = []  # comment lines waiting for their declaration
     stack: list[object] = []  # open blocks: Service / Message / Enum / ("oneof", name, message)
+    last: Field | EnumValue | Rpc | None = None  # declaration whose end-of-line comment ...
+    last_col = -1  # ... starts at this column: aligned comment lines below continue it
     for raw in path.read_text(encoding="utf-8").splitlines():
         code, _, trailing = raw.partition("//")
         code, trailing = code.strip(), trailing.strip()
+        if not code and last is not None and raw.find("//") == last_col:
+            last.comment = f"{last.comment} {trailing}".strip()
+            continue
+        last, last_col = None, -1
         if not code:
             if raw.strip().startswith("//"):
                 # keep the indentation after "// " so indented lists stay lists
@@ -136,9 +142,11 @@ def parse(path: pathlib.Path) -> ProtoFile:
             stack.pop()
         elif m := _RPC.match(code):
             assert isinstance(parent, Service), f"{path}: rpc outside a service: {code}"
-            parent.rpcs.append(Rpc(m.group(1), m.group(2), m.group(4), bool(m.group(3)), comment))
+            last = Rpc(m.group(1), m.group(2), m.group(4), bool(m.group(3)), comment)
+            parent.rpcs.append(last)
         elif isinstance(parent, Enum) and (m := _ENUM_VALUE.match(code)):
-            parent.values.append(EnumValue(m.group(1), int(m.group(2)), comment))
+            last = EnumValue(m.group(1), int(m.group(2)), comment)
+            parent.values.append(last)
         elif m := _FIELD.match(code):
             label, typ, name, number = m.groups()
             if isinstance(parent, tuple):  # inside a oneof
@@ -148,9 +156,14 @@ def parse(path: pathlib.Path) -> ProtoFile:
             if typ.startswith("map"):
                 label, typ = "map", re.sub(r"\s+", "", typ)
             assert isinstance(msg, Message), f"{path}: field outside a message: {code}"
-            msg.fields.append(Field(name, int(number), typ, label or "", comment))
+            last = Field(name, int(number), typ, label or "", comment)
+            msg.fields.append(last)
         else:
             raise ValueError(f"{path}: cannot read this line: {raw!r}")
+        if not trailing:
+            last = None  # only an end-of-line comment can continue on the next lines
+        elif last is not None:
+            last_col = raw.find("//")
     if stack:
         raise ValueError(f"{path}: unclosed block at the end of the file")
     return pf

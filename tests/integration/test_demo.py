@@ -1,4 +1,5 @@
-"""The README's demo command, at reduced size: it must run end to end and stop cleanly."""
+"""The README's demo command, at reduced size: it must run end to end through the gRPC gateway
+and stop cleanly."""
 
 from __future__ import annotations
 
@@ -24,8 +25,26 @@ def test_demo_runs_end_to_end(tmp_path, ingest_bundle_path):
     assert "R@1" in proc.stdout and "R@5" in proc.stdout
     assert (out / "contact_sheet.png").stat().st_size > 1000
     assert (out / "contact_sheet.html").is_file()
+    # every query went through the gRPC gateway: each RPC is recorded with the hits it returned
     report = json.loads((out / "results.json").read_text())
-    assert {r["kind"] for r in report} == {"text", "attributes"}
+    host, port = report["gateway"].rsplit(":", 1)
+    assert host == "127.0.0.1" and int(port) > 0
+    assert "gRPC gateway serving at " + report["gateway"] in proc.stdout
+    queries = report["queries"]
+    assert {q["rpc"] for q in queries} == {"SearchText", "SearchAttributes", "SearchImage"}
+    assert [q["rpc"] for q in queries].count("SearchText") == 3
+    assert [q["rpc"] for q in queries].count("SearchAttributes") == 3
+    for q in queries:
+        assert q["hits"], q
+        assert all(h["camera"].startswith("demo") for h in q["hits"])
+        scores = [h["score"] for h in q["hits"]]
+        assert scores == sorted(scores, reverse=True)
+    # the image query was a stored crop (JPEG round trip): that detection is among its hits
+    image = next(q for q in queries if q["rpc"] == "SearchImage")
+    assert int(image["query"].rsplit(" ", 1)[1]) in [h["id"] for h in image["hits"]]
+    assert (out / "example_crop.jpg").read_bytes()[:2] == b"\xff\xd8"
+    assert set(report["summary"]) == {"text", "attributes", "image"}
+    assert set(report["latency_ms_median"]) >= {"SearchText", "SearchAttributes", "SearchImage"}
     # the stack was stopped: its state file is gone
     assert not (out / "stack" / "stack.json").exists()
 
