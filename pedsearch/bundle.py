@@ -9,7 +9,11 @@ A bundle is a folder::
     concept.pt    state dict of the AAIPR attribute -> concept generator
     vocab.json    the word vocabulary (Bi-LSTM text towers)
 
-Every ``.pt`` holds tensors only, so ``torch.load(weights_only=True)`` reads it. The version
+Every ``.pt`` holds tensors only, so ``torch.load(weights_only=True)`` reads it. Large floating
+tensors (convolution, linear, embedding and LSTM weights) are stored as float16 by default
+(``bundle.json`` ``weights_dtype``), which halves the folder; small ones (biases, BatchNorm
+statistics) stay float32, and loading casts everything back into the float32 model, so a
+bundle's consumers never see half precision. The version
 (``v20261123_1530_ab12cd``: UTC time of export and the first 6 hex digits of the weights'
 sha256) is made of letters, digits and underscores, so ``detections_<version>`` is a valid Milvus
 collection name. Loading reads only the parts asked for -- workers load ``("image",)``, the
@@ -48,6 +52,12 @@ VOCAB_FILE = "vocab.json"
 PART_FILES = {"image": "image.pt", "text": "text.pt", "attributes": "concept.pt"}
 VERSION_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 CREATE_HINT = "create one with `pedsearch train --config ... --export`"
+#: how weights may be stored (``save_bundle(weights_dtype=...)``)
+WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+#: floating tensors with fewer values stay float32 in a float16 bundle: they are a negligible
+#: share of the bytes (biases, BatchNorm scales and running statistics), and BatchNorm's
+#: running variances are where half precision's 3 significant digits would cost accuracy
+SMALL_TENSOR = 4096
 
 
 def default_bundle_path() -> pathlib.Path:
@@ -104,6 +114,7 @@ def save_bundle(
     metrics: Mapping[str, Any] | None = None,
     train_config: Any = None,
     overwrite: bool = False,
+    weights_dtype: str = "float16",
 ) -> pathlib.Path:
     """Write ``model`` as a bundle folder ``out_dir`` (atomically: a temporary sibling folder
     is renamed into place).
@@ -118,6 +129,8 @@ def save_bundle(
         train_config: the training configuration (mapping or pydantic model); stored with its
             sha256.
         overwrite: replace an existing ``out_dir``.
+        weights_dtype: ``"float16"`` (default: half the bytes; embeddings move by ~1e-3) or
+            ``"float32"`` (bit-exact); see :func:`storage_state`.
 
     Returns:
         the bundle folder.
@@ -146,6 +159,9 @@ def save_bundle(
                               f"{model.text_encoder.embed.num_embeddings}")
     if version is not None:
         check_version(version)
+    if weights_dtype not in WEIGHT_DTYPES:
+        raise BundleError(f"weights_dtype must be one of {sorted(WEIGHT_DTYPES)}, not "
+                          f"{weights_dtype!r}")
     if out_dir.exists() and not overwrite:
         raise BundleError(f"{out_dir} already exists; pass overwrite=True to replace it")
     try:
@@ -164,7 +180,7 @@ def save_bundle(
                    "attributes": model.generator}
         files: dict[str, dict[str, Any]] = {}
         for part, module in modules.items():
-            state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+            state = storage_state(module.state_dict(), WEIGHT_DTYPES[weights_dtype])
             path = tmp / PART_FILES[part]
             torch.save(state, path)
         if vocab is not None:
@@ -182,6 +198,7 @@ def save_bundle(
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "pedsearch_version": pedsearch.__version__,
             "torch_version": torch.__version__,
+            "weights_dtype": weights_dtype,
             "architecture": arch.model_dump(mode="json"),
             "embed_dim": model.embed_dim,
             "image": {
@@ -205,6 +222,34 @@ def save_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def storage_state(
+    state: Mapping[str, torch.Tensor], dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """A state dict as written to a ``.pt``: on the CPU, contiguous, and floating tensors of at
+    least :data:`SMALL_TENSOR` values cast to ``dtype`` (integer buffers such as BatchNorm's
+    ``num_batches_tracked`` and small tensors unchanged)."""
+    out = {}
+    for k, v in state.items():
+        v = v.detach().to("cpu")
+        if v.is_floating_point() and v.numel() >= SMALL_TENSOR:
+            v = v.to(dtype)
+        out[k] = v.contiguous()
+    return out
+
+
+def model_state(state: Mapping[str, Any], reference: Mapping[str, torch.Tensor]
+                ) -> dict[str, Any]:
+    """A stored state dict cast back to the dtypes of the module's own ``reference`` state
+    (float16 weights -> float32), so a half-precision file fills a float32 model."""
+    out = dict(state)
+    for k, v in state.items():
+        ref = reference.get(k)
+        if (isinstance(v, torch.Tensor) and ref is not None and v.is_floating_point()
+                and v.dtype != ref.dtype):
+            out[k] = v.to(ref.dtype)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -433,7 +478,8 @@ def load_bundle(
         if not isinstance(state, Mapping):
             raise BundleError(f"{file} holds a {type(state).__name__}, not a state dict")
         try:
-            modules[part].load_state_dict(state, strict=True)
+            modules[part].load_state_dict(model_state(state, modules[part].state_dict()),
+                                          strict=True)
         except RuntimeError as exc:
             raise BundleError(f"{file} does not fit the {part} tower of the architecture: "
                               f"{exc}") from exc

@@ -51,7 +51,9 @@ def model() -> PersonSearchModel:
 @pytest.fixture(scope="module")
 def bundle_dir(model, tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("bundles") / "b1"
-    return save_bundle(model, out, metrics={"t2i_rank1": 0.42}, train_config={"lr": 1e-3})
+    # float32: the round-trip tests below compare bit for bit
+    return save_bundle(model, out, metrics={"t2i_rank1": 0.42}, train_config={"lr": 1e-3},
+                       weights_dtype="float32")
 
 
 @pytest.fixture()
@@ -118,6 +120,42 @@ def test_round_trip_gives_identical_embeddings(bundle_dir, model, crops):
         ref = model.encode_attributes(vectors)["embedding"].numpy()
     np.testing.assert_array_equal(attr_emb, ref)
     np.testing.assert_allclose(np.linalg.norm(attr_emb, axis=1), 1.0, atol=1e-5)
+
+
+def test_float16_bundle_is_half_the_size_and_loads_back_as_float32(
+    model, bundle_dir, crops, tmp_path
+):
+    half = save_bundle(model, tmp_path / "half")  # float16 is the default
+    manifest = json.loads((half / MANIFEST).read_text())
+    assert manifest["weights_dtype"] == "float16"
+    assert json.loads((bundle_dir / MANIFEST).read_text())["weights_dtype"] == "float32"
+    for name in ("image.pt", "text.pt", "concept.pt"):
+        full_bytes = (bundle_dir / name).stat().st_size
+        assert (half / name).stat().st_size < 0.56 * full_bytes, name
+        state = torch.load(half / name, weights_only=True)
+        big = [v for v in state.values() if v.is_floating_point() and v.numel() >= 4096]
+        assert big and all(v.dtype == torch.float16 for v in big)
+        # BatchNorm statistics and biases are small and stay float32
+        small = [v for k, v in state.items() if k.endswith("running_var")]
+        assert all(v.dtype == torch.float32 for v in small)
+
+    bundle = load_bundle(half)
+    assert all(p.dtype == torch.float32 for p in bundle.model.parameters())
+    emb, probs = bundle.encode_images(crops)
+    ref_emb, ref_probs = load_bundle(bundle_dir, parts=("image",)).encode_images(crops)
+    assert emb.dtype == np.float32
+    # rounding the weights to 11 significant bits moves a unit embedding very little: the
+    # cosine to the float32 embedding stays above 0.999 (not exactly 1: it did move)
+    cos = (emb * ref_emb).sum(axis=1)
+    assert cos.min() > 0.999 and not np.array_equal(emb, ref_emb)
+    np.testing.assert_allclose(probs, ref_probs, atol=5e-3)
+    text_ref = load_bundle(bundle_dir, parts=("text",)).encode_texts(TEXTS)
+    assert (bundle.encode_texts(TEXTS) * text_ref).sum(axis=1).min() > 0.999
+
+
+def test_unknown_weights_dtype_is_refused(model, tmp_path):
+    with pytest.raises(BundleError, match="weights_dtype"):
+        save_bundle(model, tmp_path / "b", weights_dtype="int8")
 
 
 def test_batches_do_not_change_results(bundle_dir, crops):
