@@ -4,16 +4,18 @@ Measures, on the same pre-encoded frames, in one run:
 
 1. bare loop: decode -> detector -> tracker -> crop selector -> embedder, one process, no
    Kafka / Ray / Milvus (the baseline);
-2. the pipeline with 1 and with 2 workers (consumer + embedder actors each): frames published
-   to a fresh topic first, then drained into Milvus; throughput counted from the first frame
-   handled to the last Milvus acknowledgement;
+2. the pipeline with 1 and with 2 workers (consumer + embedder actors each), and with 1
+   consumer that embeds in-process (``workers.embedders = 0``): frames published to a fresh
+   topic first, then drained into Milvus; throughput counted from the first frame handled to
+   the last Milvus acknowledgement. The bare loop and the 1-worker runs are repeated in
+   ``--repeat`` rounds; each ratio is taken within a round (the machine may be shared);
 3. freshness (capture -> written to Milvus) with 1 worker while frames are published in real
    time at half the 1-worker maximum rate.
 
 Prints frames/s, crops/s and the pipeline/bare ratios. The embedded stack is started on free
 ports in a temporary folder unless PEDSEARCH_BENCH_KAFKA / _MILVUS / _REDIS give addresses.
 
-    python benchmarks/ingest.py --cameras 4 --seconds 30 --fps 5
+    python benchmarks/ingest.py --cameras 4 --seconds 30 --fps 5 --repeat 3
 """
 
 from __future__ import annotations
@@ -103,14 +105,14 @@ def publish(settings: Settings, frames, rate: float | None = None) -> None:
 
 
 def pipeline_run(settings: Settings, frames, workers: int, *, rate: float | None = None,
-                 idle_exit_s: float = 6.0) -> dict:
+                 idle_exit_s: float = 6.0, embedders: int | None = None) -> dict:
     from workers.runtime import IngestWorkers
 
     s = settings.model_copy(deep=True)
     s.kafka.frames_topic = f"bench-{uuid.uuid4().hex[:8]}"
     s.kafka.consumer_group = f"bench-{uuid.uuid4().hex[:8]}"
     s.workers.consumers = workers
-    s.workers.embedders = workers
+    s.workers.embedders = workers if embedders is None else embedders
     ingest = IngestWorkers(s)
     stop = threading.Event()
     if rate is None:
@@ -186,6 +188,10 @@ def stack_or_env(settings: Settings):
             yield settings
 
 
+def _median(values: list[float]) -> float:
+    return float(np.median(values)) if values else float("nan")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cameras", type=int, default=4)
@@ -194,7 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bundle", default=None, help="model bundle (default: the shipped one)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="rounds of (bare loop, 1-worker pipelines) run back to back; the "
+                    "ratios are taken within a round and their median reported, so a load "
+                    "change on a shared machine hits both sides of a ratio alike")
     args = ap.parse_args(argv)
+    if args.repeat < 1:
+        ap.error("--repeat must be >= 1")
 
     settings = Settings()
     if args.bundle:
@@ -207,28 +219,54 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
     console.print(f"rendering {args.cameras} cameras x {args.seconds:.0f} s at {args.fps} fps")
     frames = synthetic_frames(args.cameras, args.people, args.seconds, args.fps, args.seed)
-    with stack_or_env(settings) as settings:
-        bare = bare_loop(settings, frames)
-        console.print(f"bare loop: {bare['frames'] / bare['seconds']:.1f} frames/s")
-        one = pipeline_run(settings, frames, 1)
-        console.print(f"1 worker: {one['frames'] / one['seconds']:.1f} frames/s")
-        two = pipeline_run(settings, frames, 2)
-        console.print(f"2 workers: {two['frames'] / two['seconds']:.1f} frames/s")
-        half = 0.5 * one["frames"] / one["seconds"]
-        fresh = pipeline_run(settings, frames, 1, rate=half)
+    load_before = os.getloadavg()
+    runs: dict[str, list[dict]] = {"bare loop": [], "pipeline, 1 worker": [],
+                                   "pipeline, 1 worker, in-process embedder": []}
+    ratios: dict[str, list[float]] = {k: [] for k in runs}
 
-    table = Table(title=f"ingest: {len(frames)} frames of {args.cameras} cameras")
-    for col in ("run", "frames/s", "crops/s", "x bare (frames)", "freshness p50 s",
+    def fps(r: dict) -> float:
+        return r["frames"] / r["seconds"]
+
+    with stack_or_env(settings) as settings:
+        for i in range(args.repeat):
+            bare = bare_loop(settings, frames)
+            one = pipeline_run(settings, frames, 1)
+            inproc = pipeline_run(settings, frames, 1, embedders=0)
+            for name, r in (("bare loop", bare), ("pipeline, 1 worker", one),
+                            ("pipeline, 1 worker, in-process embedder", inproc)):
+                runs[name].append(r)
+                ratios[name].append(fps(r) / fps(bare))
+            console.print(f"round {i + 1}/{args.repeat}: bare {fps(bare):.1f} frames/s, "
+                          f"1 worker {fps(one):.1f} ({fps(one) / fps(bare):.2f} x), in-process "
+                          f"embedder {fps(inproc):.1f} ({fps(inproc) / fps(bare):.2f} x), "
+                          f"load {os.getloadavg()[0]:.1f}")
+        two = pipeline_run(settings, frames, 2)
+        runs["pipeline, 2 workers"] = [two]
+        ratios["pipeline, 2 workers"] = [fps(two) / fps(runs["bare loop"][-1])]
+        half = 0.5 * _median([fps(r) for r in runs["pipeline, 1 worker"]])
+        fresh_name = f"1 worker, frames at {half:.1f} fps"
+        runs[fresh_name] = [pipeline_run(settings, frames, 1, rate=half)]
+    load_after = os.getloadavg()
+
+    table = Table(title=f"ingest: {len(frames)} frames of {args.cameras} cameras, "
+                  f"median of {args.repeat} round(s)")
+    for col in ("run", "frames/s", "crops/s", "x bare (same round)", "freshness p50 s",
                 "freshness p99 s"):
         table.add_column(col, justify="right")
-    bare_fps = bare["frames"] / bare["seconds"]
-    for name, r in (("bare loop", bare), ("pipeline, 1 worker", one),
-                    ("pipeline, 2 workers", two), (f"1 worker at {half:.1f} fps", fresh)):
-        fps = r["frames"] / r["seconds"]
-        table.add_row(name, f"{fps:.1f}", f"{r['crops'] / r['seconds']:.1f}",
-                      f"{fps / bare_fps:.2f}", f"{r.get('fresh_p50', float('nan')):.2f}",
-                      f"{r.get('fresh_p99', float('nan')):.2f}")
+    for name, rs in runs.items():
+        f_s = _median([fps(r) for r in rs])
+        c_s = _median([r["crops"] / r["seconds"] for r in rs])
+        ratio = f"{_median(ratios[name]):.2f}" if name in ratios else ""
+        if name == fresh_name:
+            p50, p99 = f"{rs[0]['fresh_p50']:.2f}", f"{rs[0]['fresh_p99']:.2f}"
+        else:  # a drained backlog: crops wait in Kafka, their age says nothing
+            p50 = p99 = "" if name == "bare loop" else "(backlog)"
+        table.add_row(name, f"{f_s:.1f}", f"{c_s:.1f}", ratio, p50, p99)
     console.print(table)
+    for name, rs in ratios.items():
+        console.print(f"{name}: x bare per round {', '.join(f'{x:.2f}' for x in rs)}")
+    console.print("load average (1, 5, 15 min) before: %.2f %.2f %.2f, after: %.2f %.2f %.2f"
+                  % (*load_before, *load_after))
     ray.shutdown()
     return 0
 

@@ -129,6 +129,11 @@ class TrackingConfig(Strict):
     iou_threshold: float = Field(0.3, gt=0, lt=1, description="min IoU to continue a track")
     max_age_frames: int = Field(5, ge=1, le=1000, description="frames a lost track survives")
     min_hits: int = Field(2, ge=1, le=100, description="matched frames before a track counts")
+    center_gate: float = Field(
+        0.0, ge=0, le=5,
+        description="second association stage for what IoU left unmatched: predicted and "
+        "detected box centres closer than this many box heights match (0 = IoU only)",
+    )
     window_s: float = Field(
         4.0, gt=0, le=3600,
         description="one crop per track and window: a person walking past is stored once per "
@@ -143,7 +148,10 @@ class TrackingConfig(Strict):
 
 class WorkersConfig(Strict):
     consumers: int = Field(1, ge=1, le=256, description="consumer actors in the group")
-    embedders: int = Field(1, ge=1, le=256, description="embedder actors in the pool")
+    embedders: int = Field(
+        1, ge=0, le=256,
+        description="embedder actors in the pool; 0 = embed inside each consumer actor (CPU)",
+    )
     embed_batch: int = Field(32, ge=1, le=1024)
     max_inflight_batches: int = Field(
         4, ge=1, le=1024, description="embedding batches in flight per consumer (backpressure)"

@@ -20,14 +20,14 @@ log = logging.getLogger("pedsearch.workers")
 console = Console()
 
 
-def _positive(kind):
+def _positive(kind, *, zero: bool = False):
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+        if value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {'>=' if zero else '>'} 0")
         return value
 
     return parse
@@ -64,7 +64,8 @@ def register(subparsers) -> None:
         "was idle for --until-idle seconds.",
     )
     wk.add_argument("--consumers", type=_positive(int), default=None)
-    wk.add_argument("--embedders", type=_positive(int), default=None)
+    wk.add_argument("--embedders", type=_positive(int, zero=True), default=None,
+                    help="embedder actors; 0 = embed inside each consumer (CPU, one node)")
     wk.add_argument("--until-idle", type=_positive(float), default=None, metavar="SECONDS")
     wk.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                     help="serve the workers' Prometheus metrics on http://127.0.0.1:PORT/metrics")
@@ -109,17 +110,26 @@ def cmd_camera(args) -> int:
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed} frames"),
         TextColumn("{task.fields[rate]:.1f} fps acked, {task.fields[failed]} failed"),
-        TimeElapsedColumn(), console=console,
+        TextColumn("{task.fields[link]}"), TimeElapsedColumn(), console=console,
     )
+    # stream sources report their connection (reconnects, watchdog stalls) as they go
+    stream = getattr(source, "stats", None)
+
+    def link() -> str:
+        if stream is None:
+            return ""
+        return (f"{stream.connects} connect(s), {stream.stalls} stall(s), "
+                f"{stream.read_failures + stream.open_failures} failure(s)")
+
     total = args.frames
     with progress:
         task = progress.add_task(f"{args.camera_id} -> {settings.kafka.frames_topic}",
-                                 total=total, rate=0.0, failed=0)
+                                 total=total, rate=0.0, failed=0, link=link())
         try:
             for sf in source.frames(stop):
                 publisher.publish(sf)
                 s = publisher.stats
-                progress.update(task, completed=s.sent, rate=s.rate, failed=s.failed)
+                progress.update(task, completed=s.sent, rate=s.rate, failed=s.failed, link=link())
         finally:
             publisher.close()
             s = publisher.stats
@@ -127,6 +137,8 @@ def cmd_camera(args) -> int:
     s = publisher.stats
     console.print(f"published {s.acked}/{s.sent} frames ({s.bytes / 1e6:.1f} MB) from "
                   f"{len(s.per_camera)} camera(s); {s.failed} failed")
+    if stream is not None:
+        console.print(f"stream {source.url}: {stream.summary()}")
     return 1 if s.failed else 0
 
 
@@ -136,7 +148,7 @@ def cmd_workers(args) -> int:
     overrides = {}
     if args.consumers:
         overrides["consumers"] = args.consumers
-    if args.embedders:
+    if args.embedders is not None:
         overrides["embedders"] = args.embedders
     settings = load_settings(args.config, workers=overrides)
     stop = _stop_on_signals()

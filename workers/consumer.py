@@ -4,10 +4,13 @@ Delivery guarantee (no frame lost, no detection stored twice):
 
 1. Frames are processed in partition order; each camera's detector/tracker/selector state lives
    in the state of the partition its frames arrive on (frames are keyed by camera id).
-2. Crops are embedded and upserted into Milvus under deterministic ids.
-3. At each checkpoint, after every crop emitted so far has been acknowledged by Milvus, the
-   partition's state (tracker, open track windows, next offset) is saved to Redis and only then
-   is ``next offset`` committed to Kafka.
+2. Crops are embedded and upserted into Milvus under deterministic ids, on a background writer
+   (:class:`workers.writes.WriteQueue`) so that the writes overlap with decoding and detecting
+   the next frames; batches are acknowledged in submission order, at most
+   ``workers.max_inflight_batches`` in flight.
+3. A checkpoint pickles the partitions' states (tracker, open track windows, next offset) at
+   once, but saves them to Redis and commits ``next offset`` to Kafka only after Milvus
+   acknowledged every batch submitted before the snapshot (crops of frames before that offset).
 4. A restarted consumer restores that state and resumes at the saved offset. Replayed frames
    run through the same deterministic tracker and produce the same ids, so the upserts
    overwrite instead of duplicating.
@@ -24,7 +27,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -36,6 +39,7 @@ from pedsearch.envelope import PoisonMessage, decode_frame
 
 from workers.metrics import WorkerMetrics
 from workers.pipeline import CameraPipeline, CropCandidate
+from workers.writes import WriteQueue, WriteResult
 
 log = logging.getLogger("pedsearch.workers")
 
@@ -44,9 +48,19 @@ STATE_FORMAT = 1
 
 
 class Sink(Protocol):
-    """Embeds and stores crops; returns once Milvus acknowledged the rows."""
+    """Embeds and stores crops: ``finish(start(crops))`` returns once Milvus acknowledged."""
 
-    def write(self, crops: list[CropCandidate]) -> int: ...
+    def start(self, crops: list[CropCandidate]) -> Any: ...
+
+    def finish(self, handle: Any) -> int: ...
+
+
+@dataclass
+class _Checkpoint:
+    """States pickled at one instant, saved and committed once batches <= ``seq`` are acked."""
+
+    seq: int
+    states: dict[TopicPartition, tuple[bytes, int]]
 
 
 @dataclass
@@ -87,7 +101,8 @@ class ConsumerLoop:
 
     Args:
         settings: the deployment configuration.
-        sink: where finished crops go (embedding + Milvus + crop store).
+        sink: where finished crops go (embedding + Milvus + crop store), written behind the
+            consume loop by a :class:`WriteQueue`.
         redis_client: holds the partition state snapshots and metric heartbeats.
         pipeline_factory: ``camera_id -> CameraPipeline`` (detector chosen per camera).
         worker_id: name in metrics and logs.
@@ -110,6 +125,11 @@ class ConsumerLoop:
         self.stats = ConsumerStats()
         self.states: dict[TopicPartition, PartitionState] = {}
         self.pending: deque[CropCandidate] = deque()
+        self.writes = WriteQueue(sink, max_inflight=settings.workers.max_inflight_batches)
+        # the rebalance listener runs on kafka-python's IO thread: it and the consume loop
+        # take turns on the pending crops, the write queue and the checkpoint
+        self._lock = threading.RLock()
+        self._ckpt: _Checkpoint | None = None  # snapshot waiting for its writes' acks
         self._written: OrderedDict[int, None] = OrderedDict()  # ids stored, for freshness
         self._last_flush = time.monotonic()
         self._last_ckpt = time.monotonic()
@@ -141,6 +161,9 @@ class ConsumerLoop:
         )
 
     def close(self) -> None:
+        self.writes.close()
+        # a fresh queue (its thread starts on first use) if run() is called again
+        self.writes = WriteQueue(self.sink, max_inflight=self.settings.workers.max_inflight_batches)
         if self.consumer is not None:
             try:
                 self.consumer.close(autocommit=False)
@@ -189,8 +212,18 @@ class ConsumerLoop:
         # This runs on kafka-python's IO thread, where a blocking call into the consumer
         # (commit) is refused. The Redis snapshot is what a new owner resumes from (it is never
         # behind the committed offset), so writing the crops and saving the states suffices.
+        with self._lock:
+            self._revoke(partitions)
+
+    def _revoke(self, partitions: list[TopicPartition]) -> None:
         try:
             self.flush_crops()
+            self._account(self.writes.drain())
+            # a pending snapshot of these partitions is older than the one saved now: drop it so
+            # it can never overwrite the newer state (which a new owner may already read)
+            if self._ckpt is not None:
+                for tp in partitions:
+                    self._ckpt.states.pop(tp, None)
             self.save_states([tp for tp in partitions if tp in self.states])
         except Exception:  # noqa: BLE001 - the frames are replayed from the last snapshot
             log.exception("%s: saving state on revocation failed; frames will be replayed",
@@ -254,31 +287,41 @@ class ConsumerLoop:
                     msg.offset, exc.message)
 
     def flush_crops(self) -> None:
-        """Embed and write every pending crop; returns after Milvus acknowledged them."""
+        """Hand every pending crop to the writer (blocks only while too many are in flight)."""
+        with self._lock:
+            self._flush_crops()
+
+    def _flush_crops(self) -> None:
         self._last_flush = time.monotonic()
         batch = self.settings.workers.milvus_batch
         while self.pending:
             crops = [self.pending.popleft() for _ in range(min(batch, len(self.pending)))]
-            t0 = time.perf_counter()
-            self.sink.write(crops)
-            self.metrics.stage.labels("embed_index").observe(time.perf_counter() - t0)
-            self.metrics.crops.inc(len(crops))
-            self.stats.crops += len(crops)
-            now = time.time()
-            self.stats.last_write_at = now
-            for c in crops:
+            _, done = self.writes.submit(crops)
+            self._account(done)
+
+    def _account(self, results: list[WriteResult]) -> None:
+        """Count acknowledged batches: metrics, stats, freshness of first-time crops."""
+        for res in results:
+            self.metrics.stage.labels("embed_index").observe(res.seconds)
+            self.metrics.crops.inc(len(res.crops))
+            self.stats.crops += len(res.crops)
+            self.stats.last_write_at = max(self.stats.last_write_at or 0.0, res.acked_at)
+            for c in res.crops:
                 if c.id in self._written:  # a window's best replacing its early crop
                     continue
                 self._written[c.id] = None
                 if len(self._written) > 100_000:
                     self._written.popitem(last=False)
-                age = max(0.0, now - c.ts)
+                age = max(0.0, res.acked_at - c.ts)
                 self.metrics.freshness.observe(age)
                 if len(self.stats.freshness_s) < FRESHNESS_SAMPLES:
                     self.stats.freshness_s.append(age)
 
     def save_states(self, partitions) -> dict[TopicPartition, OffsetAndMetadata]:
-        """Snapshot the partitions' states to Redis; returns the offsets to commit."""
+        """Snapshot the partitions' states to Redis now; returns the offsets to commit.
+
+        Only valid once every crop of frames before each state's ``next_offset`` is acked.
+        """
         offsets = {}
         for tp in partitions:
             state = self.states[tp]
@@ -288,19 +331,63 @@ class ConsumerLoop:
             offsets[tp] = OffsetAndMetadata(state.next_offset, "", -1)
         return offsets
 
-    def checkpoint(self, force: bool = False) -> None:
-        """Write pending crops, save partition states, then commit their offsets."""
-        if not force and time.monotonic() - self._last_ckpt < self.checkpoint_interval_s:
-            return
-        self._last_ckpt = time.monotonic()
-        self.flush_crops()
-        self.dlq.flush(timeout=30)  # dead letters are durable before their offsets commit
-        offsets = self.save_states(list(self.states))
+    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         if offsets and self.consumer is not None:
             self.consumer.commit(offsets)
             self.stats.commits += 1
             self.stats.last_commit = time.time()
             self.metrics.commits.inc()
+
+    def _complete_checkpoint(self, *, wait: bool) -> None:
+        """Save and commit the pending snapshot once its writes are acked (or wait for them)."""
+        ck = self._ckpt
+        if ck is None:
+            return
+        if self.writes.acked_through < ck.seq:
+            if not wait:
+                return
+            self._account(self.writes.wait_through(ck.seq))
+        self.dlq.flush(timeout=30)  # dead letters are durable before their offsets commit
+        offsets = {}
+        for tp, (raw, next_offset) in ck.states.items():
+            if tp not in self.states:  # revoked meanwhile: its new owner has its state
+                continue
+            self.redis.set(self._state_key(tp), raw)
+            offsets[tp] = OffsetAndMetadata(next_offset, "", -1)
+        self._ckpt = None
+        self._commit(offsets)
+
+    def checkpoint(self, force: bool = False) -> None:
+        """Snapshot the partition states; save them and commit their offsets once acked.
+
+        Regular checkpoints do not wait: the states are pickled now (with the crops of every
+        frame handled so far handed to the writer) and saved + committed at a later call, when
+        Milvus has acknowledged those crops. ``force`` writes everything and commits before it
+        returns (end of work).
+        """
+        with self._lock:
+            self._checkpoint(force)
+
+    def _checkpoint(self, force: bool) -> None:
+        self._account(self.writes.harvest())
+        self._complete_checkpoint(wait=force)
+        if force:
+            self.flush_crops()
+            self._account(self.writes.drain())
+            self.dlq.flush(timeout=30)
+            self._commit(self.save_states(list(self.states)))
+            self._last_ckpt = time.monotonic()
+            return
+        if self._ckpt is not None or (
+                time.monotonic() - self._last_ckpt < self.checkpoint_interval_s):
+            return
+        self._last_ckpt = time.monotonic()
+        self.flush_crops()
+        states = {tp: (st.to_bytes(), st.next_offset) for tp, st in self.states.items()
+                  if st.next_offset is not None}
+        if states:
+            self._ckpt = _Checkpoint(seq=self.writes.submitted - 1, states=states)
+            self._complete_checkpoint(wait=False)
 
     def heartbeat(self) -> None:
         if time.monotonic() - self._last_beat < 2.0:

@@ -68,13 +68,22 @@ class EmbedderPool:
         self.batch_size = batch_size
         self._next = 0
 
-    def __call__(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        import ray
-
+    def submit(self, crops: Sequence[np.ndarray]) -> list:
+        """Start embedding on the actors at once; returns the refs for :meth:`result`."""
         refs = []
         for i in range(0, len(crops), self.batch_size):
             actor = self.actors[self._next % len(self.actors)]
             self._next += 1
             refs.append(actor.__call__.remote(list(crops[i:i + self.batch_size])))
+        return refs
+
+    @staticmethod
+    def result(refs: list) -> tuple[np.ndarray, np.ndarray]:
+        """Wait for :meth:`submit`'s refs -> (embeddings ``(N, D)``, attribute probs ``(N, A)``)."""
+        import ray
+
         parts = ray.get(refs)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def __call__(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return self.result(self.submit(crops))

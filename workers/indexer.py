@@ -30,7 +30,9 @@ class EmbedIndexSink:
     restarting Milvus slows consumption instead of losing rows.
 
     Args:
-        embed: crops -> (embeddings (N, D), attribute probabilities (N, A)).
+        embed: crops -> (embeddings (N, D), attribute probabilities (N, A)); if it also has
+            ``submit(crops) -> handle`` and ``result(handle)`` (an :class:`EmbedderPool`),
+            :meth:`start` begins the embedding before :meth:`finish` waits for it.
         collections: the Milvus collection manager.
         collection: concrete collection name for this model version.
         crop_store: where the crop JPEGs go.
@@ -58,9 +60,28 @@ class EmbedIndexSink:
         self.on_indexed = on_indexed
 
     def write(self, crops: list[CropCandidate]) -> int:
+        """Embed, store and upsert ``crops``; returns once Milvus acknowledged them."""
+        return self.finish(self.start(crops))
+
+    def start(self, crops: list[CropCandidate]) -> tuple[list[CropCandidate], object]:
+        """Begin the write without blocking: an embedder pool starts embedding at once.
+
+        Returns the handle :meth:`finish` completes (on another thread, see
+        :class:`workers.writes.WriteQueue`).
+        """
+        submit = getattr(self.embed, "submit", None)
+        started = submit([c.crop for c in crops]) if (crops and submit is not None) else None
+        return crops, started
+
+    def finish(self, handle: tuple[list[CropCandidate], object]) -> int:
+        """Wait for the embeddings, store the crops, upsert the rows; returns rows written."""
+        crops, started = handle
         if not crops:
             return 0
-        emb, probs = self.embed([c.crop for c in crops])
+        if started is not None:
+            emb, probs = self.embed.result(started)
+        else:  # an in-process embedder: the embedding runs here, off the consumer thread
+            emb, probs = self.embed([c.crop for c in crops])
         rows = []
         for c, e, p in zip(crops, emb, probs, strict=True):
             ts_us = int(round(c.ts * 1e6))

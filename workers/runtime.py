@@ -21,7 +21,7 @@ from ray.exceptions import ActorDiedError, RayActorError
 from pedsearch.attributes import AttributeSchema
 from pedsearch.bundle import read_manifest
 from pedsearch.config import Settings
-from pedsearch.errors import PedsearchError
+from pedsearch.errors import ConfigError, PedsearchError
 
 log = logging.getLogger("pedsearch.workers")
 
@@ -80,11 +80,18 @@ class ConsumerWorker:
     """Ray actor body: one consumer loop, stoppable from another call."""
 
     def __init__(self, settings_json: str, worker_id: str, embedders: list) -> None:
-        from workers.embedder import EmbedderPool
+        from workers.embedder import Embedder, EmbedderPool
 
         settings = Settings.model_validate_json(settings_json)
-        pool = EmbedderPool(embedders, batch_size=settings.workers.embed_batch)
-        self.loop = build_consumer(settings, worker_id, pool)
+        if embedders:
+            embed = EmbedderPool(embedders, batch_size=settings.workers.embed_batch)
+        else:
+            # workers.embedders = 0: embed on the consumer's own writer thread (one node, CPU),
+            # no crop copies to another process; torch runs with the GIL released
+            bundle = str(settings.model.bundle) if settings.model.bundle else None
+            embed = Embedder(bundle_path=bundle, device="cpu",
+                             batch_size=settings.workers.embed_batch)
+        self.loop = build_consumer(settings, worker_id, embed)
         self.stop_event = threading.Event()
 
     def run(self, idle_exit_s: float | None = None) -> dict[str, Any]:
@@ -112,6 +119,9 @@ class IngestWorkers:
         init_ray(settings)
         gpu = _use_gpu(settings)
         wcfg = settings.workers
+        if gpu and wcfg.embedders == 0:
+            raise ConfigError("workers.embedders = 0 embeds on the consumers' CPUs; with a GPU "
+                              "use an embedder pool (workers.embedders >= 1)")
         embed_actor = ray.remote(num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0,
                                  max_restarts=-1, max_task_retries=-1)(Embedder)
         bundle = str(settings.model.bundle) if settings.model.bundle else None

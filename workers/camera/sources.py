@@ -138,80 +138,209 @@ class FileSource:
             cap.release()
 
 
+@dataclass
+class StreamStats:
+    """What a :class:`StreamSource` went through; read it while it runs (progress, status).
+
+    Attributes:
+        connects: captures opened successfully.
+        open_failures: attempts to open the capture that failed.
+        read_failures: captures given up because a read failed (stream ended, connection
+            closed, the backend's own read timeout).
+        stalls: captures abandoned by the watchdog (no frame for ``stall_timeout_s``).
+        frames_read: frames decoded by the reader thread.
+        frames_out: frames handed to the consumer of :meth:`StreamSource.frames`.
+        last_frame_at: ``time.monotonic()`` of the newest decoded frame (None before the first).
+        backoff_s: the wait before the next reconnect attempt.
+        last_error: why the last capture was given up (empty while none was).
+    """
+
+    connects: int = 0
+    open_failures: int = 0
+    read_failures: int = 0
+    stalls: int = 0
+    frames_read: int = 0
+    frames_out: int = 0
+    last_frame_at: float | None = None
+    backoff_s: float = 0.0
+    last_error: str = ""
+
+    @property
+    def reconnects(self) -> int:
+        """Captures started again after the first (for whatever reason)."""
+        return max(0, self.connects - 1) + self.open_failures
+
+    def summary(self) -> str:
+        return (f"{self.frames_read} read, {self.connects} connect(s), {self.stalls} stall(s), "
+                f"{self.read_failures} read failure(s), {self.open_failures} open failure(s)")
+
+
 class StreamSource:
     """An RTSP/HTTP stream or a webcam index, read on its own thread.
 
     The reader keeps only the newest frame (a live camera must not queue seconds of video);
-    the consumer side samples it at ``fps``. When no frame arrives for ``stall_timeout_s`` the
-    watchdog drops the capture and reconnects with exponential backoff up to ``max_backoff_s``.
+    the consumer side samples it at ``fps``. Two things end a capture, after which the reader
+    opens a new one with exponential backoff (``backoff_s`` doubling up to ``max_backoff_s``,
+    back to ``backoff_s`` once a frame arrives):
+
+    - a failed read: the stream ended or the connection closed; for URLs the FFmpeg backend
+      also gives up a read after ``2 * stall_timeout_s`` of silence;
+    - the watchdog: ``cv2.VideoCapture.read`` can block indefinitely on a stalled RTSP stream or
+      webcam, so a separate thread checks that a frame arrived within ``stall_timeout_s`` of
+      the last one (or of the connect). If not, it abandons that reader -- a blocked read
+      cannot be interrupted safely; the reader exits and releases its capture when the read
+      returns -- and starts a fresh reader at once.
+
+    :attr:`stats` counts connects, stalls, failures and frames; every reconnect is logged.
+
+    Args:
+        url: ``rtsp://``, ``http(s)://`` ... URL, or a webcam index.
+        camera_id: id put on every frame.
+        fps: rate at which frames are handed out.
+        stall_timeout_s: silence after which the watchdog reconnects.
+        backoff_s: first wait before a reconnect.
+        max_backoff_s: longest wait between reconnect attempts.
+        max_frames: stop after this many frames (None = until stopped).
     """
 
     def __init__(
         self, *, url: str | int, camera_id: str, fps: float = 5.0, stall_timeout_s: float = 5.0,
-        max_backoff_s: float = 30.0, max_frames: int | None = None,
+        backoff_s: float = 0.5, max_backoff_s: float = 30.0, max_frames: int | None = None,
     ) -> None:
+        if stall_timeout_s <= 0 or backoff_s <= 0 or max_backoff_s < backoff_s:
+            raise ConfigError(
+                f"stream source needs stall_timeout_s > 0 and 0 < backoff_s <= max_backoff_s "
+                f"(got {stall_timeout_s}, {backoff_s}, {max_backoff_s})"
+            )
         self.url = url
         self.camera_id = camera_id
         self.fps = fps
         self.stall_timeout_s = stall_timeout_s
+        self.initial_backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.max_frames = max_frames
+        self.stats = StreamStats(backoff_s=backoff_s)
         self._latest: tuple[np.ndarray, int] | None = None
         self._lock = threading.Lock()
         self._fresh = threading.Event()
-        self.reconnects = 0
+        self._generation = 0  # the reader whose number this is is the live one
+        self._progress_at: float | None = None  # last connect or frame of the live reader
 
-    def _reader(self, stop: threading.Event) -> None:
-        backoff = 0.5
-        while not stop.is_set():
-            cap = cv2.VideoCapture(self.url)
+    @property
+    def reconnects(self) -> int:
+        return self.stats.reconnects
+
+    def _open(self) -> cv2.VideoCapture:
+        if isinstance(self.url, int):
+            return cv2.VideoCapture(self.url)
+        # FFmpeg's own timeouts are the backstop of the watchdog: an abandoned reader blocked
+        # in read() returns (and releases its connection) after twice the stall timeout
+        ms = int(self.stall_timeout_s * 2000)
+        return cv2.VideoCapture(self.url, cv2.CAP_FFMPEG,
+                                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
+                                 cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+
+    def _wait_backoff(self, stop: threading.Event, generation: int) -> None:
+        with self._lock:
+            delay = self.stats.backoff_s
+            self.stats.backoff_s = min(delay * 2, self.max_backoff_s)
+        log.info("camera %s: reconnecting to %s in %.1f s", self.camera_id, self.url, delay)
+        stop.wait(delay)
+
+    def _live(self, generation: int) -> bool:
+        return generation == self._generation
+
+    def _reader(self, stop: threading.Event, generation: int, delay_first: bool) -> None:
+        if delay_first:
+            self._wait_backoff(stop, generation)
+        while not stop.is_set() and self._live(generation):
+            cap = self._open()
             if not cap.isOpened():
-                log.warning("camera %s: cannot open %s; retrying in %.1f s",
-                            self.camera_id, self.url, backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, self.max_backoff_s)
-                self.reconnects += 1
+                cap.release()
+                with self._lock:
+                    self.stats.open_failures += 1
+                    self.stats.last_error = "open failed"
+                log.warning("camera %s: cannot open %s", self.camera_id, self.url)
+                self._wait_backoff(stop, generation)
                 continue
-            last_ok = time.monotonic()
+            with self._lock:
+                if not self._live(generation):  # the watchdog gave up on us while opening
+                    cap.release()
+                    return
+                self.stats.connects += 1
+                self._progress_at = time.monotonic()
+            log.info("camera %s: connected to %s", self.camera_id, self.url)
             try:
                 while not stop.is_set():
                     ok, image = cap.read()
-                    if ok and image is not None:
-                        backoff = 0.5
-                        last_ok = time.monotonic()
+                    if not self._live(generation):
+                        return  # abandoned by the watchdog; a new reader has taken over
+                    if not ok or image is None:
                         with self._lock:
-                            self._latest = (image, int(time.time() * 1e6))
-                        self._fresh.set()
-                    elif time.monotonic() - last_ok > self.stall_timeout_s:
-                        log.warning("camera %s: no frame for %.0f s; reconnecting",
-                                    self.camera_id, self.stall_timeout_s)
+                            self.stats.read_failures += 1
+                            self.stats.last_error = "read failed (stream ended or timed out)"
+                            self._progress_at = None  # reconnecting: not a stall
+                        log.warning("camera %s: read from %s failed", self.camera_id, self.url)
                         break
-                    else:
-                        time.sleep(0.01)
+                    now = time.monotonic()
+                    with self._lock:
+                        self._latest = (image, int(time.time() * 1e6))
+                        self._progress_at = now
+                        self.stats.frames_read += 1
+                        self.stats.last_frame_at = now
+                        self.stats.backoff_s = self.initial_backoff_s
+                    self._fresh.set()
             finally:
                 cap.release()
-            self.reconnects += 1
-            stop.wait(backoff)
-            backoff = min(backoff * 2, self.max_backoff_s)
+            if not stop.is_set() and self._live(generation):
+                self._wait_backoff(stop, generation)
 
-    def frames(self, stop: threading.Event) -> Iterator[SourceFrame]:
-        thread = threading.Thread(target=self._reader, args=(stop,), daemon=True,
-                                  name=f"capture-{self.camera_id}")
-        thread.start()
-        pacer = Pacer(self.fps)
-        count = 0
-        while not stop.is_set() and (self.max_frames is None or count < self.max_frames):
-            if not self._fresh.wait(timeout=0.5):
+    def _start_reader(self, stop: threading.Event, *, delay_first: bool = False) -> None:
+        with self._lock:
+            self._generation += 1
+            generation = self._generation
+            self._progress_at = None  # the watchdog times a reader from its connect on
+        threading.Thread(target=self._reader, args=(stop, generation, delay_first), daemon=True,
+                         name=f"capture-{self.camera_id}-{generation}").start()
+
+    def _watchdog(self, stop: threading.Event) -> None:
+        period = min(0.25, self.stall_timeout_s / 4)
+        while not stop.wait(period):
+            with self._lock:
+                since = self._progress_at
+            if since is None or time.monotonic() - since <= self.stall_timeout_s:
                 continue
             with self._lock:
-                latest, self._latest = self._latest, None
-                self._fresh.clear()
-            if latest is None:
-                continue
-            image, ts = latest
-            count += 1
-            yield SourceFrame(self.camera_id, image, ts, source=str(self.url))
-            pacer.wait(stop)
+                self.stats.stalls += 1
+                self.stats.last_error = f"no frame for {self.stall_timeout_s:.1f} s"
+            log.warning("camera %s: no frame from %s for %.1f s; abandoning the capture and "
+                        "reconnecting", self.camera_id, self.url, self.stall_timeout_s)
+            self._start_reader(stop, delay_first=True)
+
+    def frames(self, stop: threading.Event) -> Iterator[SourceFrame]:
+        # the reader and watchdog stop when this generator ends (``stop`` set, max_frames
+        # reached, or the caller closed it)
+        halt = threading.Event()
+        self._start_reader(halt)
+        threading.Thread(target=self._watchdog, args=(halt,), daemon=True,
+                         name=f"watchdog-{self.camera_id}").start()
+        pacer = Pacer(self.fps)
+        try:
+            while not stop.is_set() and (self.max_frames is None
+                                         or self.stats.frames_out < self.max_frames):
+                if not self._fresh.wait(timeout=0.5):
+                    continue
+                with self._lock:
+                    latest, self._latest = self._latest, None
+                    self._fresh.clear()
+                if latest is None:
+                    continue
+                image, ts = latest
+                self.stats.frames_out += 1
+                yield SourceFrame(self.camera_id, image, ts, source=str(self.url))
+                pacer.wait(stop)
+        finally:
+            halt.set()
 
 
 @dataclass
