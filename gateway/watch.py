@@ -28,6 +28,7 @@ import numpy as np
 import redis
 
 from gateway.convert import FilterParams, row_hit
+from gateway.metrics import WATCHES
 from gateway.search import Constraint, Hit, passes_hard, soft_bonus
 from gateway.status import ResourceExhausted
 from pedsearch.attributes import AttributeSchema
@@ -60,6 +61,7 @@ class WatchSlots:
                     f"this gateway serves at most {self.limit} Watch streams at once; retry "
                     "later or end another watch", retry_after_s=5.0)
             self._open += 1
+            WATCHES.inc()
         released = threading.Event()
 
         def release() -> None:
@@ -67,6 +69,7 @@ class WatchSlots:
                 if not released.is_set():
                     released.set()
                     self._open -= 1
+                    WATCHES.dec()
 
         return release
 
