@@ -1,0 +1,114 @@
+"""The standing-query loop on a stand-in feed (pure logic; the real Redis feed and workers are in
+tests/integration/test_gateway.py)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from gateway.convert import FilterParams
+from gateway.search import Constraint, Hit
+from gateway.status import ResourceExhausted
+from gateway.watch import Heartbeat, WatchQuery, WatchSlots, run_watch
+from pedsearch.attributes import AttributeSchema
+from pedsearch.live import LiveDetection
+from pedsearch.schema import DetectionRow
+
+SCHEMA = AttributeSchema.default()
+HAT = SCHEMA.field_names().index("attr_hat_yes")
+ENTRY = itertools.count(10)
+
+
+class ListFeed:
+    """Entries handed out in batches, one batch per read; empty reads wait ``block_ms``."""
+
+    def __init__(self, batches):
+        self.batches = list(batches)
+        self.cursors = []
+
+    def tail_id(self):
+        return "5-0"
+
+    def read(self, after, *, block_ms=1000, count=256):
+        self.cursors.append(after)
+        if self.batches:
+            return iter(self.batches.pop(0))
+        time.sleep(block_ms / 1000)
+        return iter(())
+
+
+def row(i, emb, *, cam="c1", ts=100, version="v1", hat=0.0):
+    attrs = np.zeros(SCHEMA.dim, np.float32)
+    attrs[HAT] = hat
+    return LiveDetection(entry_id=f"{next(ENTRY)}-0", row=DetectionRow(
+        id=i, camera_id=cam, ts_us=ts, track_id=1, frame_seq=1, box=(0, 0, 1, 1),
+        det_score=1.0, crop_ref="r", model_version=version,
+        embedding=np.asarray(emb, np.float32), attributes=attrs))
+
+
+def query(**kw):
+    base = dict(vector=np.array([1.0, 0.0], np.float32), model_version="v1", threshold=0.5,
+                filter=FilterParams(), constraints=(), max_matches=0, duration_s=0.3,
+                soft_weight=0.2)
+    return WatchQuery(**{**base, **kw})
+
+
+def events(q, feed, heartbeat_s=60.0, stopping=None):
+    return list(run_watch(q, feed=feed, schema=SCHEMA, is_active=lambda: True,
+                          stopping=stopping or threading.Event(), heartbeat_s=heartbeat_s))
+
+
+def test_scores_filters_and_dedupes():
+    first = next(ENTRY)
+    feed = ListFeed([
+        [row(1, [0.9, 0.1]), row(2, [0.1, 0.9]),             # 2 scores below the threshold
+         row(3, [1.0, 0.0], version="v0"),                   # another model's space
+         row(4, [1.0, 0.0], cam="c2"), row(5, [1.0, 0.0], ts=5)],
+        [row(1, [0.9, 0.1]), row(1, [0.8, 0.2]),             # same / lower score: not again
+         row(1, [1.0, 0.0])],                                # better crop: again
+    ])
+    out = events(query(filter=FilterParams(("c1",), 50, None)), feed)
+    assert isinstance(out[0], Heartbeat) and out[0].scanned == 0
+    hits = [e for e in out if isinstance(e, Hit)]
+    assert [(h.id, round(h.score, 3)) for h in hits] == [(1, 0.9), (1, 1.0)]
+    # each read resumes after the last entry read
+    assert feed.cursors[:3] == ["5-0", f"{first + 5}-0", f"{first + 8}-0"]
+
+
+def test_hard_and_soft_constraints():
+    cs = (Constraint("hat", ("yes",), "hard", 0.5), Constraint("hat", ("yes",), "soft"))
+    feed = ListFeed([[row(1, [0.6, 0.0], hat=0.4), row(2, [0.4, 0.0], hat=0.6)]])
+    hits = [e for e in events(query(constraints=cs), feed) if isinstance(e, Hit)]
+    assert [h.id for h in hits] == [2]
+    assert hits[0].score == pytest.approx(0.4 + 0.2 * 0.6)
+
+
+def test_max_matches_ends_the_stream():
+    feed = ListFeed([[row(i, [1.0, 0.0]) for i in range(1, 6)]])
+    out = events(query(max_matches=2, duration_s=30), feed)
+    assert [e.id for e in out if isinstance(e, Hit)] == [1, 2]
+
+
+def test_heartbeats_when_idle_and_stop():
+    out = events(query(duration_s=0.35), ListFeed([]), heartbeat_s=0.1)
+    beats = [e for e in out if isinstance(e, Heartbeat)]
+    assert len(beats) >= 3 and all(b.scanned == 0 for b in beats)
+    stopping = threading.Event()
+    stopping.set()
+    assert len(events(query(duration_s=30), ListFeed([]), stopping=stopping)) == 1
+
+
+def test_watch_slots():
+    slots = WatchSlots(1)
+    release = slots.acquire()
+    with pytest.raises(ResourceExhausted, match="at most 1 Watch"):
+        slots.acquire()
+    release()
+    release()  # idempotent: a callback and a finally may both call it
+    assert slots.open == 0
+    slots.acquire()
+    assert slots.open == 1
