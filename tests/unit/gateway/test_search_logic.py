@@ -65,8 +65,8 @@ def test_soft_bonus_is_the_mean_of_each_constraints_best_value():
 
 
 def test_query_attribute_set_merges_families():
-    cs = [Constraint("upper_color", ("red",), "query"), Constraint("upper_color", ("blue",), "hard"),
-          Constraint("gender", ("female",), "soft")]
+    cs = [Constraint("upper_color", ("red",), "query"),
+          Constraint("upper_color", ("blue",), "hard"), Constraint("gender", ("female",), "soft")]
     assert query_attribute_set(SCHEMA, cs) == {"upper_color": ["red", "blue"], "gender": "female"}
     with pytest.raises(InvalidInput, match="takes one value"):
         query_attribute_set(SCHEMA, [Constraint("gender", ("female", "male"), "query")])
