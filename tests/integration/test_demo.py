@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -47,6 +51,41 @@ def test_demo_runs_end_to_end(tmp_path, ingest_bundle_path):
     assert set(report["latency_ms_median"]) >= {"SearchText", "SearchAttributes", "SearchImage"}
     # the stack was stopped: its state file is gone
     assert not (out / "stack" / "stack.json").exists()
+
+
+def test_demo_keep_running_serves_the_printed_search_command_until_ctrl_c(
+        tmp_path, ingest_bundle_path):
+    out = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PEDSEARCH_")}
+    env.update(RAY_ADDRESS="", COLUMNS="200", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "pedsearch.cli", "demo", "--cameras", "1", "--people", "2",
+           "--duration", "8", "--queries", "1", "--out", str(out),
+           "--bundle", str(ingest_bundle_path), "--keep-running"]
+    demo = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(demo.stdout), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 900
+        while not any("Ctrl-C stops the gateway and the stack" in x for x in lines):
+            assert demo.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.5)
+        # the command the demo prints, run as printed, reaches its gateway
+        printed = next(x.strip() for x in lines if x.strip().startswith('pedsearch search "'))
+        args = shlex.split(printed)[1:]
+        assert args[-2] == "--gateway"
+        search = subprocess.run([sys.executable, "-m", "pedsearch.cli", *args, "--out",
+                                 str(tmp_path / "mine")], env=env, capture_output=True,
+                                text=True, timeout=120)
+        assert search.returncode == 0, search.stdout + search.stderr
+        assert "demo-0" in search.stdout
+        assert (tmp_path / "mine" / "contact_sheet.html").is_file()
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=120) == 0, "".join(lines)
+    finally:
+        demo.kill()
+    assert not (out / "stack" / "stack.json").exists()  # Ctrl-C stopped the stack too
 
 
 def test_demo_rejects_bad_arguments(tmp_path):

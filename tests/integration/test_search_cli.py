@@ -8,6 +8,7 @@ user runs it: a subprocess of ``python -m pedsearch.cli``.
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 import signal
 import subprocess
@@ -300,3 +301,15 @@ def test_default_gateway_address_comes_from_the_configuration(tmp_path):
     assert proc.returncode == 1 and "cannot reach the gateway at 127.0.0.1:1" in proc.stderr
 
 
+
+
+def test_the_readme_python_snippet_runs(indexed):
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+    api = readme[readme.index("\n## The gRPC API\n"):]
+    snippet = re.search(r"```python\n(.*?)```", api, re.S).group(1)
+    assert "127.0.0.1:50051" in snippet
+    proc = subprocess.run([sys.executable, "-c", snippet.replace("127.0.0.1:50051",
+                                                                 indexed.address)],
+                          env=_env(), capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"^-?\d\.\d{3} cli-\d \d+ track \d+", proc.stdout, re.M), proc.stdout
