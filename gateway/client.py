@@ -387,7 +387,7 @@ def _wait_connected(channel: grpc.Channel, timeout_s: float) -> grpc.ChannelConn
 
 def unreachable_message(address: str) -> str:
     return (f"cannot reach the gateway at {address}: start it with `pedsearch gateway serve` "
-            "(or pass --gateway HOST:PORT)")
+            "(or pass --gateway HOST:PORT; a gateway that serves TLS needs --tls-ca)")
 
 
 def error_from_rpc(exc: grpc.RpcError, address: str) -> PedsearchError:

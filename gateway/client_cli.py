@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
+import os
 import pathlib
 import re
 import time
@@ -35,6 +36,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 MAX_K = 1000
+TOKEN_ENV = "PEDSEARCH_TOKEN"
 #: crops fetched for the contact sheet at most (one GetDetection each)
 MAX_SHEET = 50
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -92,7 +94,7 @@ def _attr(text: str):
         raise argparse.ArgumentTypeError(exc.message) from None
 
 
-def _positive_int(text: str) -> int:
+def _count(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
@@ -102,16 +104,29 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(v) or not 0 < v <= 3600:
+        raise argparse.ArgumentTypeError(f"must be 0 < seconds <= 3600, got {text}")
+    return v
+
+
 # -- registration ------------------------------------------------------------------------------
 def _connection_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("gateway")
     g.add_argument("--gateway", metavar="HOST:PORT", default=None,
                    help="gateway address (default: gateway.address of the configuration, "
                         "127.0.0.1:50051)")
-    g.add_argument("--token", default=None, help="bearer token, when the gateway requires one")
+    g.add_argument("--token", default=os.environ.get(TOKEN_ENV) or None,
+                   help=f"bearer token, when the gateway requires one (default: ${TOKEN_ENV}; "
+                        "the environment keeps it out of the process list)")
     g.add_argument("--tls-ca", metavar="PEM", default=None,
                    help="CA certificate to trust; connects with TLS")
-    g.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default 30)")
+    g.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
+                   help="deadline of each call in seconds (default 30)")
 
 
 def _query_args(p: argparse.ArgumentParser) -> None:
@@ -157,9 +172,9 @@ def register(subparsers) -> None:
     _query_args(w)
     w.add_argument("--threshold", type=_score, required=True,
                    help="a new detection matches when its score >= this")
-    w.add_argument("--max-matches", type=_positive_int, default=0,
+    w.add_argument("--max-matches", type=_count, default=0,
                    help="stop after this many matches (0: no limit)")
-    w.add_argument("--duration", type=_positive_int, default=0, metavar="S",
+    w.add_argument("--duration", type=_count, default=0, metavar="S",
                    help="stop after S seconds (0: the gateway's default)")
     _connection_args(w)
     w.set_defaults(handler=cmd_watch, _parser=w)
@@ -228,7 +243,7 @@ def cmd_search(args) -> int:
             else:
                 query = " ".join(f"{c.family}={','.join(c.values)}" for c in args.attr)
                 result = gw.search_attributes(args.attr, mode=mode, **common)
-            console.print(hits_table(result, title=f"{query!s}"))
+            console.print(hits_table(result, title=query))
             if result.hits and args.sheet:
                 html, png = write_sheets(gw, result, pathlib.Path(args.out), query, args.sheet)
                 console.print(f"contact sheet: {html}  {png}", soft_wrap=True)
