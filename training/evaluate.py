@@ -10,6 +10,9 @@ Protocols (``training.metrics`` implements the arithmetic):
 - **image -> image** re-identification (APR Sec. 5.1): one query image per identity with another
   image (from another camera when cameras are known), the rest is the gallery;
   same-identity-same-camera images are left out per query. Rank-1 and mAP.
+- **attribute prediction baseline** (``attrpred``, AAIPR's comparison): the same attribute
+  queries, images ranked by the likelihood of the query under the image tower's predicted
+  attributes (:func:`attribute_likelihood`) instead of by the attribute tower's embedding.
 - **attribute recognition**: the image tower's attribute probabilities, each ``single`` family
   read by its most likely value, against the labels: PETA's mA plus APR's mean accuracy.
 
@@ -48,7 +51,8 @@ from training.metrics import (
 log = logging.getLogger("pedsearch.training")
 
 #: Protocol name -> prefix of its metrics and label of its CMC curve.
-PROTOCOLS = {"text": "text -> image", "attr": "attribute -> image", "image": "image -> image"}
+PROTOCOLS = {"text": "text -> image", "attr": "attribute -> image", "image": "image -> image",
+             "attrpred": "attribute -> image (attribute prediction)"}
 #: Metrics averaged into ``score``, the number that ranks checkpoints.
 SCORE_KEYS = ("text_mAP", "attr_mAP", "image_mAP")
 
@@ -232,6 +236,26 @@ class BundleEncoders:
 # ------------------------------------------------------------------------------------------------
 # the protocols
 # ------------------------------------------------------------------------------------------------
+def attribute_likelihood(targets: np.ndarray, masks: np.ndarray, probs: np.ndarray,
+                         eps: float = 1e-4) -> np.ndarray:
+    """Attribute-prediction baseline of attribute -> image retrieval (AAIPR Sec. 4.2's
+    "attribute prediction" methods): rank images by the log-likelihood of the query's known
+    attribute values under the image tower's predicted probabilities, values independent.
+
+    Args:
+        targets, masks: ``(Q, A)`` query descriptions (1/0 targets; 1 = value known).
+        probs: ``(G, A)`` predicted attribute probabilities of the gallery images.
+        eps: probabilities are clipped to ``[eps, 1 - eps]`` so a confident miss stays finite.
+
+    Returns:
+        ``(Q, G)`` scores ``sum_j m_qj [t_qj log p_gj + (1 - t_qj) log (1 - p_gj)]``.
+    """
+    p = np.clip(np.asarray(probs, np.float64), eps, 1.0 - eps)
+    t = np.asarray(targets, np.float64) * np.asarray(masks, np.float64)
+    f = (1.0 - np.asarray(targets, np.float64)) * np.asarray(masks, np.float64)
+    return t @ np.log(p).T + f @ np.log1p(-p).T
+
+
 def _retrieval(prefix: str, sim: np.ndarray, q: np.ndarray, g: np.ndarray, **kw: Any
                ) -> tuple[dict[str, float], np.ndarray]:
     m = retrieval_metrics(sim, q, g, ks=(1, 5, 10), **kw)
@@ -296,6 +320,12 @@ def evaluate_encoders(
                                     queries.gallery_labels)
                 metrics.update(m)
                 curves[PROTOCOLS["attr"]] = cmc
+            m, cmc = _retrieval(
+                "attrpred", attribute_likelihood(queries.targets, queries.masks,
+                                                 img_probs[known]),
+                queries.query_labels, queries.gallery_labels)
+            metrics.update(m)
+            curves[PROTOCOLS["attrpred"]] = cmc
         try:
             rec = attribute_metrics(one_hot_single_families(img_probs[known], schema),
                                     data.targets[known], data.masks[known], names=schema.names())
@@ -370,6 +400,7 @@ __all__ = [
     "EvalSet",
     "ModelEncoders",
     "PROTOCOLS",
+    "attribute_likelihood",
     "evaluate_bundle",
     "evaluate_encoders",
     "write_results",

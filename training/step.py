@@ -216,8 +216,11 @@ def _cmaam(ctx):
 def _aaipr_generator(ctx):
     o = ctx.out
     if ctx.adversary is None:
-        raise InvalidInput("aaipr_generator needs the discriminator (aaipr_discriminator)")
-    fake = ctx.adversary(o["attr_embedding"])
+        # no discriminator this step (aaipr_discriminator has weight 0 or starts later): the
+        # adversarial term is a constant log 2 with no gradient, i.e. AAIPR "w/o adversary"
+        fake = o["attr_embedding"].new_zeros(o["attr_embedding"].shape[0])
+    else:
+        fake = ctx.adversary(o["attr_embedding"])
     return (o["image_embedding"], o["attr_embedding"], ctx.batch["semantic_id"], fake,
             o["sid_weight"], o["sid_bias"]), {}
 

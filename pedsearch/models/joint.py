@@ -114,9 +114,10 @@ class ModelArchitecture(BaseModel):
     part_dim: int = Field(128, ge=8, le=MAX_EMBED_DIM, description="N (SSAN: 512)")
     relation_dim: int = Field(128, ge=8, le=4096, description="M' of MV-NLN (SSAN: 512)")
     global_weight: float = Field(
-        0.5, gt=0.0, lt=1.0,
+        0.5, gt=0.0, le=1.0,
         description="share of the global cosine in the retrieval score; the rest is the mean "
-        "part cosine (0.5 = SSAN's (S_g + S_n) / 2)",
+        "part cosine (0.5 = SSAN's (S_g + S_n) / 2; 1.0 = global feature only, SSAN's "
+        "'global' ablation: the part slots of the embedding are zero)",
     )
     attr_dropout: float = Field(0.9, ge=0.0, lt=1.0, description="APR: dropout 0.9 before FCs")
     generator_hidden: tuple[int, ...] = Field(
@@ -166,8 +167,8 @@ class EmbeddingLayout:
     """
 
     def __init__(self, *, global_dim: int, part_dim: int, num_parts: int, global_weight: float):
-        if not 0.0 < global_weight < 1.0:
-            raise ConfigError(f"global_weight must lie in (0, 1), not {global_weight}")
+        if not 0.0 < global_weight <= 1.0:
+            raise ConfigError(f"global_weight must lie in (0, 1], not {global_weight}")
         self.global_dim, self.part_dim, self.num_parts = global_dim, part_dim, num_parts
         self.global_weight = global_weight
         self.dim = global_dim + num_parts * part_dim

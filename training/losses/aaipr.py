@@ -37,6 +37,12 @@ class AaiprGeneratorConfig(LossConfig):
         description="AAIPR Eq. 5 weight lambda_G of the generator's adversarial loss; the paper "
         "sets 0.001 (Sec. 3.3, Fig. 3)",
     )
+    semantic_consistency: bool = Field(
+        True,
+        description="AAIPR Eq. 6 l_sc: classify generated concepts with the image's semantic-ID "
+        "classifier; False is the paper's 'w/o semantic consistency' ablation (the generator "
+        "then learns from the adversarial loss alone)",
+    )
 
 
 class AaiprDiscriminatorConfig(LossConfig):
@@ -138,6 +144,7 @@ def generator_objective(
     bias: torch.Tensor | None = None,
     *,
     lambda_g: float = 0.001,
+    semantic_consistency: bool = True,
 ) -> torch.Tensor:
     """Image + generator objective ``l_I + l_sc + lambda_G l_adv^G`` (AAIPR Eqs. 2, 5, 7).
 
@@ -150,13 +157,19 @@ def generator_objective(
         weight: ``(S, D)`` shared semantic-ID classifier weight.
         bias: optional ``(S,)`` bias.
         lambda_g: AAIPR's lambda_G (0.001).
+        semantic_consistency: include ``l_sc`` (Eq. 6); False drops it (``l_I + lambda_G
+            l_adv^G``, the paper's "w/o sc" ablation).
 
     Returns:
         Scalar objective of the generator/image step.
     """
-    shared = cross_modal_identity_loss(
-        image_concepts, attribute_concepts, semantic_ids, weight, bias
-    )
+    if semantic_consistency:
+        shared = cross_modal_identity_loss(
+            image_concepts, attribute_concepts, semantic_ids, weight, bias
+        )
+    else:
+        check_float("attribute_concepts", attribute_concepts, 2)
+        shared = image_concept_loss(image_concepts, semantic_ids, weight, bias)
     return shared + lambda_g * generator_adversarial_loss(fake_logits)
 
 

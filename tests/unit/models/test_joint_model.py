@@ -83,6 +83,16 @@ def test_layout_inner_product_is_weighted_mean_of_cosines():
     torch.testing.assert_close(g.norm(dim=1), torch.full((2,), math.sqrt(0.3)))
 
 
+def test_global_weight_one_is_the_global_feature_alone():
+    # SSAN's "global" ablation: the part slots are zero, the inner product is cos(g_a, g_b)
+    layout = EmbeddingLayout(global_dim=5, part_dim=3, num_parts=4, global_weight=1.0)
+    ga, gb = torch.randn(2, 5), torch.randn(2, 5)
+    ea, eb = layout.compose(ga, torch.randn(2, 4, 3)), layout.compose(gb, torch.randn(2, 4, 3))
+    assert float(ea[:, 5:].abs().max()) == 0.0
+    cos = torch.nn.functional.cosine_similarity(ga, gb, dim=-1)
+    torch.testing.assert_close((ea * eb).sum(dim=1), cos)
+
+
 def test_towers_output_shapes_and_unit_embeddings(model):
     model.eval()
     D = model.embed_dim

@@ -274,3 +274,15 @@ def test_one_hot_single_families_scores_the_argmax():
     np.testing.assert_allclose(hard, [[0, 1, 0, 0, 1, 0.7, 0.2]])
     with pytest.raises(InvalidInput):
         one_hot_single_families(p[:, :3], schema)
+
+
+def test_attribute_likelihood_baseline_by_hand():
+    from training.evaluate import attribute_likelihood
+
+    # one query: value 0 present, value 1 absent, value 2 unknown
+    t = np.array([[1.0, 0.0, 1.0]])
+    m = np.array([[1.0, 1.0, 0.0]])
+    p = np.array([[0.5, 0.5, 0.9], [0.8, 0.1, 0.1]])
+    s = attribute_likelihood(t, m, p)
+    np.testing.assert_allclose(s, [[2 * math.log(0.5), math.log(0.8) + math.log(0.9)]])
+    assert s[0, 1] > s[0, 0]  # the second image fits the query better

@@ -280,3 +280,28 @@ def test_sampler_too_little_data_is_an_error():
 
     with pytest.raises(InvalidInput, match="no full batch"):
         ShardedBatchSampler(np.arange(6), batch_size=4, rank=0, world_size=2)
+
+
+def test_discriminator_weight_zero_trains_without_adversary(table, batch):
+    # AAIPR "w/o adversary": the discriminator is never updated, the generator still learns
+    # from the shared semantic-ID classifier
+    losses = {**ALL_LOSSES, "aaipr_discriminator": {"weight": 0.0}}
+    st = build(make_cfg(losses), table)
+    before = {k: v.clone() for k, v in st.discriminator.state_dict().items()}
+    gen_before = [p.detach().clone() for p in st.model.generator.parameters()]
+    logs = st(batch, epoch=0)
+    assert "loss/aaipr_discriminator" not in logs and np.isfinite(logs["loss/aaipr_generator"])
+    after = st.discriminator.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any(not torch.equal(a, p) for a, p in zip(gen_before, st.model.generator.parameters()))
+
+
+def test_ablation_switches_are_typed_config():
+    cfg = make_cfg({**ALL_LOSSES,
+                    "ssan": {"params": {"branch_weights": [1.0, 0.0, 0.0], "beta": 0.0}},
+                    "aaipr_generator": {"params": {"semantic_consistency": False}}},
+                   model={**MODEL, "global_weight": 1.0})
+    assert cfg.losses["aaipr_generator"].params["semantic_consistency"] is False
+    assert cfg.model.global_weight == 1.0
+    with pytest.raises(ConfigError, match="semantic_consistancy"):
+        make_cfg({**ALL_LOSSES, "aaipr_generator": {"params": {"semantic_consistancy": False}}})

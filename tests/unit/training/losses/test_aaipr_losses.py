@@ -99,3 +99,14 @@ def test_bad_discriminator_shapes_are_invalid_input():
         discriminator_loss(torch.zeros(2, 2), torch.zeros(2))
     with pytest.raises(InvalidInput, match="empty"):
         generator_adversarial_loss(torch.zeros(0))
+
+
+def test_without_semantic_consistency_drops_l_sc_only():
+    # the same hand example as above: l_I = ln(4/3), l_sc = ln 2 is left out (AAIPR "w/o sc")
+    w = torch.eye(2)
+    img = torch.tensor([[LN3, 0.0]])
+    att = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    loss = generator_objective(img, att, torch.tensor([0]), torch.tensor([0.0]), w,
+                               semantic_consistency=False)
+    close(loss, LN43 + 0.001 * LN2)
+    assert not loss.requires_grad  # nothing of the attribute concept is in the objective
