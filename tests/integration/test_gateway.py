@@ -702,6 +702,25 @@ def test_no_index_yet_is_failed_precondition(servers, tmp_path):
         channel.close()
 
 
+def test_no_model_bundle_is_failed_precondition_and_not_serving(servers, tmp_path):
+    settings = gateway_settings(servers, tmp_path)
+    settings.model.bundle = tmp_path / "no-such-bundle"
+    with create_server("127.0.0.1:0", settings=settings) as server:
+        channel, stub, health = connect(server.address)
+        assert health_of(health) == "NOT_SERVING"
+        for call in (lambda: stub.SearchText(search_pb2.SearchTextRequest(text="a man"),
+                                             timeout=RPC_TIMEOUT_S),
+                     lambda: stub.ListCameras(search_pb2.ListCamerasRequest(),
+                                              timeout=RPC_TIMEOUT_S),
+                     lambda: _watch_first(stub, search_pb2.WatchRequest(text="a man",
+                                                                        threshold=0.5))):
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code() == CODE.FAILED_PRECONDITION
+            assert "no model bundle" in err.value.details()
+        channel.close()
+
+
 def test_dead_milvus_is_unavailable_and_dead_redis_fails_open_for_the_rate_limit(servers,
                                                                                  tmp_path):
     settings = gateway_settings(servers, tmp_path)
