@@ -182,6 +182,8 @@ class PreparedData:
             IDs, unknown entries -1), one row per semantic ID.
         vocab_words: the caption vocabulary's words (the vocab is rebuilt from them).
         vocab_options: the vocab's tokenizer options.
+        attr_prior: ``(A,)`` frequency of each attribute value in the training split
+            (:func:`attribute_prior`), for the balanced attribute loss.
     """
 
     train: list[ImageRecord]
@@ -191,6 +193,7 @@ class PreparedData:
     semantic_table: np.ndarray
     vocab_words: list[str]
     vocab_options: dict[str, Any] = field(default_factory=dict)
+    attr_prior: np.ndarray | None = None
 
     @property
     def num_ids(self) -> int:
@@ -220,6 +223,17 @@ def attribute_keys(records: Sequence[ImageRecord], schema: AttributeSchema) -> n
         target, mask = encode_record(r, schema)
         keys[i] = np.where(mask > 0, target, -1.0)
     return keys
+
+
+def attribute_prior(records: Sequence[ImageRecord], schema: AttributeSchema) -> np.ndarray:
+    """``(A,)`` float32: each value's share of the images where it is known (0.5 if never)."""
+    pos = np.zeros(schema.dim, np.float64)
+    known = np.zeros(schema.dim, np.float64)
+    for r in records:
+        target, mask = encode_record(r, schema)
+        pos += target * mask
+        known += mask
+    return np.where(known > 0, pos / np.maximum(known, 1.0), 0.5).astype(np.float32)
 
 
 def semantic_table(records: Sequence[ImageRecord], schema: AttributeSchema) -> np.ndarray:
@@ -312,6 +326,7 @@ def prepare_data(
         semantic_table=semantic_table(parts.train, schema),
         vocab_words=list(vocab.words),
         vocab_options={"punctuation": vocab.punctuation, "max_length": vocab.max_length},
+        attr_prior=attribute_prior(parts.train, schema),
     )
 
 

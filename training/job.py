@@ -148,6 +148,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     step = TrainStep.assemble(
         cfg, model=model, discriminator=disc, module=module, disc_module=disc_module,
         device=device, semantic_table=torch.tensor(data.semantic_table, dtype=torch.float32),
+        attr_prior=(None if data.attr_prior is None
+                    else torch.tensor(data.attr_prior, dtype=torch.float32)),
     )
     if state is not None:
         step.optimizer.load_state_dict(state["optimizer"])

@@ -128,7 +128,8 @@ def _apr(ctx):
 @feeds("apr_attributes", "image_attr_logits")
 def _apr_attributes(ctx):
     b = ctx.batch
-    return (ctx.out["image_attr_logits"], b["attr_target"], b["attr_mask"], ctx.schema), {}
+    return ((ctx.out["image_attr_logits"], b["attr_target"], b["attr_mask"], ctx.schema),
+            {"prior": b.get("attr_prior")})
 
 
 @feeds("ssan", "image_global", "text_global", "image_parts_local", "text_parts_local",
@@ -413,6 +414,8 @@ class TrainStep:
             backbone's (see :func:`renormalizer`), or None.
         semantic_table: ``(S, A)`` the training set's distinct attribute descriptions (1/0
             known, -1 unknown); row ``s`` is AAIPR semantic ID ``s``.
+        attr_prior: ``(A,)`` each attribute value's frequency among the training images where
+            it is known (:func:`training.data.attribute_prior`), for balanced attribute losses.
     """
 
     module: nn.Module
@@ -426,6 +429,7 @@ class TrainStep:
     grad_clip_norm: float | None = None
     image_renorm: tuple[Tensor, Tensor] | None = None
     semantic_table: Tensor | None = None
+    attr_prior: Tensor | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     # -- construction ----------------------------------------------------------------------------
@@ -455,6 +459,7 @@ class TrainStep:
         schema: AttributeSchema | None = None,
         pretrained: bool = True,
         device: torch.device | str = "cpu",
+        attr_prior: Any = None,
     ) -> "TrainStep":
         """A single-process step for ``cfg`` (a :class:`~training.config.TrainConfig`).
 
@@ -473,7 +478,9 @@ class TrainStep:
         if disc is not None:
             disc.to(device)
         return cls.assemble(cfg, model=model, discriminator=disc, module=TrainingModule(model),
-                            disc_module=None, device=device, semantic_table=table)
+                            disc_module=None, device=device, semantic_table=table,
+                            attr_prior=None if attr_prior is None else
+                            torch.as_tensor(attr_prior, dtype=torch.float32))
 
     @classmethod
     def assemble(
@@ -486,6 +493,7 @@ class TrainStep:
         disc_module: nn.Module | None,
         device: torch.device,
         semantic_table: Tensor | None = None,
+        attr_prior: Tensor | None = None,
     ) -> "TrainStep":
         """Wire optimisers and losses around (possibly DDP-wrapped) modules."""
         losses = cls.active_losses(cfg.losses)
@@ -511,6 +519,7 @@ class TrainStep:
             disc_optimizer=disc_optimizer, grad_clip_norm=opt.grad_clip_norm,
             image_renorm=renormalizer(model, device), device=device,
             semantic_table=None if semantic_table is None else semantic_table.to(device),
+            attr_prior=None if attr_prior is None else attr_prior.to(device),
         )
 
     # -- one step --------------------------------------------------------------------------------
@@ -535,6 +544,8 @@ class TrainStep:
             images = images * scale + shift
         out["image"] = images
         out["attr_input"] = out["attr_target"] * out["attr_mask"]
+        if self.attr_prior is not None:
+            out["attr_prior"] = self.attr_prior
         if self.semantic_table is not None and self.semantic_table.shape[0] > 0:
             out["semantic_id"] = semantic_ids(out["attr_target"], out["attr_mask"],
                                               self.semantic_table)

@@ -25,8 +25,27 @@ GroupKind = Literal["single", "multi"]
 AttributeGroups = Union[AttributeSchema, Sequence[tuple[slice, GroupKind]]]
 
 
+#: positive rates are clipped to this range before they become weights (a value seen 3 times in
+#: 10,000 images would otherwise weigh thousands of times more than its negatives)
+_PRIOR_CLIP = (0.02, 0.98)
+
+Balance = Literal["none", "inverse_frequency"]
+_BALANCE = Field(
+    "none",
+    description="'none': APR Eq. 2 as printed (plain cross-entropy). 'inverse_frequency': each "
+    "known value's term is weighted by the inverse of its training frequency (softmax family "
+    "with K values: 1 / (K p_c) for target class c; binary value: 1 / (2p) if present, "
+    "1 / (2(1-p)) if absent), so rare values count as much as common ones. mA is the mean of "
+    "per-attribute balanced accuracies, which plain cross-entropy does not optimise: on "
+    "imbalanced labels (few PETA people wear hats) it learns to predict the majority and mA stays at 0.5",
+)
+
+
 class AprAttributeLossConfig(LossConfig):
-    """APR Eq. 2 has no hyper-parameter of its own."""
+    """APR Eq. 2 has no hyper-parameter of its own; ``balance`` is pedsearch's (see the
+    field)."""
+
+    balance: Balance = _BALANCE
 
 
 class AprLossConfig(LossConfig):
@@ -76,11 +95,36 @@ def attribute_groups(groups: AttributeGroups, dim: int) -> list[tuple[slice, Gro
     return out
 
 
+def balance_weights(prior: torch.Tensor, groups: list[tuple[slice, GroupKind]]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse-frequency weights of every value: ``(pos (A,), neg (A,))``.
+
+    ``prior`` ``(A,)`` is each value's share of the training images where it is known (clipped
+    to ``[0.02, 0.98]``). A ``single`` family of ``K`` values weighs a sample whose target is
+    ``c`` by ``pos[c] = 1 / (K p_c)`` (``neg`` unused); a binary value is weighted
+    ``pos = 1 / (2p)`` when present and ``neg = 1 / (2(1-p))`` when absent. Both give weight 1
+    everywhere for a balanced prior and an expected weight of 1 under the prior.
+    """
+    p = prior.clamp(*_PRIOR_CLIP)
+    pos = torch.empty_like(p)
+    neg = torch.empty_like(p)
+    for sl, kind in groups:
+        if kind == "single":
+            q = p[sl] / p[sl].sum()  # the clipped shares of one family sum to 1 again
+            pos[sl] = 1.0 / (q.numel() * q)
+            neg[sl] = 1.0
+        else:
+            pos[sl] = 0.5 / p[sl]
+            neg[sl] = 0.5 / (1.0 - p[sl])
+    return pos, neg
+
+
 def _per_attribute_terms(
     logits: torch.Tensor,
     targets: torch.Tensor,
     known: torch.Tensor,
     groups: list[tuple[slice, GroupKind]],
+    weights: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample sum of the known attribute losses and the count of known attributes."""
     total = logits.new_zeros(logits.shape[0])
@@ -96,12 +140,15 @@ def _per_attribute_terms(
                     "AttributeSchema.encode)"
                 )
             # APR Eq. 2: -sum_j q(j) log p(j); q may be one-hot or soft.
-            ce = -(q * F.log_softmax(z, dim=1)).sum(dim=1)
+            wq = q if weights is None else q * weights[0][sl]
+            ce = -(wq * F.log_softmax(z, dim=1)).sum(dim=1)
             total = total + torch.where(fam_known, ce, torch.zeros_like(ce))
             count = count + fam_known.to(logits.dtype)
         else:
             # Each value of a multi family is one binary attribute of APR (its colours).
             bce = F.binary_cross_entropy_with_logits(z, q, reduction="none")
+            if weights is not None:
+                bce = bce * (q * weights[0][sl] + (1.0 - q) * weights[1][sl])
             total = total + torch.where(k, bce, torch.zeros_like(bce)).sum(dim=1)
             count = count + k.to(logits.dtype).sum(dim=1)
     return total, count
@@ -113,6 +160,9 @@ def attribute_loss(
     targets: torch.Tensor,
     mask: torch.Tensor,
     groups: AttributeGroups,
+    *,
+    balance: Balance = "none",
+    prior: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean of the M attribute classification losses over known attributes (APR Eq. 2, 3).
 
@@ -123,18 +173,32 @@ def attribute_loss(
         mask: ``(B, A)`` 1 where the value is known, 0 where unknown; unknown entries contribute
             nothing. A single family is either wholly known or wholly unknown in a row.
         groups: the :class:`AttributeSchema`, or ``(slice, "single"|"multi")`` pairs.
+        balance: ``"none"`` (APR) or ``"inverse_frequency"`` (see :func:`balance_weights`).
+        prior: ``(A,)`` training frequency of each value; required by ``inverse_frequency``.
 
     Returns:
-        Scalar: the sum of every known attribute's loss in the batch divided by the number of
-        known attributes (``1/M sum_i L_att`` averaged over the batch); 0 when nothing is known.
+        Scalar: the sum of every known attribute's (weighted) loss in the batch divided by the
+        number of known attributes (``1/M sum_i L_att`` averaged over the batch); 0 when
+        nothing is known.
     """
     check_float("logits", logits, 2)
     check_float("targets", targets, 2)
     check_same_shape("logits", logits, "targets", targets)
     known = check_mask("mask", mask, tuple(logits.shape))
-    total, count = _per_attribute_terms(
-        logits, targets, known, attribute_groups(groups, logits.shape[1])
-    )
+    pairs = attribute_groups(groups, logits.shape[1])
+    weights = None
+    if balance == "inverse_frequency":
+        if prior is None:
+            raise InvalidInput("balance 'inverse_frequency' needs the attribute prior (the "
+                               "training set's frequency of every value)")
+        prior = check_float("prior", prior, 1)
+        if prior.shape[0] != logits.shape[1]:
+            raise InvalidInput(f"prior has {prior.shape[0]} values, the logits "
+                               f"{logits.shape[1]}")
+        weights = balance_weights(prior.to(logits.dtype), pairs)
+    elif balance != "none":
+        raise InvalidInput(f"balance must be 'none' or 'inverse_frequency', not {balance!r}")
+    total, count = _per_attribute_terms(logits, targets, known, pairs, weights)
     return total.sum() / count.sum().clamp(min=1.0)
 
 

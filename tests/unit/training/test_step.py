@@ -305,3 +305,21 @@ def test_ablation_switches_are_typed_config():
     assert cfg.model.global_weight == 1.0
     with pytest.raises(ConfigError, match="semantic_consistancy"):
         make_cfg({**ALL_LOSSES, "aaipr_generator": {"params": {"semantic_consistancy": False}}})
+
+
+def test_balanced_attribute_loss_reads_the_training_prior(table, batch):
+    from training.data import attribute_prior
+
+    records = [ImageRecord(path=f"{i}.jpg", pid=str(i), source="t", labels=p)  # type: ignore
+               for i, p in enumerate(PEOPLE)]
+    prior = attribute_prior(records, SCHEMA)
+    assert prior[SCHEMA.index("gender", "female")] == 0.5
+    assert prior[SCHEMA.index("hat", "yes")] == 1.0  # only person 2 says anything about hats
+    cfg = make_cfg({"apr_attributes": {"params": {"balance": "inverse_frequency"}}})
+    torch.manual_seed(0)
+    st = TrainStep.build(cfg, num_identities=4, semantic_table=table,
+                         vocab=Vocab.build(CAPTIONS), pretrained=False, attr_prior=prior)
+    assert np.isfinite(st(batch, epoch=0)["loss/apr_attributes"])
+    st.attr_prior = None
+    with pytest.raises(Exception, match="prior"):
+        st(batch, epoch=0)

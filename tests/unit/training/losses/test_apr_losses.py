@@ -114,3 +114,27 @@ def test_bad_groups_and_shapes_are_invalid_input():
         attribute_loss(torch.zeros(1, 4), torch.zeros(1, 3), torch.ones(1, 4), GROUPS)
     with pytest.raises(InvalidInput, match="shape"):
         attribute_loss(torch.zeros(1, 4), torch.zeros(1, 4), torch.ones(2, 4), GROUPS)
+
+
+def test_inverse_frequency_balance_by_hand():
+    from training.losses.apr import attribute_loss, balance_weights
+
+    # one softmax family of 2 values (prior 0.8 / 0.2) and one binary value (prior 0.25)
+    groups = [(slice(0, 2), "single"), (slice(2, 3), "multi")]
+    prior = torch.tensor([0.8, 0.2, 0.25])
+    pos, neg = balance_weights(prior, groups)
+    torch.testing.assert_close(pos, torch.tensor([1 / 1.6, 1 / 0.4, 2.0]))
+    torch.testing.assert_close(neg[2], torch.tensor(0.5 / 0.75))
+    # logits 0: CE of the softmax family = ln 2, BCE of the binary value = ln 2
+    logits = torch.zeros(2, 3)
+    targets = torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    mask = torch.ones(2, 3)
+    plain = attribute_loss(logits, targets, mask, groups)
+    torch.testing.assert_close(plain, torch.tensor(math.log(2.0)))
+    weighted = attribute_loss(logits, targets, mask, groups, balance="inverse_frequency",
+                              prior=prior)
+    # row 0: rare class (2.5) + present binary (2.0); row 1: common class (0.625) + absent (2/3)
+    expected = math.log(2.0) * (2.5 + 2.0 + 0.625 + 2 / 3) / 4
+    torch.testing.assert_close(weighted, torch.tensor(expected))
+    with pytest.raises(InvalidInput, match="prior"):
+        attribute_loss(logits, targets, mask, groups, balance="inverse_frequency")
