@@ -106,7 +106,8 @@ class ReidSource(_SourceBase):
     type: Literal["market1501", "dukemtmc"]
     root: pathlib.Path = Field(description="folder holding bounding_box_train/ etc.")
     attributes: pathlib.Path | None = Field(
-        None, description="market_attribute.mat; None = images without attribute labels"
+        None, description="market_attribute.mat / duke_attribute.mat (DukeMTMC-attribute); "
+        "None = images without attribute labels"
     )
 
 

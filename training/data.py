@@ -120,9 +120,14 @@ def load_source(
 
         records = load_caption_file(src.annotations, source=src.type, image_root=src.image_root)
     elif isinstance(src, ReidSource):
-        from training.datasets.market import load_market_attributes, load_reid_folder
+        from training.datasets.market import (
+            load_duke_attributes,
+            load_market_attributes,
+            load_reid_folder,
+        )
 
-        attrs = load_market_attributes(src.attributes) if src.attributes is not None else None
+        read = load_duke_attributes if src.type == "dukemtmc" else load_market_attributes
+        attrs = read(src.attributes) if src.attributes is not None else None
         records = load_reid_folder(src.root, split="train", source=src.type, attributes=attrs)
     else:  # pragma: no cover - the config's discriminated union admits nothing else
         raise ConfigError(f"unknown data source {src!r}")

@@ -40,18 +40,24 @@ JUNK_ID, DISTRACTOR_ID = 0, -1
 
 
 class MarketTable:
-    """Market-1501 codes -> canonical labels, as ``training/mappings/market1501.yaml`` says.
+    """Market-1501 / DukeMTMC-attribute codes -> canonical labels, as
+    ``training/mappings/market1501.yaml`` (or ``dukemtmc.yaml``) says.
+
+    A code mapped to ``null`` claims nothing: the family stays unknown for it (Duke's
+    ``boots = no``). The ``predictions`` section (Market's evaluation file format) is optional.
 
     Raises:
         ConfigError: the table names a family or value the schema lacks, or is malformed.
     """
 
-    def __init__(self, *, table: Mapping[str, Any], schema: AttributeSchema) -> None:
-        where = "training/mappings/market1501.yaml"
+    def __init__(self, *, table: Mapping[str, Any], schema: AttributeSchema,
+                 name: str = "market1501") -> None:
+        where = f"training/mappings/{name}.yaml"
         self.schema = schema
         try:
-            self.fields: dict[str, tuple[str, dict[int, str]]] = {
-                name: (str(spec["family"]), {int(k): str(v) for k, v in spec["codes"].items()})
+            self.fields: dict[str, tuple[str, dict[int, str | None]]] = {
+                name: (str(spec["family"]),
+                       {int(k): None if v is None else str(v) for k, v in spec["codes"].items()})
                 for name, spec in table["fields"].items()
             }
             self.present_code = int(table["present_code"])
@@ -64,15 +70,17 @@ class MarketTable:
                 fam: tuple(str(v) for v in vals)
                 for fam, vals in (table.get("unannotated") or {}).items()
             }
-            pred = table["predictions"]
-            self.pred_columns: list[str] = [str(c) for c in pred["columns"]]
-            self.pred_upper: list[str] = [str(c) for c in pred["upper_color"]]
-            self.pred_lower: list[str] = [str(c) for c in pred["lower_color"]]
+            pred = table.get("predictions")
+            self.pred_columns: list[str] = [str(c) for c in pred["columns"]] if pred else []
+            self.pred_upper: list[str] = [str(c) for c in pred["upper_color"]] if pred else []
+            self.pred_lower: list[str] = [str(c) for c in pred["lower_color"]] if pred else []
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"{where} is malformed: {exc!r}") from None
         for name, (fam, codes) in self.fields.items():
+            check_family(schema, fam, f"{where}: fields.{name}")
             for v in codes.values():
-                check_value(schema, fam, v, f"{where}: fields.{name}")
+                if v is not None:
+                    check_value(schema, fam, v, f"{where}: fields.{name}")
         for fam, cols in self.colours.items():
             for v in cols.values():
                 check_value(schema, fam, v, f"{where}: colours.{fam}")
@@ -86,12 +94,15 @@ class MarketTable:
             if c not in self.fields:
                 raise ConfigError(f"{where}: prediction column {c!r} is not a field")
         for fam, order in (("upper_color", self.pred_upper), ("lower_color", self.pred_lower)):
-            if sorted(order) != sorted(self.colours.get(fam, {}).values()):
+            if pred and sorted(order) != sorted(self.colours.get(fam, {}).values()):
                 raise ConfigError(f"{where}: predictions.{fam} must list the colours of {fam}")
 
     @classmethod
-    def default(cls, schema: AttributeSchema | None = None) -> "MarketTable":
-        return cls(table=load_mapping("market1501"), schema=schema or AttributeSchema.default())
+    def default(cls, schema: AttributeSchema | None = None, dataset: str = "market1501"
+                ) -> "MarketTable":
+        """The packaged table of ``dataset`` (``market1501`` or ``dukemtmc``)."""
+        return cls(table=load_mapping(dataset), schema=schema or AttributeSchema.default(),
+                   name=dataset)
 
     @property
     def mat_fields(self) -> list[str]:
@@ -111,7 +122,8 @@ class MarketTable:
                 raise InvalidInput(
                     f"{where}: field {name!r} = {code}, expected one of {sorted(table)}"
                 )
-            out[fam] = table[code]
+            if table[code] is not None:
+                out[fam] = table[code]
         for fam, cols in self.colours.items():
             present = []
             for name, colour in cols.items():
@@ -257,6 +269,15 @@ def load_market_attributes(
     if overlap:
         raise InvalidInput(f"{path}: identities in both train and test: {sorted(overlap)[:5]}")
     return MarketAttributes(parts["train"], parts["test"], dict(table.unannotated))
+
+
+def load_duke_attributes(
+    path: pathlib.Path, *, schema: AttributeSchema | None = None
+) -> MarketAttributes:
+    """Read DukeMTMC-attribute's ``duke_attribute.mat`` (702 train / 1,110 test identities)
+    through ``training/mappings/dukemtmc.yaml``; see :func:`load_market_attributes`."""
+    return load_market_attributes(path, table=MarketTable.default(schema, "dukemtmc"),
+                                  variable="duke_attribute")
 
 
 def _cell_str(cell: Any) -> str:
@@ -451,6 +472,7 @@ __all__ = [
     "MarketTable",
     "REID_FOLDERS",
     "decode_market_predictions",
+    "load_duke_attributes",
     "encode_market_predictions",
     "load_market_attributes",
     "load_reid_folder",
