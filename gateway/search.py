@@ -348,7 +348,8 @@ class Searcher:
             )
         except MilvusException as exc:
             raise _milvus_error(exc, f"search on {name}", self.cfg.uri) from exc
-        hits = [self._hit(h["entity"], int(h["id"]), float(h["distance"])) for h in res[0]]
+        hits = [self._hit(h["entity"], int(h["id"]), self._similarity(float(h["distance"])))
+                for h in res[0]]
         if soft:
             for h in hits:
                 h.score += soft_weight * soft_bonus(h.attributes, constraints)
@@ -356,6 +357,14 @@ class Searcher:
         if min_score is not None:
             hits = [h for h in hits if h.score >= min_score]
         return hits[: int(k)]
+
+    def _similarity(self, distance: float) -> float:
+        """Milvus' distance as the cosine similarity of unit vectors (higher is better).
+
+        IP and COSINE report the similarity itself; L2 reports the squared distance
+        ``|a - b|^2 = 2 - 2 cos``.
+        """
+        return 1.0 - distance / 2.0 if self.cfg.metric_type == "L2" else distance
 
     def _search_params(self, limit: int) -> dict[str, int]:
         params = dict(self.cfg.search_params)
