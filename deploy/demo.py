@@ -172,12 +172,15 @@ def _run_queries(gateway: str, args, scene, truth, crops: int, out: pathlib.Path
     with connect(gateway) as gw, Progress(console=console) as progress:
         task = progress.add_task("queries through the gateway", total=2 * len(chosen) + 1)
 
-        def run(rpc: str, kind: str, pid: int, query, call):
+        def run(rpc: str, kind: str, pid: int | None, query, call, exclude: int | None = None):
             t0 = time.perf_counter()
             result = call()
             latency.setdefault(rpc, []).append((time.perf_counter() - t0) * 1e3)
-            found = [person_of(h.detection, truth) == pid for h in result.hits]
-            found_at[kind].append(found)
+            found = [pid is not None and person_of(h.detection, truth) == pid
+                     for h in result.hits]
+            # recall counts the other crops of the person, not the query crop finding itself
+            found_at[kind].append([ok for h, ok in zip(result.hits, found)
+                                   if h.detection.id != exclude])
             queries.append({
                 "rpc": rpc, "kind": kind, "person": pid, "query": query,
                 "model_version": result.model_version,
@@ -204,19 +207,19 @@ def _run_queries(gateway: str, args, scene, truth, crops: int, out: pathlib.Path
                     sheet.append({"image": _decode(jpeg), "title": f"p{pid} #{rank} {h.score:.2f}",
                                   "subtitle": d.camera_id, "ok": ok, "score": h.score,
                                   "camera": d.camera_id, "time": d.ts_us / 1e6})
-        # query by example: a stored crop of the first person, found by the text query
+        # query by example: a stored crop a text query found (of its person, if it found one)
         example = next((q for q in queries if q["kind"] == "text" and any(
             h["ok"] for h in q["hits"])), queries[0])
-        pid = example["person"]
         probe = next((h for h in example["hits"] if h["ok"]), example["hits"][0]
                      if example["hits"] else None)
         example_crop = None
         if probe is not None:
-            jpeg = gw.get_detection(probe["id"], include_crop=True).crop_jpeg
+            got = gw.get_detection(probe["id"], include_crop=True)
             example_crop = out / "example_crop.jpg"
-            example_crop.write_bytes(jpeg)
-            run("SearchImage", "image", pid, f"crop of detection {probe['id']}",
-                lambda: gw.search_image(jpeg, k=5))
+            example_crop.write_bytes(got.crop_jpeg)
+            run("SearchImage", "image", person_of(got.detection, truth),
+                f"crop of detection {probe['id']}",
+                lambda: gw.search_image(got.crop_jpeg, k=6), exclude=probe["id"])
 
     table = Table(title=f"demo: {len(chosen)} people searched among {crops} stored crops, "
                         f"through the gRPC gateway at {gateway}")

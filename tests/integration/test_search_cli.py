@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,9 +94,11 @@ def indexed(kafka_broker, milvus_server, redis_server, ray_local, ingest_bundle_
         server.stop()
 
 
-def cli(*args: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pedsearch.cli", *args], env=_env(),
-                          capture_output=True, text=True, timeout=timeout)
+def cli(*args: str, timeout: float = CLI_TIMEOUT_S,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pedsearch.cli", *args],
+                          env={**_env(), **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def _env() -> dict[str, str]:
@@ -313,3 +316,36 @@ def test_the_readme_python_snippet_runs(indexed):
                           env=_env(), capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"^-?\d\.\d{3} cli-\d \d+ track \d+", proc.stdout, re.M), proc.stdout
+
+
+def test_token_and_tls(indexed, tmp_path):
+    from gateway.server import create_server
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed: it makes the test's certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    settings = indexed.settings.model_copy(deep=True)
+    settings.gateway.tls_cert, settings.gateway.tls_key = cert, key
+    settings.gateway.tokens = {"operator": ["*"], "viewer": ["ListCameras"]}
+    with create_server("127.0.0.1:0", settings=settings) as server:
+        secure = ["--gateway", server.address, "--tls-ca", str(cert)]
+        proc = cli("cameras", *secure, "--token", "operator")
+        assert proc.returncode == 0 and "cli-0" in proc.stdout, proc.stdout + proc.stderr
+        proc = cli("search", "a person", *secure, "--token", "viewer", "--sheet", "0")
+        assert proc.returncode == 2
+        assert "refused the call (PERMISSION_DENIED)" in " ".join(proc.stderr.split())
+        proc = cli("search", "a person", *secure, "--sheet", "0")
+        assert proc.returncode == 2
+        assert "(UNAUTHENTICATED)" in proc.stderr and "pass --token" in proc.stderr
+        proc = cli("search", "a person", *secure, "--sheet", "0",
+                   env={"PEDSEARCH_TOKEN": "operator"})
+        assert proc.returncode == 0 and table_rows(proc.stdout), proc.stdout + proc.stderr
+        # plaintext to a TLS port: told how to connect
+        proc = cli("cameras", "--gateway", server.address, "--token", "operator")
+        assert proc.returncode == 1 and "needs --tls-ca" in proc.stderr
+        missing = cli("cameras", *secure[:2], "--tls-ca", str(tmp_path / "nope.pem"))
+        assert missing.returncode == 2 and "cannot read the TLS CA file" in missing.stderr
