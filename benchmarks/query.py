@@ -1,0 +1,375 @@
+"""Query latency through the gateway against raw Milvus and brute-force numpy, and index recall.
+
+For each index size (default 100k and 1M stored detections), in one run:
+
+1. fills a fresh collection with synthetic detections: embeddings clustered around identities
+   (like many crops of the same people), 16 cameras, capture times over one day, random
+   attribute probabilities; waits until Milvus has built the index over every row;
+2. times, query by query (sequential, after a warm-up), p50 / p99 of
+   - the text encoder alone (the bundle's ``encode_texts`` of one caption),
+   - raw pymilvus ``search`` of the same query vectors, same limit, parameters and output fields
+     as the gateway,
+   - the gateway's ``SearchText`` over gRPC (encode + alias + search + response),
+   - brute-force numpy (exact inner products over all rows, top-k by ``argpartition``),
+   each without a filter and with a camera + time filter (2 of 16 cameras, a quarter of the day);
+3. recall@10 of Milvus against the exact numpy top 10 for the same vectors and filters.
+
+The target (issue 4): gateway p50 <= 1.3 x raw Milvus p50 + the text encoder's p50, and
+recall@10 >= 0.95. The embedded Milvus and Redis start on free ports in a temporary folder
+unless PEDSEARCH_BENCH_MILVUS / PEDSEARCH_BENCH_REDIS give addresses.
+
+    python benchmarks/query.py --sizes 100000 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pathlib
+import tempfile
+import time
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from pedsearch.config import Settings
+
+console = Console()
+
+CAMERAS = [f"cam-{i:02d}" for i in range(16)]
+DAY_US = 86_400 * 1_000_000
+T0_US = 1_764_633_600 * 1_000_000  # 2025-12-02 00:00 UTC
+INSERT_BATCH = 2000
+
+
+def synthetic_detections(n: int, dim: int, n_attr: int, seed: int, chunk: int = 50_000):
+    """Yields chunks of (embeddings (m, dim) float32 L2-normalised, cameras, ts_us, attrs).
+
+    Embeddings are identity centres plus noise: ``n / 40`` identities, so a query near a
+    centre has tens of close neighbours, as a real person has many crops.
+    """
+    rng = np.random.default_rng(seed)
+    n_ids = max(1, n // 40)
+    centres = rng.standard_normal((n_ids, dim), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        ids = rng.integers(0, n_ids, m)
+        x = centres[ids] + 0.9 / np.sqrt(dim) * rng.standard_normal((m, dim), dtype=np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        cams = rng.integers(0, len(CAMERAS), m)
+        ts = T0_US + rng.integers(0, DAY_US, m)
+        attrs = rng.random((m, n_attr), dtype=np.float32)
+        yield start, x, cams, ts, attrs
+
+
+def fill_collection(client, settings: Settings, bundle, n: int, seed: int):
+    """Creates the collection of ``bundle.version`` behind the alias and fills it.
+
+    Returns (collection name, all embeddings (n, dim), camera index (n,), ts_us (n,)).
+    """
+    from pedsearch.schema import DetectionCollections
+
+    cols = DetectionCollections(client, settings.milvus)
+    schema = bundle.schema
+    name = cols.ensure(bundle.version, embed_dim=bundle.embed_dim, attributes=schema)
+    fields = schema.field_names()
+    x_all = np.empty((n, bundle.embed_dim), np.float32)
+    cam_all = np.empty(n, np.int64)
+    ts_all = np.empty(n, np.int64)
+    cols_progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                             TextColumn("{task.completed:,}/{task.total:,}"),
+                             TimeRemainingColumn(), console=console)
+    with cols_progress as progress:
+        task = progress.add_task(f"inserting {n:,} detections", total=n)
+        for start, x, cams, ts, attrs in synthetic_detections(n, bundle.embed_dim, len(fields),
+                                                              seed):
+            x_all[start:start + len(x)] = x
+            cam_all[start:start + len(x)] = cams
+            ts_all[start:start + len(x)] = ts
+            for b in range(0, len(x), INSERT_BATCH):
+                sl = slice(b, b + INSERT_BATCH)
+                rows = []
+                for j, (e, c, t, a) in enumerate(zip(x[sl], cams[sl], ts[sl], attrs[sl])):
+                    i = start + b + j
+                    row = {"id": i, "camera_id": CAMERAS[c], "ts_us": int(t), "track_id": i,
+                           "frame_seq": 0, "box_x": 0.0, "box_y": 0.0, "box_w": 48.0,
+                           "box_h": 128.0, "det_score": 0.9,
+                           "crop_ref": f"{CAMERAS[c]}/2025120200/{i}.jpg",
+                           "model_version": bundle.version, "embedding": e.tolist()}
+                    row.update(zip(fields, a.tolist()))
+                    rows.append(row)
+                client.insert(name, rows, timeout=300)
+                progress.advance(task, len(rows))
+    client.flush(name, timeout=600)
+    wait_indexed(client, name, n)
+    return name, x_all, cam_all, ts_all
+
+
+def wait_indexed(client, name: str, n: int, timeout_s: float = 7200) -> None:
+    """Waits until the vector index covers every row (growing segments are brute force)."""
+    deadline = time.monotonic() + timeout_s
+    index_name = client.list_indexes(name)[0]
+    with console.status(f"Milvus builds the index over {n:,} rows...") as status:
+        while True:
+            info = client.describe_index(name, index_name)
+            done = int(info.get("indexed_rows", 0))
+            status.update(f"Milvus builds the index: {done:,}/{n:,} rows "
+                          f"({info.get('state', '')})")
+            if done >= n and int(info.get("pending_index_rows", 0)) == 0:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"index of {name} not built within {timeout_s} s: {info}")
+            time.sleep(2.0)
+
+
+def percentile_ms(samples: list[float]) -> tuple[float, float]:
+    a = np.asarray(samples) * 1e3
+    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+
+
+def timed(fn, items, warmup: int = 5) -> tuple[list[float], list]:
+    """Runs ``fn`` on each item sequentially; returns (seconds per call, results)."""
+    for item in items[:warmup]:
+        fn(item)
+    times, out = [], []
+    for item in items:
+        t = time.perf_counter()
+        out.append(fn(item))
+        times.append(time.perf_counter() - t)
+    return times, out
+
+
+def exact_topk(x: np.ndarray, q: np.ndarray, k: int, mask: np.ndarray | None) -> np.ndarray:
+    """Ids of the k largest inner products of ``q (dim,)`` with rows of ``x (n, dim)``."""
+    s = x @ q
+    if mask is not None:
+        s = np.where(mask, s, -np.inf)
+    top = np.argpartition(-s, k)[:k]
+    return top[np.argsort(-s[top])]
+
+
+def recall_at(found: list[list[int]], exact: list[np.ndarray], k: int) -> float:
+    r = [len(set(f[:k]) & set(e[:k].tolist())) / k for f, e in zip(found, exact)]
+    return float(np.mean(r))
+
+
+@contextlib.contextmanager
+def servers(settings: Settings):
+    env = {k: os.environ.get(f"PEDSEARCH_BENCH_{k.upper()}") for k in ("milvus", "redis")}
+    if all(env.values()):
+        settings.milvus.uri, settings.redis.url = env["milvus"], env["redis"]
+        yield settings
+        return
+    from deploy.stack import MilvusServer, RedisServer
+
+    with tempfile.TemporaryDirectory(prefix="pedsearch-qbench-") as tmp:
+        with console.status("starting the embedded Milvus and Redis..."):
+            milvus = MilvusServer(port=0, data_dir=os.path.join(tmp, "milvus"))
+            redis_server = RedisServer(port=0, data_dir=os.path.join(tmp, "redis"))
+            stack = contextlib.ExitStack()
+            stack.enter_context(milvus)
+            stack.enter_context(redis_server)
+        with stack:
+            settings.milvus.uri, settings.redis.url = milvus.address, redis_server.address
+            settings.paths.crops_dir = settings.paths.crops_dir.__class__(tmp) / "crops"
+            yield settings
+
+
+def spawn_gateway(settings: Settings):
+    """``pedsearch gateway serve`` as its own process, configured through the environment."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ)
+    env.update({
+        "PEDSEARCH_MILVUS__URI": settings.milvus.uri,
+        "PEDSEARCH_MILVUS__ALIAS": settings.milvus.alias,
+        "PEDSEARCH_MILVUS__COLLECTION_PREFIX": settings.milvus.collection_prefix,
+        "PEDSEARCH_MILVUS__SEARCH_PARAMS": json.dumps(settings.milvus.search_params),
+        "PEDSEARCH_REDIS__URL": settings.redis.url,
+        "PEDSEARCH_MODEL__BUNDLE": str(settings.model.bundle),
+        "PEDSEARCH_GATEWAY__RATE_LIMIT_PER_S": "0",
+    })
+    exe = [sys.executable, "-c", "import sys; from pedsearch.cli import main; sys.exit(main())"]
+    log = open(os.path.join(tempfile.gettempdir(), f"pedsearch-qbench-gateway-{port}.log"), "w+")
+    proc = subprocess.Popen([*exe, "gateway", "serve", "--address", f"127.0.0.1:{port}"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    with console.status("starting the gateway process..."):
+        while "listening on" not in pathlib.Path(log.name).read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("the gateway did not start:\n" + pathlib.Path(log.name).read_text())
+            time.sleep(0.5)
+
+    def stop() -> None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    return f"127.0.0.1:{port}", stop
+
+
+def bench_size(settings: Settings, bundle, n: int, args) -> list[dict]:
+    from pymilvus import MilvusClient
+
+    from gateway.client import connect
+    from gateway.server import create_server
+    from pedsearch.schema import SCALAR_FIELDS
+    from pedsearch.synthetic.captions import describe
+    from pedsearch.synthetic.people import sample_person
+
+    tag = f"q{n}"
+    settings.milvus.alias = f"bench_{tag}"
+    settings.milvus.collection_prefix = f"bench_{tag}_"
+    client = MilvusClient(uri=settings.milvus.uri)
+    name, x, cams, ts = fill_collection(client, settings, bundle, n, args.seed)
+
+    rng = np.random.default_rng(args.seed + 1)
+    texts = [describe(sample_person(i, rng).attributes, rng) for i in range(args.queries)]
+    vecs = bundle.encode_texts(texts)
+    # half the queries are text embeddings, half lie near stored people (a realistic mix:
+    # recall matters most where there are close neighbours)
+    near = x[rng.integers(0, n, args.queries)]
+    near = near + 0.3 / np.sqrt(x.shape[1]) * rng.standard_normal(near.shape, dtype=np.float32)
+    near /= np.linalg.norm(near, axis=1, keepdims=True)
+    qv = [np.asarray(v, np.float32) for v in vecs]
+    recall_vecs = qv[: args.queries // 2] + list(near[: args.queries // 2])
+
+    cam_pick = [CAMERAS[0], CAMERAS[1]]
+    since, until = T0_US + DAY_US // 4, T0_US + DAY_US // 2
+    filters = {
+        "none": ("", None, {}),
+        "camera+time": (
+            f'camera_id in ["{cam_pick[0]}", "{cam_pick[1]}"] and ts_us >= {since} '
+            f"and ts_us <= {until}",
+            np.isin(cams, [0, 1]) & (ts >= since) & (ts <= until),
+            {"cameras": cam_pick, "since_us": since, "until_us": until},
+        ),
+    }
+    attr_fields = bundle.schema.field_names()
+    out_fields = [f for f in SCALAR_FIELDS if f != "id"] + attr_fields
+    search_params = {"metric_type": settings.milvus.metric_type,
+                     "params": dict(settings.milvus.search_params)}
+
+    def raw(v, expr):
+        res = client.search(name, data=[v.tolist()], anns_field="embedding", limit=args.k,
+                            filter=expr, search_params=search_params, output_fields=out_fields,
+                            timeout=60)
+        return [int(h["id"]) for h in res[0]]
+
+    settings.gateway.rate_limit_per_s = 0  # measure the query path, not the limiter
+    if args.in_process:
+        server = create_server("127.0.0.1:0", settings=settings).start()
+        address, stop = server.address, lambda: server.stop(grace=1.0)
+    else:
+        address, stop = spawn_gateway(settings)
+    gw = connect(address, connect_timeout_s=120)
+    rows = []
+    try:
+        for fname, (expr, mask, flt) in filters.items():
+            # interleaved query by query, so load from other processes hits all three alike
+            t_enc, t_raw, t_gw, t_srv_enc = [], [], [], []
+            for i, (text, v) in enumerate(zip(texts, qv)):
+                for times, fn in ((t_enc, lambda: bundle.encode_texts([text])),
+                                  (t_raw, lambda: raw(v, expr)),
+                                  (t_gw, lambda: gw.search_text(text, k=args.k, **flt))):
+                    t = time.perf_counter()
+                    res = fn()
+                    if i >= 5:  # warm-up
+                        times.append(time.perf_counter() - t)
+                if i >= 5:  # the encoder's time inside the gateway, as the gateway reports it
+                    t_srv_enc.append(res.encode_ms / 1e3)
+            n_np = min(len(qv), args.numpy_queries)
+            t_np, _ = timed(lambda v: exact_topk(x, v, args.k, mask), qv[:n_np], warmup=1)
+            found = [raw(v, expr) for v in recall_vecs]
+            exact = [exact_topk(x, v, args.k, mask) for v in recall_vecs]
+            rows.append({
+                "size": n, "filter": fname, "encode": percentile_ms(t_enc),
+                "server_encode": percentile_ms(t_srv_enc),
+                "raw": percentile_ms(t_raw), "gateway": percentile_ms(t_gw),
+                "numpy": percentile_ms(t_np), "recall": recall_at(found, exact, args.k),
+                "matching": int(mask.sum()) if mask is not None else n,
+            })
+    finally:
+        gw.close()
+        stop()
+        client.drop_alias(settings.milvus.alias)
+        client.drop_collection(name)
+        client.close()
+    return rows
+
+
+def report(rows: list[dict], k: int) -> None:
+    t = Table(title=f"SearchText latency (ms, p50 / p99) and recall@{k}")
+    for col in ("size", "filter", "text encoder", "encoder in gateway", "raw Milvus", "gateway",
+                "numpy exact", "gateway / (1.3 raw + enc)", "recall@10"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        budget = 1.3 * r["raw"][0] + r["server_encode"][0]
+        t.add_row(
+            f"{r['size']:,}", f"{r['filter']} ({r['matching']:,} rows)",
+            "%.1f / %.1f" % r["encode"], "%.1f / %.1f" % r["server_encode"],
+            "%.1f / %.1f" % r["raw"], "%.1f / %.1f" % r["gateway"],
+            "%.1f / %.1f" % r["numpy"], f"{r['gateway'][0] / budget:.2f}", f"{r['recall']:.3f}",
+        )
+    console.print(t)
+    console.print("target: gateway p50 / (1.3 x raw Milvus p50 + the encoder's p50 inside the "
+                  "gateway) <= 1.00; recall@10 >= 0.95")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--queries", type=int, default=200, help="timed queries per case")
+    ap.add_argument("--numpy-queries", type=int, default=50,
+                    help="timed brute-force queries per case (slow at 1M)")
+    ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--index", default=None, help="index type (default: the configured one)")
+    ap.add_argument("--ef", type=int, default=None, help="HNSW search ef (default: configured)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run the gateway in this process (default: its own process, as deployed)")
+    ap.add_argument("--bundle", default=None, help="model bundle (default: the shipped one)")
+    args = ap.parse_args(argv)
+    if any(s < 1000 for s in args.sizes) or args.queries < 10 or not 1 <= args.k <= 1000:
+        ap.error("--sizes must be >= 1000, --queries >= 10, -k 1..1000")
+
+    import torch
+
+    from pedsearch.bundle import default_bundle_path, load_bundle
+
+    settings = Settings()
+    if args.index:
+        settings.milvus.index_type = args.index
+    if args.ef:
+        settings.milvus.search_params = {**settings.milvus.search_params, "ef": args.ef}
+    bundle_path = args.bundle or default_bundle_path()
+    settings.model.bundle = bundle_path
+    bundle = load_bundle(bundle_path, parts=("text",))
+    torch.set_num_threads(1)  # the bare encoder timing must not fight the gateway for cores
+    console.print(f"bundle {bundle.version}, dim {bundle.embed_dim}; index "
+                  f"{settings.milvus.index_type} {settings.milvus.index_params}, search "
+                  f"{settings.milvus.search_params}")
+    rows = []
+    with servers(settings):
+        for n in args.sizes:
+            rows += bench_size(settings, bundle, n, args)
+            report(rows, args.k)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
