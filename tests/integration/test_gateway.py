@@ -47,7 +47,7 @@ from workers.runtime import IngestWorkers
 
 pytestmark = pytest.mark.integration
 
-SCENE = dict(camera_id="gw", cameras=2, people=5, seed=3, fps=4.0, duration_s=16.0)
+SCENE = dict(camera_id="gw", cameras=2, people=5, seed=3, fps=4.0, duration_s=12.0)
 LATE_SCENE = dict(camera_id="late", cameras=1, people=3, seed=8, fps=4.0, duration_s=12.0)
 CODE = grpc.StatusCode
 RPC_TIMEOUT_S = 30
