@@ -37,7 +37,8 @@ _BALANCE = Field(
     "with K values: 1 / (K p_c) for target class c; binary value: 1 / (2p) if present, "
     "1 / (2(1-p)) if absent), so rare values count as much as common ones. mA is the mean of "
     "per-attribute balanced accuracies, which plain cross-entropy does not optimise: on "
-    "imbalanced labels (few PETA people wear hats) it learns to predict the majority and mA stays at 0.5",
+    "imbalanced labels (few PETA people wear hats) it learns to predict the majority and mA "
+    "stays at 0.5",
 )
 
 
