@@ -163,10 +163,7 @@ def filter_expression(cameras: Sequence[str] = (), since_us: int | None = None,
             if not isinstance(cam, str) or not CAMERA_ID.match(cam):
                 raise InvalidInput(f"camera id {cam!r} is invalid: 1-64 letters, digits or "
                                    "'_.:-', starting with a letter or digit")
-        # Milvus 2.3.5 stores *upserted* rows of a partition-key collection in partitions its
-        # filter pruning does not search, so `camera_id in [...]` misses them (measured: 0 of 10
-        # rows found). A negated `not in` is the same set and is not pruned.
-        parts.append("not (camera_id not in [" + ", ".join(f'"{c}"' for c in cameras) + "])")
+        parts.append("camera_id in [" + ", ".join(f'"{c}"' for c in cameras) + "]")
     if since_us is not None and until_us is not None and since_us > until_us:
         raise InvalidInput(f"time range is inverted: since {since_us} > until {until_us}")
     # bounds no capture time can reach are open ends: Milvus' parser cannot read int64 extremes

@@ -2,8 +2,11 @@
 
 Milvus 2.3 allows one vector field per collection, so the joint embedding is the vector field and
 every attribute probability is a FLOAT scalar field (``attr_<family>_<value>``), which lets a
-query filter hard on attributes and re-rank by them. ``camera_id`` is the partition key, so a
-camera filter prunes partitions instead of scanning them.
+query filter hard on attributes and re-rank by them. With ``milvus.camera_partition_key`` on,
+``camera_id`` is the partition key, so a camera filter prunes partitions instead of scanning them;
+it is off by default because Milvus 2.3.5, the embedded server, files *upserted* rows of a
+partition-key collection under the wrong partition (milvus-io/milvus#30607), and a camera filter
+then misses them.
 
 Ids are deterministic (``hash(camera, track, window)``) and written with ``upsert``: a replay
 after a crash overwrites the same rows instead of adding copies (Milvus ``insert`` does not
@@ -86,11 +89,13 @@ def collection_name(cfg: MilvusConfig, model_version: str) -> str:
     return name
 
 
-def build_schema(client: MilvusClient, *, embed_dim: int, attributes: AttributeSchema):
+def build_schema(client: MilvusClient, *, embed_dim: int, attributes: AttributeSchema,
+                 camera_partition_key: bool = False):
     """The collection schema for embeddings of ``embed_dim`` and the given attribute schema."""
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("id", DataType.INT64, is_primary=True)
-    schema.add_field("camera_id", DataType.VARCHAR, max_length=CAMERA_ID_MAX, is_partition_key=True)
+    schema.add_field("camera_id", DataType.VARCHAR, max_length=CAMERA_ID_MAX,
+                     is_partition_key=camera_partition_key)
     schema.add_field("ts_us", DataType.INT64)
     schema.add_field("track_id", DataType.INT64)
     schema.add_field("frame_seq", DataType.INT64)
@@ -141,7 +146,8 @@ class DetectionCollections:
         """
         name = collection_name(self.cfg, model_version)
         if not self.client.has_collection(name):
-            schema = build_schema(self.client, embed_dim=embed_dim, attributes=attributes)
+            schema = build_schema(self.client, embed_dim=embed_dim, attributes=attributes,
+                                  camera_partition_key=self.cfg.camera_partition_key)
             index = self.client.prepare_index_params()
             index.add_index(
                 field_name="embedding", index_type=self.cfg.index_type,

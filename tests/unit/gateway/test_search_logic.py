@@ -75,7 +75,7 @@ def test_query_attribute_set_merges_families():
 def test_filter_expression():
     assert filter_expression() == ""
     assert filter_expression(["cam-1", "cam_2"], 5, 9) == (
-        'not (camera_id not in ["cam-1", "cam_2"]) and ts_us >= 5 and ts_us <= 9')
+        'camera_id in ["cam-1", "cam_2"] and ts_us >= 5 and ts_us <= 9')
     # bounds beyond any capture time are open (Milvus cannot parse int64 extremes)
     assert filter_expression((), -(2**63), 2**63 - 1) == ""
     with pytest.raises(InvalidInput, match="inverted"):
