@@ -65,6 +65,12 @@ class MilvusConfig(Strict):
         "IP", description="embeddings are L2-normalised, so IP is cosine"
     )
     shards_num: int = Field(1, ge=1, le=16)
+    camera_partition_key: bool = Field(
+        False,
+        description="make camera_id the partition key, so camera filters prune partitions. "
+        "Needs Milvus >= 2.3.6: 2.3.5 (the embedded server) files upserted rows under the wrong "
+        "partition and camera filters then miss them (milvus-io/milvus#30607)",
+    )
     timeout_s: float = Field(10.0, gt=0, le=600)
 
 
