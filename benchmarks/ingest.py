@@ -204,9 +204,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="rounds of (bare loop, 1-worker pipelines) run back to back; the "
                     "ratios are taken within a round and their median reported, so a load "
                     "change on a shared machine hits both sides of a ratio alike")
+    ap.add_argument("--freshness-only", type=float, default=None, metavar="FPS",
+                    help="measure only the freshness run, with frames published at FPS (to "
+                    "repeat it when the machine's load changed during a full run)")
     args = ap.parse_args(argv)
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
+    if args.freshness_only is not None and args.freshness_only <= 0:
+        ap.error("--freshness-only needs a rate > 0")
 
     settings = Settings()
     if args.bundle:
@@ -227,6 +232,17 @@ def main(argv: list[str] | None = None) -> int:
     def fps(r: dict) -> float:
         return r["frames"] / r["seconds"]
 
+    if args.freshness_only is not None:
+        with stack_or_env(settings) as settings:
+            r = pipeline_run(settings, frames, 1, rate=args.freshness_only)
+        load_after = os.getloadavg()
+        console.print(f"1 worker, frames at {args.freshness_only:.1f} fps: "
+                      f"{r['frames'] / r['seconds']:.1f} frames/s, freshness p50 "
+                      f"{r['fresh_p50']:.2f} s, p99 {r['fresh_p99']:.2f} s")
+        console.print("load average (1, 5, 15 min) before: %.2f %.2f %.2f, after: %.2f %.2f %.2f"
+                      % (*load_before, *load_after))
+        ray.shutdown()
+        return 0
     with stack_or_env(settings) as settings:
         for i in range(args.repeat):
             bare = bare_loop(settings, frames)

@@ -136,7 +136,7 @@ class TrackingConfig(Strict):
     max_age_frames: int = Field(5, ge=1, le=1000, description="frames a lost track survives")
     min_hits: int = Field(2, ge=1, le=100, description="matched frames before a track counts")
     center_gate: float = Field(
-        0.0, ge=0, le=5,
+        0.5, ge=0, le=5,
         description="second association stage for what IoU left unmatched: predicted and "
         "detected box centres closer than this many box heights match (0 = IoU only)",
     )

@@ -4,12 +4,21 @@ Each track is a constant-velocity Kalman filter on the box centre and size
 ``(cx, cy, w, h, vcx, vcy, vw, vh)``, with process and measurement noise proportional to the
 box height (Wojke et al., 2017). Every frame: predict all tracks (one step per frame of
 sequence gap), match them to the detections by the Hungarian algorithm on IoU
-(``scipy.optimize.linear_sum_assignment``), accept pairs with IoU >= ``iou_threshold``, update
-the matched, start a tentative track per unmatched detection, and drop tracks not matched for
+(``scipy.optimize.linear_sum_assignment``), accept pairs with IoU >= ``iou_threshold``, then
+match what is left by motion gating (below), update the matched, start a tentative track per unmatched detection, and drop tracks not matched for
 more than ``max_age_frames`` frames. A tentative track becomes confirmed after ``min_hits``
 matched frames and dies at its first unmatched frame before that (DeepSORT's rule, which
 keeps one-frame false detections from becoming tracks); only confirmed tracks
 matched in the current frame are returned.
+
+Motion gating (second stage). At a few frames per second a walking person's box can move by
+more than its width between frames, or a background-subtraction box can change shape; the IoU
+with the prediction then falls below the threshold and SORT starts a new track, which splits
+one walk into several tracks (and stores the person once per piece). The tracks and detections
+left over by the IoU stage are therefore matched again, by the Hungarian algorithm on the
+distance between the predicted and the detected box centre divided by the predicted box
+height, accepting pairs closer than ``center_gate`` whose heights differ by less than a factor
+``1 + center_gate``. The Kalman prediction carries the velocity, so the gate follows the walk.
 
 Track ids are deterministic and unique per camera without any shared counter: a track born at
 frame ``seq`` as the ``k``-th new track of that frame has id ``seq * ID_STRIDE + k``. Replaying
@@ -131,7 +140,7 @@ class Tracker:
     """
 
     def __init__(self, *, iou_threshold: float = 0.3, max_age_frames: int = 5,
-                 min_hits: int = 2) -> None:
+                 min_hits: int = 2, center_gate: float = 0.0) -> None:
         if not 0 < iou_threshold < 1:
             raise InvalidInput(f"iou_threshold must be in (0, 1), got {iou_threshold}")
         if max_age_frames < 1 or min_hits < 1:
@@ -140,6 +149,9 @@ class Tracker:
         self.iou_threshold = float(iou_threshold)
         self.max_age_frames = int(max_age_frames)
         self.min_hits = int(min_hits)
+        if not 0 <= center_gate <= 5:
+            raise InvalidInput(f"center_gate must be in [0, 5] box heights, got {center_gate}")
+        self.center_gate = float(center_gate)
         self._tracks: list[_TrackState] = []
         self._last_seq: int | None = None
         self.ended_ids: tuple[int, ...] = ()
@@ -149,7 +161,8 @@ class Tracker:
         """Build from a :class:`pedsearch.config.TrackingConfig`."""
         return cls(iou_threshold=cfg.iou_threshold,  # type: ignore[attr-defined]
                    max_age_frames=cfg.max_age_frames,  # type: ignore[attr-defined]
-                   min_hits=cfg.min_hits)  # type: ignore[attr-defined]
+                   min_hits=cfg.min_hits,  # type: ignore[attr-defined]
+                   center_gate=getattr(cfg, "center_gate", 0.0))
 
     def reset(self) -> None:
         """Forget every track (a new stream, or before replaying frames already seen)."""
@@ -250,8 +263,32 @@ class Tracker:
                    if iou[r, c] >= self.iou_threshold]
         matched_t = {r for r, _ in matches}
         matched_d = {c for _, c in matches}
+        # tracker states pickled before the motion gate existed have no such attribute
+        gate = getattr(self, "center_gate", 0.0)
+        if gate > 0:
+            left_t = [i for i in range(n_tracks) if i not in matched_t]
+            left_d = [j for j in range(n_dets) if j not in matched_d]
+            for r, c in self._gated(predicted[left_t], detections.boxes[left_d], gate):
+                matches.append((left_t[r], left_d[c]))
+                matched_t.add(left_t[r])
+                matched_d.add(left_d[c])
         return (matches, [i for i in range(n_tracks) if i not in matched_t],
                 [j for j in range(n_dets) if j not in matched_d])
+
+    @staticmethod
+    def _gated(predicted: np.ndarray, boxes: np.ndarray, gate: float) -> list[tuple[int, int]]:
+        """Motion-gated pairs of ``predicted (T, 4)`` and ``boxes (D, 4)`` (xywh), by index."""
+        if len(predicted) == 0 or len(boxes) == 0:
+            return []
+        pc = predicted[:, :2] + predicted[:, 2:] / 2
+        dc = boxes[:, :2] + boxes[:, 2:] / 2
+        ph = np.maximum(predicted[:, 3:4], _MIN_SIZE)  # (T, 1)
+        dist = np.linalg.norm(pc[:, None, :] - dc[None, :, :], axis=2) / ph  # (T, D)
+        ratio = np.maximum(boxes[None, :, 3], _MIN_SIZE) / ph  # (T, D)
+        ok = (dist < gate) & (ratio < 1 + gate) & (ratio > 1 / (1 + gate))
+        cost = np.where(ok, dist, 1e6)
+        rows, cols = linear_sum_assignment(cost)
+        return [(int(r), int(c)) for r, c in zip(rows, cols) if ok[r, c]]
 
     @staticmethod
     def _public(track: _TrackState, detections: Detections, di: int, frame_seq: int,

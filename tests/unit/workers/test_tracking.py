@@ -162,3 +162,61 @@ def test_a_restored_tracker_continues_exactly_like_the_uninterrupted_one():
     restored = pickle.loads(pickle.dumps(tracker))  # the consumer checkpoints it this way
     rest = run(restored, {s: d for s, d in frames.items() if s >= 25})
     assert {**first, **rest} == uninterrupted
+
+
+def _jump_frames() -> dict[int, Detections]:
+    """A walker whose box jumps 30 px sideways in frame 5 (IoU with the prediction ~0.14)."""
+    frames = {s: dets(walker(s)) for s in range(1, 5)}
+    x, y, w, h = walker(5)
+    frames[5] = dets((x + 30, y, w, h))
+    frames[6] = dets((x + 35, y, w, h))
+    return frames
+
+
+def test_without_motion_gate_a_jump_splits_the_track():
+    tracker = Tracker(iou_threshold=0.3, max_age_frames=5, min_hits=2, center_gate=0.0)
+    out = run(tracker, _jump_frames())
+    assert out[4] == [1 * ID_STRIDE]
+    assert out[5] == []  # the jumped box starts a tentative track
+    assert out[6] == [5 * ID_STRIDE]
+
+
+def test_motion_gate_keeps_the_track_through_a_jump():
+    tracker = Tracker(iou_threshold=0.3, max_age_frames=5, min_hits=2, center_gate=0.5)
+    out = run(tracker, _jump_frames())
+    assert out[4] == out[5] == out[6] == [1 * ID_STRIDE]
+
+
+def test_motion_gate_rejects_far_boxes_and_other_sizes():
+    far = {s: dets(walker(s)) for s in range(1, 5)}
+    x, y, w, h = walker(5)
+    far[5] = dets((x + 80, y, w, h))  # centre 0.8 box heights away: beyond a 0.5 gate
+    tracker = Tracker(iou_threshold=0.3, max_age_frames=5, min_hits=2, center_gate=0.5)
+    assert run(tracker, far)[5] == []
+    small = {s: dets(walker(s)) for s in range(1, 5)}
+    small[5] = dets((x + 30, y + 30, w / 2, h / 2))  # half the height: another object
+    tracker = Tracker(iou_threshold=0.3, max_age_frames=5, min_hits=2, center_gate=0.5)
+    assert run(tracker, small)[5] == []
+
+
+def test_motion_gate_prefers_the_nearest_of_two_candidates():
+    frames = {s: dets(walker(s)) for s in range(1, 5)}
+    x, y, w, h = walker(5)
+    frames[5] = dets((x + 40, y, w, h), (x + 25, y, w, h))  # both low IoU, the second nearer
+    tracker = Tracker(iou_threshold=0.3, max_age_frames=5, min_hits=2, center_gate=0.5)
+    run(tracker, {s: d for s, d in frames.items() if s < 5})
+    tracks = tracker.update(frames[5], 5, 0.5)
+    assert [t.track_id for t in tracks] == [1 * ID_STRIDE]
+    np.testing.assert_allclose(tracks[0].box, (x + 25, y, w, h))
+
+
+def test_motion_gate_config_and_old_pickles():
+    with pytest.raises(InvalidInput, match="center_gate"):
+        Tracker(center_gate=-1)
+    cfg = TrackingConfig(center_gate=0.75)
+    assert Tracker.from_config(cfg).center_gate == 0.75
+    # a tracker pickled before the gate existed (no attribute) keeps working, IoU only
+    tracker = Tracker(iou_threshold=0.3, max_age_frames=5, min_hits=2, center_gate=0.5)
+    del tracker.center_gate
+    out = run(tracker, _jump_frames())
+    assert out[6] == [5 * ID_STRIDE]
