@@ -41,7 +41,12 @@ def register(subparsers) -> None:
     p.add_argument("--queries", type=int, default=12, help="people to search for")
     p.add_argument("--out", default="demo-out", help="folder for the contact sheets and results")
     p.add_argument("--data-dir", default=None, help="stack data (default: <out>/stack)")
-    p.add_argument("--bundle", default=None, help="model bundle (default: the shipped one)")
+    p.add_argument("--bundle", default=None,
+                   help="model bundle (default: the shipped one); trained first if missing")
+    p.add_argument("--train-config", default="tiny.yaml",
+                   help="training configuration for a missing bundle (default: tiny.yaml)")
+    p.add_argument("--no-train", action="store_true",
+                   help="fail instead of training when the bundle is missing")
     p.add_argument("--keep-running", action="store_true",
                    help="keep the stack and the gateway up for your own queries until Ctrl-C")
     p.set_defaults(handler=cmd_demo)
@@ -59,6 +64,30 @@ def _check(args) -> None:
         raise InvalidInput("--fps must be 0.5..30")
 
 
+def train_bundle(bundle_path: pathlib.Path, args) -> None:
+    """No bundle yet: train one the README's way (``pedsearch train --export``), with progress.
+
+    ``--train-config`` picks the configuration (default ``tiny.yaml``: minutes on 2 cores, weak
+    but real; ``default.yaml`` is what the shipped bundle was trained with).
+    """
+    import subprocess
+    import sys
+
+    from pedsearch.errors import NotReady
+
+    if args.no_train:
+        raise NotReady(f"no model bundle at {bundle_path}; train one with `pedsearch train "
+                       f"--config default.yaml --export {bundle_path}` or drop --no-train")
+    cmd = [sys.executable, "-c", "import sys; from pedsearch.cli import main; sys.exit(main())",
+           "train", "--config", args.train_config, "--export", str(bundle_path),
+           "--output-dir", str(pathlib.Path(args.out).absolute() / "training")]
+    console.print(f"[yellow]no model bundle at {bundle_path}[/]: training one first with\n  "
+                  f"pedsearch train --config {args.train_config} --export {bundle_path}")
+    # its own process: the training job owns its Ray session and progress display
+    if subprocess.call(cmd) != 0 or not (bundle_path / "bundle.json").exists():
+        raise NotReady(f"training a bundle into {bundle_path} failed (its output is above)")
+
+
 def cmd_demo(args) -> int:
     from rich.progress import Progress
 
@@ -72,6 +101,8 @@ def cmd_demo(args) -> int:
     out = pathlib.Path(args.out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     bundle_path = pathlib.Path(args.bundle) if args.bundle else default_bundle_path()
+    if not (bundle_path / "bundle.json").exists():
+        train_bundle(bundle_path, args)
     # the gateway loads the bundle; here only its version is shown (and a missing one caught)
     console.print(f"model bundle {read_manifest(bundle_path)['version']} ({bundle_path})")
 

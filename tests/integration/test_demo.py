@@ -93,3 +93,16 @@ def test_demo_rejects_bad_arguments(tmp_path):
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "--cameras must be >= 1" in proc.stderr
+
+
+def test_demo_without_a_bundle_says_how_to_get_one(tmp_path):
+    # (without --no-train it trains one: `pedsearch train --config tiny.yaml --export DIR`, the
+    # same command the training integration test runs)
+    missing = tmp_path / "no-bundle"
+    proc = subprocess.run([sys.executable, "-m", "pedsearch.cli", "demo", "--bundle",
+                           str(missing), "--no-train", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = proc.stderr.replace("\n", "")  # the console wraps long lines
+    assert f"no model bundle at {missing}" in err
+    assert "pedsearch train --config default.yaml --export" in " ".join(err.split())
