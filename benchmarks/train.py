@@ -47,7 +47,11 @@ def train_config(out: pathlib.Path, steps: int, workers: int, batch: int):
     return load_train_config("tiny.yaml", overrides={
         "output_dir": str(out), "run_name": f"bench-w{workers}", "epochs": 2,
         "num_workers": workers, "max_steps_per_epoch": steps, "batch_size": batch,
-        "data": {"max_val_images": 8}, "keep_checkpoints": 1,
+        # 120 people (288 training images): enough batches that every worker runs `steps`
+        "data": {"max_val_images": 8,
+                 "sources": [{"type": "synthetic", "num_ids": 120, "images_per_id": 4,
+                              "seed": 7, "height_px": 128}]},
+        "keep_checkpoints": 1,
     })
 
 
@@ -84,9 +88,11 @@ def ray_training(cfg) -> tuple[float, pathlib.Path]:
     from training.job import read_history, run_training
 
     out = run_training(cfg, overwrite=True, ray_num_cpus=2)
-    last = [h for h in read_history(out.run_dir / "metrics.jsonl") if "train_seconds" in h][-1]
-    images = int(cfg.max_steps_per_epoch) * cfg.batch_size * cfg.num_workers
-    return images / float(last["train_seconds"]), out.run_dir
+    epochs = [h for h in read_history(out.run_dir / "metrics.jsonl") if "train_seconds" in h]
+    # steps of the timed (last) epoch, from the step counter, times every worker's batch
+    steps = int(epochs[-1]["step"]) - int(epochs[-2]["step"])
+    images = steps * cfg.batch_size * cfg.num_workers
+    return images / float(epochs[-1]["train_seconds"]), out.run_dir
 
 
 def embedding(bundle_dir: pathlib.Path, batches: tuple[int, ...], rounds: int) -> list[dict]:
