@@ -188,6 +188,63 @@ def stack_or_env(settings: Settings):
             yield settings
 
 
+def track_fragmentation(settings: Settings, seeds=(11, 12, 13)) -> dict:
+    """Stored crops per ground-truth walk on the drain test's scenes, without Kafka or Milvus.
+
+    Each scene (3 cameras, 8 people, 24 s at 5 fps) runs through the camera pipelines
+    (detector, tracker, best-crop selector); every emitted crop is matched to the ground-truth
+    person of its frame by IoU >= 0.5. Returns means over the seeds of: distinct tracker ids per
+    found person-walk (1 = never split), stored crops per walk, the share of walks found
+    (visibility >= 0.5) and the share of crops that are a person.
+    """
+    from workers.camera.sources import SyntheticSource
+    from workers.detectors.base import iou_matrix
+    from workers.pipeline import pipeline_factory
+
+    out: dict[str, list[float]] = {"tracks per walk": [], "crops per walk": [],
+                                   "walks found": [], "crops that are people": []}
+    for seed in seeds:
+        src = SyntheticSource(camera_id="cam", cameras=3, people=8, seed=seed, fps=5.0,
+                              duration_s=24.0, realtime=False)
+        make = pipeline_factory(settings)
+        pipes: dict = {}
+        truth: dict[str, list] = {}
+        crops: dict[int, object] = {}
+        for sf in src.frames(threading.Event()):
+            seq = len(truth.setdefault(sf.camera_id, []))
+            truth[sf.camera_id].append(sf.truth)
+            d = decode_frame(make_frame(camera_id=sf.camera_id, seq=seq, image=sf.image,
+                                        capture_ts_us=sf.capture_ts_us).SerializeToString(),
+                             key=None, max_bytes=settings.kafka.max_message_bytes)
+            pipe = pipes.get(sf.camera_id) or pipes.setdefault(sf.camera_id, make(sf.camera_id))
+            crops.update({c.id: c for c in pipe.process(d)})
+        for pipe in pipes.values():
+            crops.update({c.id: c for c in pipe.finish()})
+        ids: dict[tuple, set] = {}
+        per_walk: dict[tuple, int] = {}
+        people_crops = 0
+        for c in crops.values():
+            people = list(truth[c.camera_id][c.frame_seq].people)
+            if not people:
+                continue
+            gt = np.array([[p.box.x, p.box.y, p.box.w, p.box.h] for p in people], np.float32)
+            iou = iou_matrix(np.asarray([c.box], np.float32), gt)[0]
+            j = int(iou.argmax())
+            if iou[j] >= 0.5:
+                people_crops += 1
+                key = (c.camera_id, people[j].track_id)
+                ids.setdefault(key, set()).add(c.track_id)
+                per_walk[key] = per_walk.get(key, 0) + 1
+        walks = {(cam, p.track_id) for cam, frames in truth.items() for f in frames
+                 for p in f.people if p.visibility >= 0.5}
+        found = walks & set(ids)
+        out["tracks per walk"].append(float(np.mean([len(ids[k]) for k in found])))
+        out["crops per walk"].append(float(np.mean([per_walk[k] for k in found])))
+        out["walks found"].append(len(found) / max(1, len(walks)))
+        out["crops that are people"].append(people_crops / max(1, len(crops)))
+    return {k: float(np.mean(v)) for k, v in out.items()}
+
+
 def _median(values: list[float]) -> float:
     return float(np.median(values)) if values else float("nan")
 
@@ -207,7 +264,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--freshness-only", type=float, default=None, metavar="FPS",
                     help="measure only the freshness run, with frames published at FPS (to "
                     "repeat it when the machine's load changed during a full run)")
+    ap.add_argument("--tracking-only", action="store_true",
+                    help="measure only how often the tracker splits a walk: the drain test's "
+                    "scenes with the motion gate off and at tracking.center_gate")
     args = ap.parse_args(argv)
+    if args.tracking_only:
+        settings = Settings()
+        table = Table(title="stored crops per ground-truth walk (seeds 11-13, 3 cameras x 8 "
+                      "people x 24 s)")
+        rows = []
+        for gate in (0.0, settings.tracking.center_gate):
+            s = settings.model_copy(deep=True)
+            s.tracking.center_gate = gate
+            rows.append((gate, track_fragmentation(s)))
+        table.add_column("tracking.center_gate", justify="right")
+        for col in rows[0][1]:
+            table.add_column(col, justify="right")
+        for gate, r in rows:
+            table.add_row(f"{gate:g}", *(f"{v:.3f}" for v in r.values()))
+        console.print(table)
+        return 0
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
     if args.freshness_only is not None and args.freshness_only <= 0:
