@@ -31,7 +31,7 @@ from typing import Any, Callable, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from pedsearch.config import Settings
@@ -332,20 +332,30 @@ class ConsumerLoop:
         return offsets
 
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        offsets = {tp: o for tp, o in offsets.items() if tp in self.states}
         if offsets and self.consumer is not None:
-            self.consumer.commit(offsets)
+            try:
+                self.consumer.commit(offsets)
+            except CommitFailedError as exc:
+                # a rebalance took the partitions between snapshot and commit: the new owner
+                # resumes from the Redis snapshot (never behind this commit), nothing is lost
+                log.warning("%s: commit refused after a rebalance (%s)", self.worker_id, exc)
+                return
             self.stats.commits += 1
             self.stats.last_commit = time.time()
             self.metrics.commits.inc()
 
-    def _complete_checkpoint(self, *, wait: bool) -> None:
-        """Save and commit the pending snapshot once its writes are acked (or wait for them)."""
+    def _complete_checkpoint(self, *, wait: bool) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Save the pending snapshot once its writes are acked (or wait for them).
+
+        Returns the offsets to commit (empty while the writes are still in flight).
+        """
         ck = self._ckpt
         if ck is None:
-            return
+            return {}
         if self.writes.acked_through < ck.seq:
             if not wait:
-                return
+                return {}
             self._account(self.writes.wait_through(ck.seq))
         self.dlq.flush(timeout=30)  # dead letters are durable before their offsets commit
         offsets = {}
@@ -355,7 +365,7 @@ class ConsumerLoop:
             self.redis.set(self._state_key(tp), raw)
             offsets[tp] = OffsetAndMetadata(next_offset, "", -1)
         self._ckpt = None
-        self._commit(offsets)
+        return offsets
 
     def checkpoint(self, force: bool = False) -> None:
         """Snapshot the partition states; save them and commit their offsets once acked.
@@ -366,28 +376,33 @@ class ConsumerLoop:
         returns (end of work).
         """
         with self._lock:
-            self._checkpoint(force)
+            commits = self._checkpoint(force)
+        # outside the lock: the commit needs kafka-python's IO thread, which takes the lock
+        # when it runs the rebalance listener
+        for offsets in commits:
+            self._commit(offsets)
 
-    def _checkpoint(self, force: bool) -> None:
+    def _checkpoint(self, force: bool) -> list[dict[TopicPartition, OffsetAndMetadata]]:
         self._account(self.writes.harvest())
-        self._complete_checkpoint(wait=force)
+        commits = [self._complete_checkpoint(wait=force)]
         if force:
             self.flush_crops()
             self._account(self.writes.drain())
             self.dlq.flush(timeout=30)
-            self._commit(self.save_states(list(self.states)))
+            commits.append(self.save_states(list(self.states)))
             self._last_ckpt = time.monotonic()
-            return
+            return commits
         if self._ckpt is not None or (
                 time.monotonic() - self._last_ckpt < self.checkpoint_interval_s):
-            return
+            return commits
         self._last_ckpt = time.monotonic()
         self.flush_crops()
         states = {tp: (st.to_bytes(), st.next_offset) for tp, st in self.states.items()
                   if st.next_offset is not None}
         if states:
             self._ckpt = _Checkpoint(seq=self.writes.submitted - 1, states=states)
-            self._complete_checkpoint(wait=False)
+            commits.append(self._complete_checkpoint(wait=False))
+        return commits
 
     def heartbeat(self) -> None:
         if time.monotonic() - self._last_beat < 2.0:
