@@ -36,7 +36,8 @@ def test_every_config_is_strict_documented_and_names_its_paper(name):
 
 def test_paper_defaults():
     assert LOSSES.build("apr").params["lambda_id"] == 8.0
-    assert LOSSES.build("aaipr_generator").params == {"lambda_g": 0.001}
+    assert LOSSES.build("aaipr_generator").params == {"lambda_g": 0.001,
+                                                      "semantic_consistency": True}
     assert LOSSES.build("aaipr_discriminator").params == {"lambda_d": 0.5}
     cm = LOSSES.build("cmaam").params
     assert (cm["alpha"], cm["gamma"], cm["m_max"], cm["delta"]) == (2.0, 0.5, 0.3, 0.3)
