@@ -38,7 +38,7 @@ from rich.table import Table
 
 from pedsearch.config import Settings
 
-console = Console()
+console = Console(width=150)
 
 CAMERAS = [f"cam-{i:02d}" for i in range(16)]
 DAY_US = 86_400 * 1_000_000
