@@ -77,12 +77,12 @@ def test_demo_keep_running_serves_the_printed_search_command_until_ctrl_c(
         assert args[-2] == "--gateway"
         search = subprocess.run([sys.executable, "-m", "pedsearch.cli", *args, "--out",
                                  str(tmp_path / "mine")], env=env, capture_output=True,
-                                text=True, timeout=120)
+                                text=True, timeout=300)
         assert search.returncode == 0, search.stdout + search.stderr
         assert "demo-0" in search.stdout
         assert (tmp_path / "mine" / "contact_sheet.html").is_file()
         demo.send_signal(signal.SIGINT)
-        assert demo.wait(timeout=120) == 0, "".join(lines)
+        assert demo.wait(timeout=300) == 0, "".join(lines)
     finally:
         demo.kill()
     assert not (out / "stack" / "stack.json").exists()  # Ctrl-C stopped the stack too
