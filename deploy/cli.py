@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pedsearch.argtypes import port
 from pedsearch.config import Settings, load_settings
 from pedsearch.errors import ConfigError, PedsearchError
 
@@ -45,7 +46,7 @@ def register(subparsers: Any) -> None:
     _data_dir_arg(up)
     for name, key in (("kafka", "kafka_port"), ("milvus", "milvus_port"), ("redis", "redis_port")):
         up.add_argument(
-            f"--{name}-port", dest=key, type=_port, default=None, metavar="N",
+            f"--{name}-port", dest=key, type=port, default=None, metavar="N",
             help=f"{name} client port (default: stack.{key}; 0 picks a free one)"
             + ("; Milvus also uses the 11 ports after it" if name == "milvus" else ""),
         )
@@ -76,15 +77,6 @@ def _data_dir_arg(parser: argparse.ArgumentParser) -> None:
         help="state, data and logs of the stack (default: stack.data_dir)",
     )
 
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port {value} is outside 0..65535")
-    return value
 
 
 _FLAGS = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import pathlib
 import signal
@@ -10,19 +9,11 @@ import threading
 
 from rich.console import Console
 
+from pedsearch.argtypes import port
 from pedsearch.config import load_settings
 
 console = Console()
 
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0..65535")
-    return value
 
 
 def register(subparsers) -> None:
@@ -42,7 +33,7 @@ def register(subparsers) -> None:
                        "127.0.0.1:50051; port 0 = a free port)")
     serve.add_argument("--bundle", default=None, help="model bundle folder (default: "
                        "model.bundle, else the shipped bundle)")
-    serve.add_argument("--metrics-port", type=_port, default=None, metavar="PORT",
+    serve.add_argument("--metrics-port", type=port, default=None, metavar="PORT",
                        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics")
     serve.add_argument("--grace", type=float, default=5.0,
                        help="seconds running RPCs get to finish on shutdown")

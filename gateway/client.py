@@ -6,9 +6,11 @@ one of pedsearch's own errors with a message that says what to do: INVALID_ARGUM
 :class:`~pedsearch.errors.InvalidInput`, NOT_FOUND -> :class:`~pedsearch.errors.NotFound`,
 FAILED_PRECONDITION -> :class:`~pedsearch.errors.NotReady`, UNAVAILABLE ->
 :class:`~pedsearch.errors.Unavailable` (a gateway that cannot be reached at all says how to start
-one), UNAUTHENTICATED / PERMISSION_DENIED -> :class:`AccessDenied`, RESOURCE_EXHAUSTED ->
-:class:`RateLimited`, DEADLINE_EXCEEDED -> :class:`DeadlineExceeded`. The original status code
-is kept on the error as ``status``.
+one), UNAUTHENTICATED / PERMISSION_DENIED -> :class:`~pedsearch.errors.Unauthenticated` /
+:class:`~pedsearch.errors.PermissionDenied` (both an ``AccessDenied``), RESOURCE_EXHAUSTED ->
+:class:`~pedsearch.errors.ResourceExhausted`, DEADLINE_EXCEEDED ->
+:class:`~pedsearch.errors.DeadlineExceeded` -- the classes the gateway raises itself. The
+original status code is kept on the error as ``status``.
 
 Example::
 
@@ -32,7 +34,17 @@ from typing import Iterator, Mapping, Sequence
 
 import grpc
 
-from pedsearch.errors import InvalidInput, NotFound, NotReady, PedsearchError, Unavailable
+from pedsearch.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    NotFound,
+    NotReady,
+    PedsearchError,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 from pedsearch.v1 import frame_pb2, search_pb2, search_pb2_grpc
 
 #: seconds a unary call may take unless the caller says otherwise
@@ -40,24 +52,6 @@ DEFAULT_TIMEOUT_S = 30.0
 #: seconds :func:`connect` waits for the channel to come up before saying the gateway is down
 CONNECT_TIMEOUT_S = 5.0
 MODES = {"soft": search_pb2.AttributeConstraint.SOFT, "hard": search_pb2.AttributeConstraint.HARD}
-
-
-class AccessDenied(PedsearchError):
-    """The gateway refused the call: no token, an unknown token, or one without the right."""
-
-    code = "access_denied"
-
-
-class RateLimited(Unavailable):
-    """This client's rate limit or the gateway's limit of standing queries is reached."""
-
-    code = "rate_limited"
-
-
-class DeadlineExceeded(Unavailable):
-    """The call's deadline passed before the gateway answered."""
-
-    code = "deadline_exceeded"
 
 
 # -- what the gateway returns ----------------------------------------------------------------------
@@ -401,14 +395,15 @@ def error_from_rpc(exc: grpc.RpcError, address: str) -> PedsearchError:
         err = NotFound(details)
     elif code == S.FAILED_PRECONDITION:
         err = NotReady(details)
-    elif code in (S.UNAUTHENTICATED, S.PERMISSION_DENIED):
-        hint = ("pass --token" if code == S.UNAUTHENTICATED
-                else "use a token allowed to call this method")
-        err = AccessDenied(f"the gateway at {address} refused the call ({code.name}): "
-                           f"{details}; {hint}")
+    elif code == S.UNAUTHENTICATED:
+        err = Unauthenticated(f"the gateway at {address} refused the call ({code.name}): "
+                              f"{details}; pass --token")
+    elif code == S.PERMISSION_DENIED:
+        err = PermissionDenied(f"the gateway at {address} refused the call ({code.name}): "
+                               f"{details}; use a token allowed to call this method")
     elif code == S.RESOURCE_EXHAUSTED:
-        err = RateLimited(f"the gateway at {address} is limiting this client: {details}; "
-                          "wait a moment and retry")
+        err = ResourceExhausted(f"the gateway at {address} is limiting this client: {details}; "
+                                "wait a moment and retry")
     elif code == S.DEADLINE_EXCEEDED:
         err = DeadlineExceeded(f"the gateway at {address} did not answer in time: {details}")
     elif code == S.UNAVAILABLE and _is_transport(details):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import math
 import os
 import pathlib
 import re
@@ -30,12 +29,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from pedsearch.argtypes import bounded
 from pedsearch.errors import InvalidInput, Unavailable
 
 console = Console()
 err_console = Console(stderr=True)
 
 MAX_K = 1000
+#: scores are similarities of about -1..1 (plus a small soft-attribute bonus)
+_SCORE = bounded(float, -10.0, 10.0, unit=" (a similarity score, about -1..1)")
 TOKEN_ENV = "PEDSEARCH_TOKEN"
 #: crops fetched for the contact sheet at most (one GetDetection each)
 MAX_SHEET = 50
@@ -64,25 +66,6 @@ def parse_time(text: str, *, now: float | None = None) -> int:
     return int(t.timestamp() * 1e6)
 
 
-def _top_k(text: str) -> int:
-    try:
-        k = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 1 <= k <= MAX_K:
-        raise argparse.ArgumentTypeError(f"must be 1..{MAX_K}, got {k}")
-    return k
-
-
-def _score(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(v) or not -10 <= v <= 10:
-        raise argparse.ArgumentTypeError(f"must be a finite score (similarity about -1..1), "
-                                         f"got {text}")
-    return v
 
 
 def _attr(text: str):
@@ -94,24 +77,6 @@ def _attr(text: str):
         raise argparse.ArgumentTypeError(exc.message) from None
 
 
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(v) or not 0 < v <= 3600:
-        raise argparse.ArgumentTypeError(f"must be 0 < seconds <= 3600, got {text}")
-    return v
 
 
 # -- registration ------------------------------------------------------------------------------
@@ -125,7 +90,7 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
                         "the environment keeps it out of the process list)")
     g.add_argument("--tls-ca", metavar="PEM", default=None,
                    help="CA certificate to trust; connects with TLS")
-    g.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
+    g.add_argument("--timeout", type=bounded(float, 0, 3600, open_low=True, unit=" seconds"), default=30.0, metavar="S",
                    help="deadline of each call in seconds (default 30)")
 
 
@@ -155,9 +120,9 @@ def register(subparsers) -> None:
     _query_args(p)
     p.add_argument("--image", metavar="FILE", default=None,
                    help="query by an example crop (JPEG or PNG of one person)")
-    p.add_argument("-k", "--top-k", dest="k", type=_top_k, default=10,
+    p.add_argument("-k", "--top-k", dest="k", type=bounded(int, 1, MAX_K), default=10,
                    help=f"hits to return, 1..{MAX_K} (default 10)")
-    p.add_argument("--min-score", type=_score, default=None, help="drop hits scoring below this")
+    p.add_argument("--min-score", type=_SCORE, default=None, help="drop hits scoring below this")
     p.add_argument("--out", default="search-out", metavar="DIR",
                    help="folder for contact_sheet.html / .png (default: search-out)")
     p.add_argument("--sheet", type=int, default=20, metavar="N",
@@ -170,11 +135,11 @@ def register(subparsers) -> None:
         description="A standing query: prints each newly indexed detection that scores at least "
                     "the threshold, until Ctrl-C, --max-matches or --duration.")
     _query_args(w)
-    w.add_argument("--threshold", type=_score, required=True,
+    w.add_argument("--threshold", type=_SCORE, required=True,
                    help="a new detection matches when its score >= this")
-    w.add_argument("--max-matches", type=_count, default=0,
+    w.add_argument("--max-matches", type=bounded(int, 0), default=0,
                    help="stop after this many matches (0: no limit)")
-    w.add_argument("--duration", type=_count, default=0, metavar="S",
+    w.add_argument("--duration", type=bounded(int, 0), default=0, metavar="S",
                    help="stop after S seconds (0: the gateway's default)")
     _connection_args(w)
     w.set_defaults(handler=cmd_watch, _parser=w)

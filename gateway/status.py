@@ -12,54 +12,34 @@ import grpc
 from pedsearch.errors import (
     BundleError,
     ConfigError,
+    DeadlineExceeded,
     InvalidInput,
     NotFound,
     NotReady,
     PedsearchError,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 
 
-class DeadlineExceeded(PedsearchError):
-    """The caller's deadline passed before the answer was ready."""
-
-    code = "deadline_exceeded"
-
-
-class Unauthenticated(PedsearchError):
-    """A bearer token is required and is missing or unknown."""
-
-    code = "unauthenticated"
-
-
-class PermissionDenied(PedsearchError):
-    """The token is known but may not call this method."""
-
-    code = "permission_denied"
-
-
-class ResourceExhausted(PedsearchError):
-    """A rate limit or a concurrency bound is reached; ``retry_after_s`` says when to retry."""
-
-    code = "resource_exhausted"
-
-    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
+#: first match wins, so a subclass comes before its base (DeadlineExceeded before Unavailable)
 _CODES: tuple[tuple[type[PedsearchError], grpc.StatusCode], ...] = (
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (NotReady, grpc.StatusCode.FAILED_PRECONDITION),
     (BundleError, grpc.StatusCode.FAILED_PRECONDITION),
-    (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
 )
+
+__all__ = ["DeadlineExceeded", "PermissionDenied", "ResourceExhausted", "Unauthenticated",
+           "code_for"]
 
 
 def code_for(exc: BaseException) -> grpc.StatusCode:

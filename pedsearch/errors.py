@@ -58,3 +58,37 @@ class BundleError(PedsearchError):
     """A model bundle is missing, corrupt or incompatible with this version of pedsearch."""
 
     code = "bundle"
+
+
+class DeadlineExceeded(Unavailable):
+    """The caller's deadline passed before the answer was ready; retry with a longer one."""
+
+    code = "deadline_exceeded"
+
+
+class ResourceExhausted(Unavailable):
+    """A rate limit or a concurrency bound is reached; ``retry_after_s`` says when to retry."""
+
+    code = "resource_exhausted"
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class AccessDenied(PedsearchError):
+    """A call was refused for its credentials (see the two subclasses)."""
+
+    code = "access_denied"
+
+
+class Unauthenticated(AccessDenied):
+    """A bearer token is required and is missing or unknown."""
+
+    code = "unauthenticated"
+
+
+class PermissionDenied(AccessDenied):
+    """The token is known but may not call this method."""
+
+    code = "permission_denied"

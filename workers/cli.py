@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import threading
@@ -12,6 +11,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from pedsearch.argtypes import bounded
 from pedsearch.config import load_settings
 from pedsearch.envelope import check_camera_id
 from pedsearch.errors import InvalidInput, Unavailable
@@ -19,18 +19,6 @@ from pedsearch.errors import InvalidInput, Unavailable
 log = logging.getLogger("pedsearch.workers")
 console = Console()
 
-
-def _positive(kind, *, zero: bool = False):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value < 0 or (value == 0 and not zero):
-            raise argparse.ArgumentTypeError(f"{text!r} must be {'>=' if zero else '>'} 0")
-        return value
-
-    return parse
 
 
 def register(subparsers) -> None:
@@ -43,17 +31,17 @@ def register(subparsers) -> None:
     )
     cam.add_argument("--source", required=True, help="FILE | FOLDER | RTSP-URL | INDEX | synthetic")
     cam.add_argument("--camera-id", required=True, help="camera id (1-64 of [A-Za-z0-9_.:-])")
-    cam.add_argument("--fps", type=_positive(float), default=5.0, help="frames per second")
-    cam.add_argument("--frames", type=_positive(int), default=None, help="stop after N frames")
+    cam.add_argument("--fps", type=bounded(float, 0, open_low=True), default=5.0, help="frames per second")
+    cam.add_argument("--frames", type=bounded(int, 0, open_low=True), default=None, help="stop after N frames")
     cam.add_argument("--loop", action="store_true", help="replay a file source at its end")
     cam.add_argument("--as-fast-as-possible", action="store_true",
                      help="do not pace frames (benchmarks, backfills)")
     cam.add_argument("--jpeg-quality", type=int, default=85, choices=range(30, 101),
                      metavar="30..100")
     syn = cam.add_argument_group("synthetic scene")
-    syn.add_argument("--cameras", type=_positive(int), default=4)
-    syn.add_argument("--people", type=_positive(int), default=12)
-    syn.add_argument("--duration", type=_positive(float), default=60.0, help="seconds of scene")
+    syn.add_argument("--cameras", type=bounded(int, 0, open_low=True), default=4)
+    syn.add_argument("--people", type=bounded(int, 0, open_low=True), default=12)
+    syn.add_argument("--duration", type=bounded(float, 0, open_low=True), default=60.0, help="seconds of scene")
     syn.add_argument("--seed", type=int, default=0)
     cam.set_defaults(handler=cmd_camera)
 
@@ -63,10 +51,10 @@ def register(subparsers) -> None:
         "embedder actor pool embeds; rows go to Milvus. Runs until Ctrl-C, or until the topic "
         "was idle for --until-idle seconds.",
     )
-    wk.add_argument("--consumers", type=_positive(int), default=None)
-    wk.add_argument("--embedders", type=_positive(int, zero=True), default=None,
+    wk.add_argument("--consumers", type=bounded(int, 0, open_low=True), default=None)
+    wk.add_argument("--embedders", type=bounded(int, 0), default=None,
                     help="embedder actors; 0 = embed inside each consumer (CPU, one node)")
-    wk.add_argument("--until-idle", type=_positive(float), default=None, metavar="SECONDS")
+    wk.add_argument("--until-idle", type=bounded(float, 0, open_low=True), default=None, metavar="SECONDS")
     wk.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                     help="serve the workers' Prometheus metrics on http://127.0.0.1:PORT/metrics")
     wk.set_defaults(handler=cmd_workers)

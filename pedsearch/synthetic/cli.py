@@ -7,20 +7,8 @@ Registered through the ``pedsearch.commands`` entry point group
 from __future__ import annotations
 
 import argparse
-from typing import Callable
 
-
-def _at_least(kind: type, lo: float) -> Callable[[str], object]:
-    def parse(text: str) -> object:
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
-        return v
-
-    return parse
+from pedsearch.argtypes import bounded
 
 
 def register(subparsers) -> None:
@@ -31,14 +19,14 @@ def register(subparsers) -> None:
         "reid_raw.json, attributes.json, people.json and meta.json under --out.",
     )
     syn.add_argument("--out", required=True, help="output folder (empty or new)")
-    syn.add_argument("--ids", type=_at_least(int, 1), default=200, help="identities")
-    syn.add_argument("--images-per-id", type=_at_least(int, 1), default=4)
-    syn.add_argument("--seed", type=_at_least(int, 0), default=0)
-    syn.add_argument("--height", type=_at_least(int, 32), default=256,
+    syn.add_argument("--ids", type=bounded(int, 1), default=200, help="identities")
+    syn.add_argument("--images-per-id", type=bounded(int, 1), default=4)
+    syn.add_argument("--seed", type=bounded(int, 0), default=0)
+    syn.add_argument("--height", type=bounded(int, 32), default=256,
                      help="crop height in pixels (width is half)")
     syn.add_argument("--splits", type=float, nargs=3, default=(0.8, 0.1, 0.1),
                      metavar=("TRAIN", "VAL", "TEST"), help="identity fractions, summing to 1")
-    syn.add_argument("--workers", type=_at_least(int, 1), default=1, help="render processes")
+    syn.add_argument("--workers", type=bounded(int, 1), default=1, help="render processes")
     syn.add_argument("--overwrite", action="store_true",
                      help="write into a folder that already has files")
     syn.set_defaults(handler=cmd_synth)
@@ -49,8 +37,8 @@ def register(subparsers) -> None:
         "truth boxes) under --out, to judge the synthetic world by eye.",
     )
     pre.add_argument("--out", required=True, help="output folder")
-    pre.add_argument("--seed", type=_at_least(int, 0), default=0)
-    pre.add_argument("--crops", type=_at_least(int, 1), default=32)
+    pre.add_argument("--seed", type=bounded(int, 0), default=0)
+    pre.add_argument("--crops", type=bounded(int, 1), default=32)
     pre.set_defaults(handler=cmd_preview)
 
 

@@ -216,7 +216,7 @@ def test_cameras_lists_the_scene(indexed):
     (["a man", "--since", "1h", "--until", "2h"], "--since is after --until"),
     (["a man", "--image", "x.jpg"], "give a text or --image, not both"),
     (["a man", "--hard"], "--hard needs at least one --attr"),
-    (["a man", "--min-score", "nan"], "must be a finite score"),
+    (["a man", "--min-score", "nan"], "must be -10.0..10.0 (a similarity score, about -1..1), got nan"),
     (["--image", "/nonexistent/crop.jpg"], "--image /nonexistent/crop.jpg: no such file"),
 ])
 def test_bad_arguments_exit_2_with_a_clear_message(args, message, tmp_path):

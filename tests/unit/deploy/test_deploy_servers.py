@@ -211,7 +211,7 @@ def test_cli_flags_beat_environment_and_file(tmp_path, monkeypatch):
 def test_cli_rejects_out_of_range_port(capsys):
     with pytest.raises(SystemExit):
         _parse(["stack", "up", "--redis-port", "70000"])
-    assert "outside 0..65535" in capsys.readouterr().err
+    assert "must be 0..65535, got 70000" in capsys.readouterr().err
 
 
 def test_cli_rejects_bad_timeout(tmp_path):

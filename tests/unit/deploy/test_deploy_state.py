@@ -79,8 +79,8 @@ def test_service_with_a_reused_pid_counts_as_gone(tmp_path):
     assert not service_alive(svc.services["kafka"])
 
 
-def _session_child(script: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+def _session_child(script: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", script], start_new_session=True, **kw)
 
 
 def test_stop_group_stops_leader_and_its_children():
@@ -105,10 +105,12 @@ def test_stop_group_stops_leader_and_its_children():
 def test_stop_group_kills_what_ignores_sigterm():
     proc = _session_child(
         "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
-        " print('ready', flush=True); time.sleep(60)"
+        " print('ready', flush=True); time.sleep(60)",
+        stdout=subprocess.PIPE, text=True,
     )
     try:
-        time.sleep(0.5)
+        # SIGTERM before the child ignores it would end it early: wait until it says so
+        assert proc.stdout.readline().strip() == "ready"
         assert _procs.stop_group(proc.pid, grace_s=0.5, popen=proc) is False
         assert not _procs.group_alive(proc.pid)
         assert proc.returncode == -signal.SIGKILL

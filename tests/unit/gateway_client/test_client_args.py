@@ -7,12 +7,21 @@ import argparse
 import grpc
 import pytest
 
-from gateway.client import (
-    AccessDenied, Constraint, DeadlineExceeded, RateLimited, constraints_of, error_from_rpc,
-    parse_constraint,
-)
+from gateway.client import Constraint, constraints_of, error_from_rpc, parse_constraint
 from gateway.client_cli import parse_time
-from pedsearch.errors import InvalidInput, NotFound, NotReady, PedsearchError, Unavailable
+from gateway.status import code_for
+from pedsearch.errors import (
+    AccessDenied,
+    DeadlineExceeded,
+    InvalidInput,
+    NotFound,
+    NotReady,
+    PedsearchError,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 
 NOW = 1_800_000_000.0
 
@@ -71,9 +80,9 @@ S = grpc.StatusCode
     (S.INVALID_ARGUMENT, "top_k must be 1..1000, got 0", InvalidInput, "top_k must be"),
     (S.NOT_FOUND, "no detection with id 7", NotFound, "id 7"),
     (S.FAILED_PRECONDITION, "nothing indexed yet", NotReady, "nothing indexed"),
-    (S.UNAUTHENTICATED, "missing token", AccessDenied, "pass --token"),
-    (S.PERMISSION_DENIED, "token may not call Watch", AccessDenied, "allowed to call"),
-    (S.RESOURCE_EXHAUSTED, "rate limit", RateLimited, "retry"),
+    (S.UNAUTHENTICATED, "missing token", Unauthenticated, "pass --token"),
+    (S.PERMISSION_DENIED, "token may not call Watch", PermissionDenied, "allowed to call"),
+    (S.RESOURCE_EXHAUSTED, "rate limit", ResourceExhausted, "retry"),
     (S.DEADLINE_EXCEEDED, "Deadline Exceeded", DeadlineExceeded, "in time"),
     (S.UNAVAILABLE, "failed to connect to all addresses", Unavailable,
      "start it with `pedsearch gateway serve`"),
@@ -84,3 +93,11 @@ def test_error_from_rpc(code, details, cls, words):
     err = error_from_rpc(_Failed(code, details), "gw:50051")
     assert type(err) is cls
     assert words in err.message and err.status == code
+    if cls is not PedsearchError:
+        # the client raises the classes the gateway raises: they map back to the same code
+        assert code_for(err) == code
+
+
+def test_refusals_share_a_base_and_retryable_errors_are_unavailable():
+    assert issubclass(Unauthenticated, AccessDenied) and issubclass(PermissionDenied, AccessDenied)
+    assert issubclass(ResourceExhausted, Unavailable) and issubclass(DeadlineExceeded, Unavailable)
