@@ -45,6 +45,25 @@ class LiveDetection:
     row: DetectionRow
 
 
+#: KEYS[1] the camera hash; ARGV (camera, count, first, last) per camera: add the count, keep
+#: the smallest first and the largest last capture time
+_SUMMARISE = """
+for i = 1, #ARGV, 4 do
+  local cam = ARGV[i]
+  redis.call('HINCRBY', KEYS[1], cam .. ':count', ARGV[i + 1])
+  local first = redis.call('HGET', KEYS[1], cam .. ':first')
+  if not first or tonumber(ARGV[i + 2]) < tonumber(first) then
+    redis.call('HSET', KEYS[1], cam .. ':first', ARGV[i + 2])
+  end
+  local last = redis.call('HGET', KEYS[1], cam .. ':last')
+  if not last or tonumber(ARGV[i + 3]) > tonumber(last) then
+    redis.call('HSET', KEYS[1], cam .. ':last', ARGV[i + 3])
+  end
+end
+return 1
+"""
+
+
 def _encode(row: DetectionRow) -> dict[str, bytes | str | int | float]:
     return {
         "id": int(row.id), "camera_id": row.camera_id, "ts_us": int(row.ts_us),
@@ -82,6 +101,7 @@ class LiveFeed:
         self.alias = alias
         self.maxlen = maxlen
         self.key = stream_key(alias)
+        self._summarise = redis_client.register_script(_SUMMARISE)
 
     def publish(self, rows: Sequence[DetectionRow]) -> None:
         """Append rows (call only after Milvus acknowledged them) and update the camera summary."""
@@ -93,22 +113,13 @@ class LiveFeed:
         by_cam: dict[str, list[int]] = {}
         for row in rows:
             by_cam.setdefault(row.camera_id, []).append(int(row.ts_us))
-        ckey = cameras_key(self.alias)
+        args: list[int | str] = []
         for cam, ts in by_cam.items():
-            pipe.hincrby(ckey, f"{cam}:count", len(ts))
+            args += [cam, len(ts), min(ts), max(ts)]
+        # count, first (min) and last (max) in one server-side step: several indexers publish
+        # at once, and a read-modify-write from here could let an older span win
+        self._summarise(keys=[cameras_key(self.alias)], args=args, client=pipe)
         pipe.execute()
-        # first/last need min/max semantics: a small Lua-free read-modify-write is enough here
-        # because only the summary's span, never the feed, depends on it.
-        for cam, ts in by_cam.items():
-            first, last = self.redis.hmget(ckey, f"{cam}:first", f"{cam}:last")
-            lo, hi = min(ts), max(ts)
-            updates = {}
-            if first is None or lo < int(first):
-                updates[f"{cam}:first"] = lo
-            if last is None or hi > int(last):
-                updates[f"{cam}:last"] = hi
-            if updates:
-                self.redis.hset(ckey, mapping=updates)
 
     def cameras(self) -> dict[str, dict[str, int]]:
         """``{camera_id: {"count", "first", "last"}}`` of everything published so far."""
