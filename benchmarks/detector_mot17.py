@@ -43,6 +43,7 @@ from rich.table import Table
 
 from pedsearch.config import load_settings
 from pedsearch.errors import ConfigError, PedsearchError
+from pedsearch.markdown import table as table_lines
 from workers.detectors import DETECTORS, Detections, iou_matrix
 
 SEQUENCE = "mot17/MOT17-04-FRCNN"
@@ -234,8 +235,7 @@ def table(results: list[Result], title: str) -> Table:
 
 def markdown(results: list[Result], header: str) -> str:
     ratio = relative_time(results)
-    lines = [header, "", "| " + " | ".join(COLUMNS) + " |", "|---" * len(COLUMNS) + "|"]
-    lines += ["| " + " | ".join(_cells(r, ratio)) + " |" for r in results]
+    lines = [header, "", *table_lines(COLUMNS, [_cells(r, ratio) for r in results])]
     return "\n".join(lines) + "\n"
 
 

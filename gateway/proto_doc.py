@@ -21,6 +21,8 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+from pedsearch.markdown import cell, table
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto" / "pedsearch" / "v1"
 #: the files documented, in order: the service first, then the records it returns
@@ -183,10 +185,6 @@ def _join(lines: list[str]) -> str:
 
 
 # -- Markdown ----------------------------------------------------------------------------------
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def _type_link(typ: str, known: dict[str, str]) -> str:
     """``typ`` in backticks, linked to its section when it is documented here."""
     m = re.match(r"map<(\w+),([\w.]+)>", typ)
@@ -234,11 +232,10 @@ def render(files: list[ProtoFile]) -> str:
             lines += [f"## Service `{svc.name}`", "", *_block(f.comment), ""]
             if svc.comment:
                 lines += [svc.comment, ""]
-            lines += ["| RPC | request | response | what it does |", "| --- | --- | --- | --- |"]
-            for r in svc.rpcs:
-                resp = ("stream " if r.server_streaming else "") + _type_link(r.response, known)
-                lines.append(f"| `{r.name}` | {_type_link(r.request, known)} | {resp} | "
-                             f"{_cell(r.comment)} |")
+            lines += table(["RPC", "request", "response", "what it does"], [
+                [f"`{r.name}`", _type_link(r.request, known),
+                 ("stream " if r.server_streaming else "") + _type_link(r.response, known),
+                 cell(r.comment)] for r in svc.rpcs])
             lines.append("")
     for f in files:
         lines += [f"## Messages of `{f.path}`", ""]
@@ -249,11 +246,9 @@ def render(files: list[ProtoFile]) -> str:
             if m.comment:
                 lines += [m.comment, ""]
             if m.fields:
-                lines += ["| field | # | type | label | description |",
-                          "| --- | --- | --- | --- | --- |"]
-                for fl in m.fields:
-                    lines.append(f"| `{fl.name}` | {fl.number} | {_type_link(fl.type, known)} | "
-                                 f"{fl.label} | {_cell(fl.comment)} |")
+                lines += table(["field", "#", "type", "label", "description"], [
+                    [f"`{fl.name}`", fl.number, _type_link(fl.type, known), fl.label,
+                     cell(fl.comment)] for fl in m.fields])
                 lines.append("")
             for e in m.enums:
                 lines += _enum(e, f"{m.name}.{e.name}")
@@ -266,8 +261,8 @@ def _enum(e: Enum, title: str) -> list[str]:
     out = [f"### {title}", ""]
     if e.comment:
         out += [e.comment, ""]
-    out += ["| value | # | description |", "| --- | --- | --- |"]
-    out += [f"| `{v.name}` | {v.number} | {_cell(v.comment)} |" for v in e.values]
+    out += table(["value", "#", "description"],
+                 [[f"`{v.name}`", v.number, cell(v.comment)] for v in e.values])
     return out + [""]
 
 
