@@ -18,6 +18,7 @@ import argparse
 import pathlib
 from typing import Any
 
+from pedsearch.argtypes import bounded
 from pedsearch.errors import InvalidInput, NotFound
 
 SPLITS = ("train", "val", "test", "all")
@@ -65,7 +66,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="results folder (default runs/eval/<bundle version>-<split>)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
-    p.add_argument("--max-images", type=int, default=None,
+    p.add_argument("--source", default=None, metavar="NAME",
+                   help="only images of this data set (peta, synthetic, market1501, ...): with "
+                   "the bundle's own config, 'peta' scores its held-out PETA identities alone")
+    p.add_argument("--max-images", type=bounded(int, 1), default=None,
                    help="evaluate on at most this many images (whole identities, seeded)")
     p.add_argument("--output-dir", default=None, metavar="DIR",
                    help="with a training config: the output_dir it was trained with (where its "
@@ -134,6 +138,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     records = eval_records(args.data, args.split, manifest=manifest,
                            data_root=settings.paths.resolved_data_root(),
                            output_dir=args.output_dir)
+    if args.source is not None:
+        records = only_source(records, args.source)
     if args.max_images is not None:
         records = eval_subset(records, args.max_images, 0)
     out = pathlib.Path(args.out) if args.out else (
@@ -219,6 +225,20 @@ def eval_records(
     if not records:
         raise InvalidInput(f"no images in the {split} split of {spec or 'the bundle config'}")
     return records
+
+
+def only_source(records: list, source: str) -> list:
+    """The records of one data set (``ImageRecord.source``).
+
+    Raises:
+        InvalidInput: none of the records comes from ``source`` (the message lists those that do).
+    """
+    kept = [r for r in records if r.source == source.lower()]
+    if not kept:
+        have = sorted({r.source for r in records})
+        raise InvalidInput(f"none of these {len(records)} images comes from {source!r}; their "
+                           f"sources are {', '.join(have)}")
+    return kept
 
 
 def _folder_records(path: pathlib.Path, schema: Any) -> list:

@@ -130,7 +130,7 @@ def test_train_kill_resume_eval_export_load(ray_2_cpus, tmp_path):
     # 3. evaluate exactly what ships, on the held-out identities
     eval_dir = tmp_path / "eval"
     ev = subprocess.run([*cli(), "eval", "--bundle", str(bundle_dir), "--data", "tiny.yaml",
-                         "--output-dir", str(out), "--out", str(eval_dir)],
+                         "--output-dir", str(out), "--out", str(eval_dir), "--source", "synthetic"],
                         env=env, capture_output=True, text=True, timeout=STEP_TIMEOUT_S)
     assert ev.returncode == 0, (ev.stdout + ev.stderr)[-6000:]
     metrics = json.loads((eval_dir / "metrics.json").read_text())
