@@ -13,6 +13,9 @@ Protocols (``training.metrics`` implements the arithmetic):
 - **attribute prediction baseline** (``attrpred``, AAIPR's comparison): the same attribute
   queries, images ranked by the likelihood of the query under the image tower's predicted
   attributes (:func:`attribute_likelihood`) instead of by the attribute tower's embedding.
+- **concept + soft re-ranking** (``attrsoft``): what the gateway answers for an attribute
+  query with soft constraints -- the concept cosine plus its probability bonus
+  (:func:`soft_attribute_scores`).
 - **attribute recognition**: the image tower's attribute probabilities, each ``single`` family
   read by its most likely value, against the labels: PETA's mA plus APR's mean accuracy.
 
@@ -39,6 +42,7 @@ import numpy as np
 import torch
 
 from pedsearch.attributes import AttributeSchema
+from pedsearch.config import GatewayConfig
 from pedsearch.errors import InvalidInput
 from training.datasets import ImageRecord, encode_record
 from training.metrics import (
@@ -52,7 +56,10 @@ log = logging.getLogger("pedsearch.training")
 
 #: Protocol name -> prefix of its metrics and label of its CMC curve.
 PROTOCOLS = {"text": "text -> image", "attr": "attribute -> image", "image": "image -> image",
-             "attrpred": "attribute -> image (attribute prediction)"}
+             "attrpred": "attribute -> image (attribute prediction)",
+             "attrsoft": "attribute -> image (concept + soft re-ranking)"}
+#: the gateway's default ``soft_weight``
+SOFT_WEIGHT: float = GatewayConfig.model_fields["soft_weight"].default
 #: Metrics averaged into ``score``, the number that ranks checkpoints.
 SCORE_KEYS = ("text_mAP", "attr_mAP", "image_mAP")
 
@@ -256,6 +263,36 @@ def attribute_likelihood(targets: np.ndarray, masks: np.ndarray, probs: np.ndarr
     return t @ np.log(p).T + f @ np.log1p(-p).T
 
 
+def soft_attribute_scores(cosine: np.ndarray, targets: np.ndarray, masks: np.ndarray,
+                          probs: np.ndarray, schema: AttributeSchema,
+                          weight: float = SOFT_WEIGHT) -> np.ndarray:
+    """The gateway's soft re-ranking of attribute queries, on a whole gallery: ``cosine +
+    weight * mean_f max_v P(f = v)`` over the query's families ``f`` and the values ``v`` it
+    asks for (:func:`gateway.search.soft_bonus` on every hit).
+
+    Args:
+        cosine: ``(Q, G)`` concept-to-image cosine similarities.
+        targets, masks: ``(Q, A)`` query descriptions; a value is asked for where both are 1.
+        probs: ``(G, A)`` predicted attribute probabilities of the gallery images.
+        schema: the attribute schema (its families' slices of ``A``).
+        weight: the gateway's ``soft_weight``.
+
+    Returns:
+        ``(Q, G)`` scores.
+    """
+    asked = (np.asarray(targets) * np.asarray(masks)) > 0
+    p = np.asarray(probs, np.float64)
+    bonus = np.zeros(np.shape(cosine), np.float64)
+    families = np.zeros(asked.shape[0], np.float64)
+    for fam in schema.families:
+        a = asked[:, fam.slice]  # (Q, V)
+        has = a.any(axis=1)
+        best = np.where(a[:, None, :], p[None, :, fam.slice], -np.inf).max(axis=2)  # (Q, G)
+        bonus += np.where(has[:, None], best, 0.0)
+        families += has
+    return np.asarray(cosine, np.float64) + weight * bonus / np.maximum(families, 1.0)[:, None]
+
+
 def _retrieval(prefix: str, sim: np.ndarray, q: np.ndarray, g: np.ndarray, **kw: Any
                ) -> tuple[dict[str, float], np.ndarray]:
     m = retrieval_metrics(sim, q, g, ks=(1, 5, 10), **kw)
@@ -316,10 +353,15 @@ def evaluate_encoders(
             vec = queries.targets * queries.masks  # unknown values are open (0) for the generator
             att = encoders.encode_attribute_vectors(vec)
             if att is not None:
-                m, cmc = _retrieval("attr", att @ img_emb[known].T, queries.query_labels,
-                                    queries.gallery_labels)
+                cosine = att @ img_emb[known].T
+                m, cmc = _retrieval("attr", cosine, queries.query_labels, queries.gallery_labels)
                 metrics.update(m)
                 curves[PROTOCOLS["attr"]] = cmc
+                m, cmc = _retrieval("attrsoft", soft_attribute_scores(
+                    cosine, queries.targets, queries.masks, img_probs[known], schema),
+                    queries.query_labels, queries.gallery_labels)
+                metrics.update(m)
+                curves[PROTOCOLS["attrsoft"]] = cmc
             m, cmc = _retrieval(
                 "attrpred", attribute_likelihood(queries.targets, queries.masks,
                                                  img_probs[known]),
