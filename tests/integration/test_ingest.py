@@ -272,3 +272,19 @@ def test_real_street_frames_play_through_the_whole_path(ingest_settings):
     # 8 frames of a crowded street: many confirmed tracks, each stored once (one window)
     assert len(rows) >= 20
     assert {r["camera_id"] for r in rows} == {"mot17"}
+
+
+def test_in_process_embedding_drains_the_stream_into_milvus(ingest_settings_factory):
+    # --embedders 0: each consumer embeds its own crops (no embedder actors, no object-store
+    # hops), the configuration for a machine with a couple of cores
+    settings = ingest_settings_factory()
+    settings.workers.embedders = 0
+    scene = dict(SCENE, cameras=2, duration_s=12.0)
+    truth = publish_scene(settings, **scene)
+    results, _ = run_workers(settings)
+    assert sum(r["frames"] for r in results) == sum(len(v) for v in truth.values())
+    rows = stored_rows(settings)
+    assert rows, "nothing was stored"
+    matches = match_truth(rows, truth)
+    assert sum(m is not None for m in matches.values()) / len(matches) >= 0.8
+    assert {m[0] for m in matches.values() if m} == set(truth)
