@@ -93,8 +93,8 @@ def parse_constraints(schema: AttributeSchema,
     """Check attribute constraints against the bundle's schema.
 
     Args:
-        unspecified: the mode of ``MODE_UNSPECIFIED`` (``soft`` for a text or image search,
-            ``query`` for an attribute query).
+        unspecified: the mode of ``MODE_UNSPECIFIED`` (``soft``: re-rank; ``query``: only
+            part of an attribute query, no re-ranking).
     """
     if len(msgs) > MAX_CONSTRAINTS:
         raise InvalidInput(f"{len(msgs)} attribute constraints; at most {MAX_CONSTRAINTS}")

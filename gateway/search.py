@@ -309,7 +309,7 @@ class Searcher:
         self, vector: np.ndarray, *, k: int = 10, cameras: Sequence[str] = (),
         since_us: int | None = None, until_us: int | None = None,
         constraints: Sequence[Constraint] = (), min_score: float | None = None,
-        soft_weight: float = 0.2, rerank_factor: int = 4, collection: str | None = None,
+        soft_weight: float = 1.0, rerank_factor: int = 4, collection: str | None = None,
         timeout_s: float | None = None,
     ) -> list[Hit]:
         """The ``k`` best stored detections for a ``(D,)`` query vector.

@@ -194,7 +194,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
         if not request.constraints:
             raise InvalidInput("SearchAttributes needs at least one attribute constraint, e.g. "
                                "{family: 'upper_color', values: ['red']}")
-        constraints = parse_constraints(bundle.schema, request.constraints, unspecified="query")
+        constraints = parse_constraints(bundle.schema, request.constraints, unspecified="soft")
         query = query_attribute_set(bundle.schema, constraints)
         Deadline(context).remaining()
         t0 = time.perf_counter()
@@ -285,7 +285,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
             if not request.attributes.constraints:
                 raise InvalidInput("Watch.attributes needs at least one attribute constraint")
             constraints = parse_constraints(bundle.schema, request.attributes.constraints,
-                                            unspecified="query")
+                                            unspecified="soft")
             vector = encoder.encode_attributes(query_attribute_set(bundle.schema, constraints))
         self._check_watch_version()
         return WatchQuery(vector=vector, model_version=bundle.version, threshold=threshold,
