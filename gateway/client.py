@@ -164,7 +164,8 @@ def parse_constraint(text: str, mode: str = "soft") -> Constraint:
 
 def constraints_of(attributes: Mapping[str, str | Sequence[str]] | Sequence[Constraint] | None,
                    mode: str = "soft") -> list[Constraint]:
-    """A ``{family: value(s)}`` mapping or a list of :class:`Constraint` -> constraints."""
+    """A ``{family: value(s)}`` mapping (each gets ``mode``) or a list of :class:`Constraint`
+    (each keeps its own mode) -> constraints."""
     if not attributes:
         return []
     if isinstance(attributes, Mapping):

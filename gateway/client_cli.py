@@ -19,6 +19,7 @@ says which), 1 when the gateway or a service behind it cannot be reached.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
 import pathlib
@@ -188,26 +189,32 @@ def _unavailable(exc: Unavailable) -> int:
     return 1
 
 
+def _apply_mode(args) -> None:
+    """``--hard`` makes every ``--attr`` constraint a filter (they are parsed as soft ones)."""
+    mode = "hard" if args.hard else "soft"
+    args.attr = [dataclasses.replace(c, mode=mode) for c in args.attr]
+
+
 def cmd_search(args) -> int:
     _check_query(args, image=True)
     if args.image and not pathlib.Path(args.image).is_file():
         args._parser.error(f"--image {args.image}: no such file")
     if not 0 <= args.sheet <= MAX_SHEET:
         args._parser.error(f"--sheet must be 0..{MAX_SHEET}")
-    mode = "hard" if args.hard else "soft"
+    _apply_mode(args)
     common = dict(k=args.k, cameras=args.camera, since_us=args.since, until_us=args.until,
                   min_score=args.min_score)
     try:
         with _connect(args) as gw:
             if args.image:
                 query = f"image {pathlib.Path(args.image).name}"
-                result = gw.search_image(args.image, attributes=args.attr, mode=mode, **common)
+                result = gw.search_image(args.image, attributes=args.attr, **common)
             elif args.text is not None:
                 query = args.text
-                result = gw.search_text(args.text, attributes=args.attr, mode=mode, **common)
+                result = gw.search_text(args.text, attributes=args.attr, **common)
             else:
                 query = " ".join(f"{c.family}={','.join(c.values)}" for c in args.attr)
-                result = gw.search_attributes(args.attr, mode=mode, **common)
+                result = gw.search_attributes(args.attr, **common)
             console.print(hits_table(result, title=query))
             if result.hits and args.sheet:
                 html, png = write_sheets(gw, result, pathlib.Path(args.out), query, args.sheet)
@@ -272,12 +279,12 @@ def cmd_watch(args) -> int:
     _check_query(args, image=False)
     if args.text is not None and args.attr:
         args._parser.error("a watch is a text query or an --attr query, not both")
-    mode = "hard" if args.hard else "soft"
+    _apply_mode(args)
     matches = 0
     try:
         with _connect(args) as gw:
             stream = gw.watch(args.text, attributes=args.attr,
-                              mode=mode, threshold=args.threshold, cameras=args.camera,
+                              threshold=args.threshold, cameras=args.camera,
                               since_us=args.since, until_us=args.until,
                               max_matches=args.max_matches, max_duration_s=args.duration)
             what = args.text if args.text is not None else " ".join(

@@ -168,7 +168,7 @@ def test_hard_attribute_search_returns_only_hits_with_that_attribute(indexed, tm
     with connect(indexed.address) as gw:
         for r in rows:
             probs = gw.get_detection(r["id"]).detection.attributes
-            assert all(probs[key] >= 0.5 for key in chosen.values()), (r, probs)
+            assert all(probs[key] >= 0.5 for key in chosen.values()), (r, chosen, {k: probs[k] for k in chosen.values()})
     assert not (tmp_path / "contact_sheet.html").exists()  # --sheet 0
 
 
