@@ -9,7 +9,7 @@ loss parameters, ``model.global_weight``), trains it through the same
 epoch (the figures ``pedsearch train`` prints). Rows shared between papers (the full model) are
 trained once.
 
-Sizes are chosen so the whole script finishes in well under an hour on 2 busy CPU cores (see
+Sizes are chosen so each row takes about 5 min on 2 quiet CPU cores, ~10 min beside other work (see
 ``--ids`` / ``--epochs``); the numbers are therefore small-sample and noisy, and the doc says
 so. Run::
 

@@ -91,7 +91,8 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
                         "the environment keeps it out of the process list)")
     g.add_argument("--tls-ca", metavar="PEM", default=None,
                    help="CA certificate to trust; connects with TLS")
-    g.add_argument("--timeout", type=bounded(float, 0, 3600, open_low=True, unit=" seconds"), default=30.0, metavar="S",
+    g.add_argument("--timeout", type=bounded(float, 0, 3600, open_low=True, unit=" seconds"),
+                   default=30.0, metavar="S",
                    help="deadline of each call in seconds (default 30)")
 
 

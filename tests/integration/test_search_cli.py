@@ -168,7 +168,8 @@ def test_hard_attribute_search_returns_only_hits_with_that_attribute(indexed, tm
     with connect(indexed.address) as gw:
         for r in rows:
             probs = gw.get_detection(r["id"]).detection.attributes
-            assert all(probs[key] >= 0.5 for key in chosen.values()), (r, chosen, {k: probs[k] for k in chosen.values()})
+            assert all(probs[key] >= 0.5 for key in chosen.values()), (
+                r, {k: probs[k] for k in chosen.values()})
     assert not (tmp_path / "contact_sheet.html").exists()  # --sheet 0
 
 
@@ -216,7 +217,8 @@ def test_cameras_lists_the_scene(indexed):
     (["a man", "--since", "1h", "--until", "2h"], "--since is after --until"),
     (["a man", "--image", "x.jpg"], "give a text or --image, not both"),
     (["a man", "--hard"], "--hard needs at least one --attr"),
-    (["a man", "--min-score", "nan"], "must be -10.0..10.0 (a similarity score, about -1..1), got nan"),
+    (["a man", "--min-score", "nan"],
+     "must be -10.0..10.0 (a similarity score, about -1..1), got nan"),
     (["--image", "/nonexistent/crop.jpg"], "--image /nonexistent/crop.jpg: no such file"),
 ])
 def test_bad_arguments_exit_2_with_a_clear_message(args, message, tmp_path):
