@@ -128,7 +128,7 @@ def shipped_metrics(bundle: pathlib.Path, max_images: int = 512) -> dict[str, An
     from training.evaluate import evaluate_bundle
 
     manifest = read_manifest(bundle)
-    records = eval_records(None, "test", manifest=manifest)
+    records = eval_records(None, "test", manifest=manifest)  # read once, split per source
     out: dict[str, Any] = {"version": manifest["version"], "path": str(bundle)}
     for source in sorted({r.source for r in records}):
         recs = eval_subset(only_source(records, source), max_images, 0)

@@ -28,7 +28,7 @@ from pymilvus.exceptions import MilvusException
 
 from pedsearch.attributes import AttributeSchema
 from pedsearch.bundle import Bundle
-from pedsearch.config import MilvusConfig
+from pedsearch.config import DEFAULT_SOFT_WEIGHT, MilvusConfig
 from pedsearch.envelope import CAMERA_ID
 from pedsearch.errors import InvalidInput, NotFound, NotReady, Unavailable
 from pedsearch.schema import SCALAR_FIELDS, collection_name
@@ -309,7 +309,7 @@ class Searcher:
         self, vector: np.ndarray, *, k: int = 10, cameras: Sequence[str] = (),
         since_us: int | None = None, until_us: int | None = None,
         constraints: Sequence[Constraint] = (), min_score: float | None = None,
-        soft_weight: float = 1.0, rerank_factor: int = 4, collection: str | None = None,
+        soft_weight: float = DEFAULT_SOFT_WEIGHT, rerank_factor: int = 4, collection: str | None = None,
         timeout_s: float | None = None,
     ) -> list[Hit]:
         """The ``k`` best stored detections for a ``(D,)`` query vector.

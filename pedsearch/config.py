@@ -183,6 +183,10 @@ class ModelConfig(Strict):
     )
 
 
+#: weight of SOFT attribute constraints in the re-ranking score (see GatewayConfig)
+DEFAULT_SOFT_WEIGHT = 1.0
+
+
 class GatewayConfig(Strict):
     """The gRPC query gateway (``pedsearch gateway``)."""
 
@@ -207,7 +211,7 @@ class GatewayConfig(Strict):
     # 0.26 by the cosine alone and 0.40 / 0.28 at 0.2 (docs/RESULTS.md); the validation split
     # preferred 1.0-2.0, and 1.0 keeps the cosine in charge of text and image queries
     soft_weight: float = Field(
-        1.0, ge=0, le=10, description="weight of SOFT attribute constraints when re-ranking"
+        DEFAULT_SOFT_WEIGHT, ge=0, le=10, description="weight of SOFT attribute constraints when re-ranking"
     )
     rerank_factor: int = Field(
         4, ge=1, le=100, description="candidates fetched per hit wanted when re-ranking"

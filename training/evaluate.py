@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from pedsearch.attributes import AttributeSchema
-from pedsearch.config import GatewayConfig
+from pedsearch.config import DEFAULT_SOFT_WEIGHT
 from pedsearch.errors import InvalidInput
 from training.datasets import ImageRecord, encode_record
 from training.metrics import (
@@ -59,7 +59,7 @@ PROTOCOLS = {"text": "text -> image", "attr": "attribute -> image", "image": "im
              "attrpred": "attribute -> image (attribute prediction)",
              "attrsoft": "attribute -> image (concept + soft re-ranking)"}
 #: the gateway's default ``soft_weight``
-SOFT_WEIGHT: float = GatewayConfig.model_fields["soft_weight"].default
+SOFT_WEIGHT = DEFAULT_SOFT_WEIGHT
 #: Metrics averaged into ``score``, the number that ranks checkpoints.
 SCORE_KEYS = ("text_mAP", "attr_mAP", "image_mAP")
 
