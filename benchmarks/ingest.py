@@ -7,8 +7,11 @@ Measures, on the same pre-encoded frames, in one run:
 2. the pipeline with 1 and with 2 workers (consumer + embedder actors each), and with 1
    consumer that embeds in-process (``workers.embedders = 0``): frames published to a fresh
    topic first, then drained into Milvus; throughput counted from the first frame handled to
-   the last Milvus acknowledgement. The bare loop and the 1-worker runs are repeated in
-   ``--repeat`` rounds; each ratio is taken within a round (the machine may be shared);
+   the Milvus acknowledgement of the last frames' crops, plus the write time of the track
+   windows still open at the end (which a consumer closes only after ``idle_exit_s`` without
+   frames; the bare loop closes them at once). The bare loop and the 1-worker runs are
+   repeated in ``--repeat`` rounds; each ratio is taken within a round (the machine may be
+   shared);
 3. freshness (capture -> written to Milvus) with 1 worker while frames are published in real
    time at half the 1-worker maximum rate.
 
@@ -135,8 +138,13 @@ def pipeline_run(settings: Settings, frames, workers: int, *, rate: float | None
         runner.join()
         ingest.shutdown()
         results = box["r"]
+    # from the first frame handled until the crops of the last frames are in Milvus, plus the
+    # write time of the windows still open at the end: a consumer cannot know that the stream
+    # ended, so it closes them only after idle_exit_s without frames, a wait the bare loop
+    # (which knows its input ends) does not have and which is not throughput
     first = min(r["first_frame_at"] for r in results if r["first_frame_at"])
-    last = max(r["last_write_at"] for r in results if r["last_write_at"])
+    last = max(max(r["last_frame_at"] or 0.0, r["stream_write_at"] or 0.0) for r in results)
+    last += max(r["end_write_s"] for r in results)
     fresh = np.array([x for r in results for x in r["freshness_s"]])
     return {
         "frames": sum(r["frames"] for r in results),

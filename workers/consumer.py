@@ -92,7 +92,13 @@ class ConsumerStats:
     commits: int = 0
     last_commit: float = 0.0
     first_frame_at: float | None = None  # wall clock when the first frame was handled
+    last_frame_at: float | None = None  # wall clock when the last frame was handled
     last_write_at: float | None = None  # wall clock of the last Milvus acknowledgement
+    # the crops of the frames, as opposed to those of the track windows still open when the
+    # run ends (stored only then, after idle_exit_s without frames): the last acknowledgement
+    # of the former, and the write time (submit -> ack) of the latter
+    stream_write_at: float | None = None
+    end_write_s: float = 0.0
     freshness_s: list[float] = field(default_factory=list)  # capture -> acked, first crops
 
 
@@ -134,6 +140,7 @@ class ConsumerLoop:
         self._last_flush = time.monotonic()
         self._last_ckpt = time.monotonic()
         self._last_beat = 0.0
+        self._end_seq: int | None = None  # first write seq of the end-of-run window crops
         self.consumer: KafkaConsumer | None = None
         self.dlq: KafkaProducer | None = None
 
@@ -254,8 +261,9 @@ class ConsumerLoop:
                                                   metrics=self.metrics)
             self.pending.extend(crops)
             self.stats.frames += 1
+            self.stats.last_frame_at = time.time()
             if self.stats.first_frame_at is None:
-                self.stats.first_frame_at = time.time()
+                self.stats.first_frame_at = self.stats.last_frame_at
             self.metrics.frames.labels(cam_id).inc()
         except PoisonMessage as exc:
             self.dead_letter(msg, exc)
@@ -306,6 +314,10 @@ class ConsumerLoop:
             self.metrics.crops.inc(len(res.crops))
             self.stats.crops += len(res.crops)
             self.stats.last_write_at = max(self.stats.last_write_at or 0.0, res.acked_at)
+            if self._end_seq is None or res.seq < self._end_seq:
+                self.stats.stream_write_at = max(self.stats.stream_write_at or 0.0, res.acked_at)
+            else:
+                self.stats.end_write_s += res.seconds
             for c in res.crops:
                 if c.id in self._written:  # a window's best replacing its early crop
                     continue
@@ -420,6 +432,7 @@ class ConsumerLoop:
     def run(self, stop: threading.Event, *, idle_exit_s: float | None = None) -> ConsumerStats:
         """Consume until ``stop`` is set (or nothing arrived for ``idle_exit_s``)."""
         self._connect()
+        self._end_seq = None
         last_msg = time.monotonic()
         join_grace = last_msg + 2 * (self.kcfg.max_poll_interval_ms
                                      + self.kcfg.session_timeout_ms) / 1000
@@ -445,6 +458,8 @@ class ConsumerLoop:
                 if idle_exit_s is not None and time.monotonic() - last_msg > idle_exit_s:
                     break
             # end of work: close every open track window so its crop is stored, then commit
+            self.flush_crops()
+            self._end_seq = self.writes.submitted  # batches from here on hold the windows' crops
             for state in self.states.values():
                 for cam in state.cameras.values():
                     self.pending.extend(cam.finish())
