@@ -37,6 +37,7 @@ from torch.func import functional_call
 from pedsearch.attributes import AttributeSchema
 from pedsearch.errors import ConfigError, InvalidInput
 from training.losses import LOSSES, BoundLoss
+from training.losses.cmaam import attribute_frequency_weights
 from training.losses.ssan import SsanBranch
 from training.losses.vitaa import identity_positive_mask
 
@@ -163,11 +164,19 @@ def _vitaa_attribute_alignment(ctx):
 
 # CMAAM's attribute space: the image and text attribute heads' scores over the schema's values
 # (Eq. 3's S(l_j | x)) serve as the attribute-space embeddings a_I / a_T as well.
+def _frequency_weights(ctx) -> tuple[Tensor | None, Tensor | None]:
+    """CMAAM Eq. 4's frequency balance ``(w^p, w^n)`` from the training split's positive
+    ratio of each value (the prior the data module computes); none without a prior."""
+    prior = ctx.batch.get("attr_prior")
+    return (None, None) if prior is None else attribute_frequency_weights(prior)
+
+
 @feeds("cmaam_multilabel", "image_attr_logits", "text_attr_logits")
 def _cmaam_multilabel(ctx):
     o, b = ctx.out, ctx.batch
     scores = torch.cat([o["image_attr_logits"], o["text_attr_logits"]])
-    return (scores, torch.cat([b["attr_target"]] * 2), torch.cat([b["attr_mask"]] * 2)), {}
+    return (scores, torch.cat([b["attr_target"]] * 2), torch.cat([b["attr_mask"]] * 2),
+            *_frequency_weights(ctx)), {}
 
 
 @feeds("cmaam_coral", "image_attr_logits", "text_attr_logits")
@@ -185,7 +194,8 @@ def _cmaam_semantic_triplet(ctx):
 def _cmaam_attribute_space(ctx):
     o, b = ctx.out, ctx.batch
     return (o["image_attr_logits"], o["text_attr_logits"], o["image_attr_logits"],
-            o["text_attr_logits"], b["attr_target"], b["attr_mask"]), {}
+            o["text_attr_logits"], b["attr_target"], b["attr_mask"],
+            *_frequency_weights(ctx)), {}
 
 
 @feeds("cmaam_latent_triplet", "image_embedding", "text_embedding")
@@ -210,7 +220,7 @@ def _cmaam(ctx):
     o, b = ctx.out, ctx.batch
     return (o["image_attr_logits"], o["text_attr_logits"], o["image_attr_logits"],
             o["text_attr_logits"], b["attr_target"], b["attr_mask"], o["image_global"],
-            o["text_global"], _pid(ctx), o["id_weight"]), {}
+            o["text_global"], _pid(ctx), o["id_weight"], *_frequency_weights(ctx)), {}
 
 
 @feeds("aaipr_generator", "image_embedding", "attr_embedding", "sid_weight", "sid_bias")

@@ -13,8 +13,10 @@ from pedsearch.models.tokenizer import Vocab
 from training.config import LossTerm, parse_train_config
 from training.data import ShardedBatchSampler, semantic_table
 from training.datasets import ImageRecord
+from training.losses.cmaam import weighted_multilabel_loss
 from training.step import (
     LOSS_INPUTS,
+    LossContext,
     TrainStep,
     frozen_adversary,
     lr_factor,
@@ -323,3 +325,21 @@ def test_balanced_attribute_loss_reads_the_training_prior(table, batch):
     st.attr_prior = None
     with pytest.raises(Exception, match="prior"):
         st(batch, epoch=0)
+
+
+def test_cmaam_multilabel_is_balanced_by_the_training_prior():
+    # CMAAM Eq. 4 with both balances: w^p = exp(1 - r) on positives, w^n = exp(r) on negatives
+    # (r = the value's positive ratio in the training split), and alpha |P| / |N| on negatives
+    prior = torch.tensor([0.2, 0.8])
+    out = {"image_attr_logits": torch.zeros(1, 2), "text_attr_logits": torch.zeros(1, 2)}
+    batch = {"attr_target": torch.tensor([[1.0, 0.0]]), "attr_mask": torch.ones(1, 2),
+             "attr_prior": prior}
+    ctx = LossContext(out=out, batch=batch, schema=SCHEMA)
+    args, kwargs = LOSS_INPUTS["cmaam_multilabel"].build(ctx)
+    loss = weighted_multilabel_loss(*args, **kwargs)
+    log2 = float(np.log(2.0))  # -log sigmoid(0)
+    per_sample = np.exp(0.8) * log2 + 2.0 * 1 / 1 * np.exp(0.8) * log2
+    assert float(loss) == pytest.approx(per_sample)  # image and text rows alike: their mean
+    batch.pop("attr_prior")
+    args, kwargs = LOSS_INPUTS["cmaam_multilabel"].build(ctx)
+    assert float(weighted_multilabel_loss(*args, **kwargs)) == pytest.approx(3 * log2)
