@@ -2,23 +2,27 @@
 
 For each index size (default 100k and 1M stored detections), in one run:
 
-1. fills a fresh collection with synthetic detections: embeddings clustered around identities
-   (like many crops of the same people), 16 cameras, capture times over one day, random
-   attribute probabilities; waits until Milvus has built the index over every row;
-2. times, query by query (sequential, after a warm-up), p50 / p99 of
+1. fills a fresh collection with synthetic detections: embeddings of people drawn from a
+   Gaussian fit to the bundle's image embeddings of rendered people (``EmbeddingGeometry``;
+   ``--geometry isotropic``: random clusters), 40 crops per person on average, 16 cameras,
+   capture times over one day, random attribute probabilities; waits until Milvus has built
+   the index over every row;
+2. for each HNSW ``ef`` of ``--ef`` (a gateway started with it), times, query by query
+   (sequential, after a warm-up), p50 / p99 of
    - the text encoder alone (the bundle's ``encode_texts`` of one caption),
    - raw pymilvus ``search`` of the same query vectors, same limit, parameters and output fields
      as the gateway,
    - the gateway's ``SearchText`` over gRPC (encode + alias + search + response),
    - brute-force numpy (exact inner products over all rows, top-k by ``argpartition``),
    each without a filter and with a camera + time filter (2 of 16 cameras, a quarter of the day);
-3. recall@10 of Milvus against the exact numpy top 10 for the same vectors and filters.
+3. recall@10 of Milvus against the exact numpy top 10 for the same filters, of the text
+   queries and of image queries (near copies of stored crops).
 
 The target (issue 4): gateway p50 <= 1.3 x raw Milvus p50 + the text encoder's p50, and
 recall@10 >= 0.95. The embedded Milvus and Redis start on free ports in a temporary folder
 unless PEDSEARCH_BENCH_MILVUS / PEDSEARCH_BENCH_REDIS give addresses.
 
-    python benchmarks/query.py --sizes 100000 1000000
+    python benchmarks/query.py --sizes 100000 1000000 --ef 256 512
 """
 
 from __future__ import annotations
@@ -46,28 +50,83 @@ T0_US = 1_764_633_600 * 1_000_000  # 2025-12-02 00:00 UTC
 INSERT_BATCH = 2000
 
 
-def synthetic_detections(n: int, dim: int, n_attr: int, seed: int, chunk: int = 50_000):
+class EmbeddingGeometry:
+    """A Gaussian fit to the shipped model's image embeddings, to sample stored vectors from.
+
+    ``people`` synthetic people are rendered ``views`` times each and embedded with the
+    bundle's image encoder. Identity centres are then drawn as ``mean + z @ between`` and crops
+    as ``centre + z' @ within`` (``z`` standard normal; ``between`` / ``within`` are the
+    centred per-person means and the deviations from them, scaled to unit-variance factors),
+    then L2-normalised. So the stored vectors have the anisotropy and the person-to-person
+    and view-to-view spreads of a real index, and queries from the real text encoder meet them
+    as they would meet real crops (random isotropic vectors would make every text query
+    equidistant from everything).
+    """
+
+    def __init__(self, bundle_path, *, people: int = 500, views: int = 3, seed: int = 0) -> None:
+        from pedsearch.bundle import load_bundle
+        from pedsearch.synthetic.people import sample_person
+        from pedsearch.synthetic.render import render_crop
+
+        rng = np.random.default_rng(seed)
+        image = load_bundle(bundle_path, parts=("image",))
+        crops = []
+        with console.status(f"embedding {people} x {views} rendered people to fit the "
+                            "embedding geometry..."):
+            for i in range(people):
+                spec = sample_person(10_000_000 + i, rng)
+                crops += [render_crop(spec, rng) for _ in range(views)]
+            emb, _ = image.encode_images(crops)
+        e = emb.reshape(people, views, -1).astype(np.float64)
+        centres = e.mean(axis=1)
+        self.mean = centres.mean(axis=0)
+        self.between = (centres - self.mean) / np.sqrt(people - 1)  # (people, D)
+        self.within = ((e - centres[:, None]).reshape(people * views, -1)
+                       / np.sqrt(people * (views - 1)))  # (people * views, D)
+
+    def centres(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        z = rng.standard_normal((n, len(self.between)))
+        return (self.mean + z @ self.between).astype(np.float32)
+
+    def views(self, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
+        """``(m, D)`` unit vectors: one view of each given centre."""
+        z = rng.standard_normal((len(centres), len(self.within)))
+        x = centres + (z @ self.within).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def synthetic_detections(n: int, dim: int, n_attr: int, seed: int, chunk: int = 50_000,
+                         geometry: EmbeddingGeometry | None = None):
     """Yields chunks of (embeddings (m, dim) float32 L2-normalised, cameras, ts_us, attrs).
 
-    Embeddings are identity centres plus noise: ``n / 40`` identities, so a query near a
-    centre has tens of close neighbours, as a real person has many crops.
+    ``n / 40`` identities, so a query near a person has tens of close neighbours, as a real
+    person has many crops. With a ``geometry``, identities and their crops are drawn from it;
+    without, centres are isotropic random directions and crops add isotropic noise.
     """
     rng = np.random.default_rng(seed)
     n_ids = max(1, n // 40)
-    centres = rng.standard_normal((n_ids, dim), dtype=np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    if geometry is not None:
+        centres = geometry.centres(rng, n_ids)
+    else:
+        centres = rng.standard_normal((n_ids, dim), dtype=np.float32)
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
         ids = rng.integers(0, n_ids, m)
-        x = centres[ids] + 0.9 / np.sqrt(dim) * rng.standard_normal((m, dim), dtype=np.float32)
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        if geometry is not None:
+            x = geometry.views(rng, centres[ids])
+        else:
+            x = centres[ids] + 0.9 / np.sqrt(dim) * rng.standard_normal((m, dim),
+                                                                         dtype=np.float32)
+            x /= np.linalg.norm(x, axis=1, keepdims=True)
         cams = rng.integers(0, len(CAMERAS), m)
         ts = T0_US + rng.integers(0, DAY_US, m)
         attrs = rng.random((m, n_attr), dtype=np.float32)
         yield start, x, cams, ts, attrs
 
 
-def fill_collection(client, settings: Settings, bundle, n: int, seed: int):
+def fill_collection(client, settings: Settings, bundle, n: int, seed: int,
+                    geometry: EmbeddingGeometry | None = None):
     """Creates the collection of ``bundle.version`` behind the alias and fills it.
 
     Returns (collection name, all embeddings (n, dim), camera index (n,), ts_us (n,)).
@@ -87,7 +146,7 @@ def fill_collection(client, settings: Settings, bundle, n: int, seed: int):
     with cols_progress as progress:
         task = progress.add_task(f"inserting {n:,} detections", total=n)
         for start, x, cams, ts, attrs in synthetic_detections(n, bundle.embed_dim, len(fields),
-                                                              seed):
+                                                              seed, geometry=geometry):
             x_all[start:start + len(x)] = x
             cam_all[start:start + len(x)] = cams
             ts_all[start:start + len(x)] = ts
@@ -151,6 +210,27 @@ def exact_topk(x: np.ndarray, q: np.ndarray, k: int, mask: np.ndarray | None) ->
         s = np.where(mask, s, -np.inf)
     top = np.argpartition(-s, k)[:k]
     return top[np.argsort(-s[top])]
+
+
+def exact_topk_many(x: np.ndarray, qs: list[np.ndarray], k: int, mask: np.ndarray | None,
+                    chunk: int = 100_000) -> list[np.ndarray]:
+    """:func:`exact_topk` of many queries at once: one matrix product per row chunk (BLAS 3
+    instead of a memory-bound pass over ``x`` per query)."""
+    q = np.stack(qs).astype(np.float32)  # (Q, D)
+    best_s = np.full((len(q), 0), -np.inf, np.float32)
+    best_i = np.zeros((len(q), 0), np.int64)
+    for start in range(0, len(x), chunk):
+        s = q @ x[start:start + chunk].T  # (Q, chunk)
+        if mask is not None:
+            s = np.where(mask[start:start + chunk], s, -np.inf)
+        idx = np.arange(start, start + s.shape[1])
+        cand_s = np.concatenate([best_s, s], axis=1)
+        cand_i = np.concatenate([best_i, np.broadcast_to(idx, s.shape)], axis=1)
+        top = np.argpartition(-cand_s, min(k, cand_s.shape[1] - 1), axis=1)[:, :k]
+        best_s = np.take_along_axis(cand_s, top, axis=1)
+        best_i = np.take_along_axis(cand_i, top, axis=1)
+    order = np.argsort(-best_s, axis=1)
+    return list(np.take_along_axis(best_i, order, axis=1))
 
 
 def recall_at(found: list[list[int]], exact: list[np.ndarray], k: int) -> float:
@@ -222,7 +302,39 @@ def spawn_gateway(settings: Settings):
     return f"127.0.0.1:{port}", stop
 
 
-def bench_size(settings: Settings, bundle, n: int, args) -> list[dict]:
+def measure_case(bundle, gw, raw, x, texts, qv, recall_vecs, mask, flt, args) -> dict:
+    """Latencies of one filter case, interleaved query by query, and recall@k of Milvus.
+
+    ``raw(v)`` is the pymilvus search of one query vector with the case's filter; ``flt`` the
+    same filter as ``search_text`` keywords and ``mask`` as a boolean row mask (None: none).
+    """
+    # interleaved query by query, so load from other processes hits all three alike
+    t_enc, t_raw, t_gw, t_srv_enc = [], [], [], []
+    for i, (text, v) in enumerate(zip(texts, qv)):
+        for times, fn in ((t_enc, lambda: bundle.encode_texts([text])),
+                          (t_raw, lambda: raw(v)),
+                          (t_gw, lambda: gw.search_text(text, k=args.k, **flt))):
+            t = time.perf_counter()
+            res = fn()
+            if i >= 5:  # warm-up
+                times.append(time.perf_counter() - t)
+        if i >= 5:  # the encoder's time inside the gateway, as the gateway reports it
+            t_srv_enc.append(res.encode_ms / 1e3)
+    n_np = min(len(qv), args.numpy_queries)
+    t_np, _ = timed(lambda v: exact_topk(x, v, args.k, mask), qv[:n_np], warmup=1)
+    recall = {}
+    for kind, vecs in recall_vecs.items():
+        found = [raw(v) for v in vecs]
+        exact = exact_topk_many(x, vecs, args.k, mask)
+        recall[kind] = recall_at(found, exact, args.k)
+    return {"encode": percentile_ms(t_enc), "server_encode": percentile_ms(t_srv_enc),
+            "raw": percentile_ms(t_raw), "gateway": percentile_ms(t_gw),
+            "numpy": percentile_ms(t_np), "recall": recall,
+            "matching": int(mask.sum()) if mask is not None else len(x)}
+
+
+def bench_size(settings: Settings, bundle, n: int, args,
+               geometry: EmbeddingGeometry | None) -> list[dict]:
     from pymilvus import MilvusClient
 
     from gateway.client import connect
@@ -235,18 +347,18 @@ def bench_size(settings: Settings, bundle, n: int, args) -> list[dict]:
     settings.milvus.alias = f"bench_{tag}"
     settings.milvus.collection_prefix = f"bench_{tag}_"
     client = MilvusClient(uri=settings.milvus.uri)
-    name, x, cams, ts = fill_collection(client, settings, bundle, n, args.seed)
+    name, x, cams, ts = fill_collection(client, settings, bundle, n, args.seed, geometry)
 
     rng = np.random.default_rng(args.seed + 1)
     texts = [describe(sample_person(i, rng).attributes, rng) for i in range(args.queries)]
     vecs = bundle.encode_texts(texts)
-    # half the queries are text embeddings, half lie near stored people (a realistic mix:
-    # recall matters most where there are close neighbours)
+    # recall of the text queries, and of image queries (near copies of stored crops: SearchImage
+    # with a crop of a stored person)
     near = x[rng.integers(0, n, args.queries)]
     near = near + 0.3 / np.sqrt(x.shape[1]) * rng.standard_normal(near.shape, dtype=np.float32)
     near /= np.linalg.norm(near, axis=1, keepdims=True)
     qv = [np.asarray(v, np.float32) for v in vecs]
-    recall_vecs = qv[: args.queries // 2] + list(near[: args.queries // 2])
+    recall_vecs = {"text": qv, "image": list(near)}
 
     cam_pick = [CAMERAS[0], CAMERAS[1]]
     since, until = T0_US + DAY_US // 4, T0_US + DAY_US // 2
@@ -259,53 +371,37 @@ def bench_size(settings: Settings, bundle, n: int, args) -> list[dict]:
             {"cameras": cam_pick, "since_us": since, "until_us": until},
         ),
     }
-    attr_fields = bundle.schema.field_names()
-    out_fields = [f for f in SCALAR_FIELDS if f != "id"] + attr_fields
-    search_params = {"metric_type": settings.milvus.metric_type,
-                     "params": dict(settings.milvus.search_params)}
-
-    def raw(v, expr):
-        res = client.search(name, data=[v.tolist()], anns_field="embedding", limit=args.k,
-                            filter=expr, search_params=search_params, output_fields=out_fields,
-                            timeout=60)
-        return [int(h["id"]) for h in res[0]]
-
+    out_fields = [f for f in SCALAR_FIELDS if f != "id"] + bundle.schema.field_names()
     settings.gateway.rate_limit_per_s = 0  # measure the query path, not the limiter
-    if args.in_process:
-        server = create_server("127.0.0.1:0", settings=settings).start()
-        address, stop = server.address, lambda: server.stop(grace=1.0)
-    else:
-        address, stop = spawn_gateway(settings)
-    gw = connect(address, connect_timeout_s=120)
     rows = []
     try:
-        for fname, (expr, mask, flt) in filters.items():
-            # interleaved query by query, so load from other processes hits all three alike
-            t_enc, t_raw, t_gw, t_srv_enc = [], [], [], []
-            for i, (text, v) in enumerate(zip(texts, qv)):
-                for times, fn in ((t_enc, lambda: bundle.encode_texts([text])),
-                                  (t_raw, lambda: raw(v, expr)),
-                                  (t_gw, lambda: gw.search_text(text, k=args.k, **flt))):
-                    t = time.perf_counter()
-                    res = fn()
-                    if i >= 5:  # warm-up
-                        times.append(time.perf_counter() - t)
-                if i >= 5:  # the encoder's time inside the gateway, as the gateway reports it
-                    t_srv_enc.append(res.encode_ms / 1e3)
-            n_np = min(len(qv), args.numpy_queries)
-            t_np, _ = timed(lambda v: exact_topk(x, v, args.k, mask), qv[:n_np], warmup=1)
-            found = [raw(v, expr) for v in recall_vecs]
-            exact = [exact_topk(x, v, args.k, mask) for v in recall_vecs]
-            rows.append({
-                "size": n, "filter": fname, "encode": percentile_ms(t_enc),
-                "server_encode": percentile_ms(t_srv_enc),
-                "raw": percentile_ms(t_raw), "gateway": percentile_ms(t_gw),
-                "numpy": percentile_ms(t_np), "recall": recall_at(found, exact, args.k),
-                "matching": int(mask.sum()) if mask is not None else n,
-            })
+        for ef in args.ef or [settings.milvus.search_params.get("ef")]:
+            if ef:
+                settings.milvus.search_params = {**settings.milvus.search_params, "ef": ef}
+            search_params = {"metric_type": settings.milvus.metric_type,
+                             "params": dict(settings.milvus.search_params)}
+
+            def raw(v, expr, search_params=search_params):
+                res = client.search(name, data=[v.tolist()], anns_field="embedding",
+                                    limit=args.k, filter=expr, search_params=search_params,
+                                    output_fields=out_fields, timeout=60)
+                return [int(h["id"]) for h in res[0]]
+
+            if args.in_process:
+                server = create_server("127.0.0.1:0", settings=settings).start()
+                address, stop = server.address, lambda: server.stop(grace=1.0)
+            else:
+                address, stop = spawn_gateway(settings)
+            gw = connect(address, connect_timeout_s=120)
+            try:
+                for fname, (expr, mask, flt) in filters.items():
+                    row = measure_case(bundle, gw, lambda v, e=expr: raw(v, e), x, texts, qv,
+                                       recall_vecs, mask, flt, args)
+                    rows.append(row | {"size": n, "filter": fname, "ef": ef})
+            finally:
+                gw.close()
+                stop()
     finally:
-        gw.close()
-        stop()
         client.drop_alias(settings.milvus.alias)
         client.drop_collection(name)
         client.close()
@@ -314,16 +410,18 @@ def bench_size(settings: Settings, bundle, n: int, args) -> list[dict]:
 
 def report(rows: list[dict], k: int) -> None:
     t = Table(title=f"SearchText latency (ms, p50 / p99) and recall@{k}")
-    for col in ("size", "filter", "text encoder", "encoder in gateway", "raw Milvus", "gateway",
-                "numpy exact", "gateway / (1.3 raw + enc)", "recall@10"):
+    for col in ("size", "ef", "filter", "text encoder", "encoder in gateway", "raw Milvus",
+                "gateway", "numpy exact", "gateway / (1.3 raw + enc)",
+                f"recall@{k} text / image"):
         t.add_column(col, justify="right")
     for r in rows:
         budget = 1.3 * r["raw"][0] + r["server_encode"][0]
         t.add_row(
-            f"{r['size']:,}", f"{r['filter']} ({r['matching']:,} rows)",
+            f"{r['size']:,}", str(r["ef"]), f"{r['filter']} ({r['matching']:,} rows)",
             "%.1f / %.1f" % r["encode"], "%.1f / %.1f" % r["server_encode"],
             "%.1f / %.1f" % r["raw"], "%.1f / %.1f" % r["gateway"],
-            "%.1f / %.1f" % r["numpy"], f"{r['gateway'][0] / budget:.2f}", f"{r['recall']:.3f}",
+            "%.1f / %.1f" % r["numpy"], f"{r['gateway'][0] / budget:.2f}",
+            f"{r['recall']['text']:.3f} / {r['recall']['image']:.3f}",
         )
     console.print(t)
     console.print("target: gateway p50 / (1.3 x raw Milvus p50 + the encoder's p50 inside the "
@@ -339,13 +437,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--index", default=None, help="index type (default: the configured one)")
-    ap.add_argument("--ef", type=int, default=None, help="HNSW search ef (default: configured)")
+    ap.add_argument("--index-params", type=json.loads, default=None, metavar="JSON",
+                    help='index build parameters, e.g. \'{"M": 32, "efConstruction": 400}\' '
+                         "(default: the configured ones)")
+    ap.add_argument("--geometry", choices=("model", "isotropic"), default="model",
+                    help="stored vectors drawn from a Gaussian fit to the bundle's image "
+                         "embeddings of rendered people (default), or isotropic clusters")
+    ap.add_argument("--ef", type=int, nargs="+", default=None,
+                    help="HNSW search ef values, each measured on the same filled collection "
+                         "(default: the configured one)")
     ap.add_argument("--in-process", action="store_true",
                     help="run the gateway in this process (default: its own process, as deployed)")
     ap.add_argument("--bundle", default=None, help="model bundle (default: the shipped one)")
     args = ap.parse_args(argv)
     if any(s < 1000 for s in args.sizes) or args.queries < 10 or not 1 <= args.k <= 1000:
         ap.error("--sizes must be >= 1000, --queries >= 10, -k 1..1000")
+    if args.ef and any(not args.k <= ef <= 32768 for ef in args.ef):
+        ap.error(f"--ef values must be within k..32768 (k is {args.k})")
 
     import torch
 
@@ -354,8 +462,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     if args.index:
         settings.milvus.index_type = args.index
-    if args.ef:
-        settings.milvus.search_params = {**settings.milvus.search_params, "ef": args.ef}
+    if args.index_params is not None:
+        if not isinstance(args.index_params, dict):
+            ap.error("--index-params must be a JSON object")
+        settings.milvus.index_params = args.index_params
     bundle_path = args.bundle or default_bundle_path()
     settings.model.bundle = bundle_path
     bundle = load_bundle(bundle_path, parts=("text",))
@@ -363,10 +473,12 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"bundle {bundle.version}, dim {bundle.embed_dim}; index "
                   f"{settings.milvus.index_type} {settings.milvus.index_params}, search "
                   f"{settings.milvus.search_params}")
+    geometry = (EmbeddingGeometry(bundle_path, seed=args.seed) if args.geometry == "model"
+                else None)
     rows = []
     with servers(settings):
         for n in args.sizes:
-            rows += bench_size(settings, bundle, n, args)
+            rows += bench_size(settings, bundle, n, args, geometry)
             report(rows, args.k)
     return 0
 
