@@ -24,6 +24,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -49,6 +50,14 @@ REDIS_ENV = "PEDSEARCH_TEST_REDIS"
 START_TIMEOUT_S = float(os.environ.get("PEDSEARCH_TEST_START_TIMEOUT_S", "300"))
 #: the embedded broker completes a group's first join only after max_poll_interval_ms
 TEST_MAX_POLL_INTERVAL_MS = 6000
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A run started in the background by a non-interactive shell (`.ci/run &`) inherits SIGINT
+    # as ignored, and so would every child it starts; the Ctrl-C tests (demo --keep-running,
+    # watch) send SIGINT to a child and need the default handling there.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _embedded(server: EmbeddedServer) -> Iterator[str]:
