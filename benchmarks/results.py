@@ -376,24 +376,42 @@ def render(res: dict[str, dict[str, float]], ids: int, epochs: int, total_min: f
         parts.append("")
     # CMAAM
     rows = []
-    for row, name, r1 in (("cmaam_no_mlc", "latent space without L_MLC", "21.31 (Class, L)"),
-                          ("full", "+ L_MLC (Eq. 4, lambda_b 0.25)", "26.97")):
+    # Table 4's rows for a baseline with both a class and a triplet loss, as ours has (SSAN's
+    # identity + ranking losses), then the class-only baseline the paper also reports
+    for row, name, ct, cl in (
+            ("cmaam_no_mlc", "latent space without L_MLC", "52.89", "21.31"),
+            ("full", "+ L_MLC (Eq. 4; lambda_b 0.25, lambda_t 3)", "52.00", "26.97")):
         m = res.get(row)
         rows.append([name, pct(m, "text_R@1"), pct(m, "text_mAP"), pct(m, "attr_mA"),
-                     r1, cmd(row)])
+                     ct, cl, cmd(row)])
     parts += [
         "## CMAAM (Aggarwal et al. 2020), Table 4: text -> image",
         "",
         "`cmaam_multilabel` (CMAAM's doubly balanced multi-label loss on the image and text",
-        "attribute heads) on or off in the full model.",
+        "attribute heads) on or off in the full model. Our model has class (identity) and",
+        "ranking losses, so the paper's comparable rows are its Class + Triplet baseline",
+        "searched by latent similarity (L), where L_MLC alone does not help (52.89 -> 52.00:",
+        "\"the latent embeddings have been trained in a highly discriminative manner\"); its",
+        "gain comes with CORAL, the semantic triplet and latent + attribute similarity. The",
+        "class-only rows (+5.7) are shown for completeness.",
         "",
-        table(["model", "R@1", "mAP", "attr mA", "paper R@1 CUHK-PEDES", "command"], rows),
+        table(["model", "R@1", "mAP", "attr mA", "paper R@1 Class+Triplet, L",
+               "paper R@1 Class only, L", "command"], rows),
         "",
     ]
     if "cmaam_no_mlc" in res and full:
-        paper = "L_MLC helps (+5.7 R@1)"
-        parts.append("- L_MLC: R@1 "
-                     f"{compare('full', 'cmaam_no_mlc', 'text_R@1', paper, near_chance=True)}.")
+        new_r1, old_r1 = g("full", "text_R@1"), g("cmaam_no_mlc", "text_R@1")
+        band = noise(new_r1, old_r1, g("full", "text_queries"))
+        if abs(new_r1 - old_r1) < band:
+            said = (f"within noise (|difference| < {100 * band:.1f} points), as the paper's "
+                    "Class + Triplet rows (-0.9)")
+        elif new_r1 > old_r1:
+            said = "helps beyond noise (the paper's Class + Triplet rows: -0.9, no help)"
+        else:
+            said = ("**disagrees**: it hurts beyond noise (the paper's Class + Triplet rows lose "
+                    "only 0.9)")
+        parts.append(f"- L_MLC: R@1 {pct(res.get('cmaam_no_mlc'), 'text_R@1')} -> "
+                     f"{pct(full, 'text_R@1')}, {said}.")
         parts.append("")
     if "peta_full" in res:
         m = res["peta_full"]

@@ -83,9 +83,24 @@ def test_demo_keep_running_serves_the_printed_search_command_until_ctrl_c(
         assert (tmp_path / "mine" / "contact_sheet.html").is_file()
         demo.send_signal(signal.SIGINT)
         assert demo.wait(timeout=300) == 0, "".join(lines)
+        assert not (out / "stack" / "stack.json").exists()  # Ctrl-C stopped the stack too
     finally:
-        demo.kill()
-    assert not (out / "stack" / "stack.json").exists()  # Ctrl-C stopped the stack too
+        _stop_demo(demo, out / "stack", env)
+
+
+def _stop_demo(demo: subprocess.Popen, stack_dir, env) -> None:
+    """After a failure: Ctrl-C the demo (its own clean-up), then kill it; its stack servers
+    run in their own sessions, so a killed demo would leave them behind: bring them down."""
+    if demo.poll() is None:
+        demo.send_signal(signal.SIGINT)
+        try:
+            demo.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            demo.wait()
+    if (stack_dir / "stack.json").exists():
+        subprocess.run([sys.executable, "-m", "pedsearch.cli", "stack", "down", "--data-dir",
+                        str(stack_dir)], env=env, capture_output=True, timeout=180)
 
 
 def test_demo_rejects_bad_arguments(tmp_path):
