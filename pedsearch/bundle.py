@@ -343,6 +343,13 @@ class Bundle:
         """Attributes the texts describe (CMAAM's attribute space) -> ``(B, schema.dim)``."""
         return self._texts(texts, batch_size)[1]
 
+    @torch.inference_mode()
+    def encode_texts_with_attributes(self, texts: Sequence[str], *, batch_size: int = 256
+                                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Both of one pass: ``(B, D)`` unit embeddings and ``(B, schema.dim)`` attribute
+        probabilities (:meth:`encode_texts`, :meth:`text_attribute_probs`)."""
+        return self._texts(texts, batch_size)
+
     def _texts(self, texts: Sequence[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         from pedsearch.models.image import attribute_probs
 

@@ -260,5 +260,6 @@ def _print_metrics(console: Any, metrics: dict[str, Any], title: str) -> None:
     for k in sorted(metrics):
         v = metrics[k]
         if isinstance(v, float):
-            table.add_row(k, f"{v:.4f}" if not k.endswith("queries") else f"{v:.0f}")
+            count = k.endswith("queries") or k in ("images", "ids")
+            table.add_row(k, f"{v:.0f}" if count else f"{v:.4f}")
     console.print(table)

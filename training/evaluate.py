@@ -13,6 +13,11 @@ Protocols (``training.metrics`` implements the arithmetic):
 - **attribute prediction baseline** (``attrpred``, AAIPR's comparison): the same attribute
   queries, images ranked by the likelihood of the query under the image tower's predicted
   attributes (:func:`attribute_likelihood`) instead of by the attribute tower's embedding.
+- **attribute prediction baseline of text queries** (``textpred``): the same captions read by
+  the text tower's attribute head (CMAAM's text attribute classifier), images ranked by how
+  likely the caption's and the image's predicted attributes agree (:func:`attribute_agreement`)
+  instead of by the joint embedding -- what a search through an attribute classifier alone
+  would find.
 - **concept + soft re-ranking** (``attrsoft``): what the gateway answers for an attribute
   query with soft constraints -- the concept cosine plus its probability bonus
   (:func:`soft_attribute_scores`).
@@ -57,7 +62,8 @@ log = logging.getLogger("pedsearch.training")
 #: Protocol name -> prefix of its metrics and label of its CMC curve.
 PROTOCOLS = {"text": "text -> image", "attr": "attribute -> image", "image": "image -> image",
              "attrpred": "attribute -> image (attribute prediction)",
-             "attrsoft": "attribute -> image (concept + soft re-ranking)"}
+             "attrsoft": "attribute -> image (concept + soft re-ranking)",
+             "textpred": "text -> image (attribute prediction)"}
 #: the gateway's default ``soft_weight``
 SOFT_WEIGHT = DEFAULT_SOFT_WEIGHT
 #: Metrics averaged into ``score``, the number that ranks checkpoints.
@@ -127,8 +133,8 @@ class Encoders(Protocol):
     def encode_images(self, records: Sequence[ImageRecord]) -> tuple[np.ndarray, np.ndarray]:
         """-> ``(embeddings (N, D), attribute probabilities (N, A))``."""
 
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """-> ``(M, D)`` unit embeddings."""
+    def encode_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """-> ``(unit embeddings (M, D), attribute probabilities (M, A))`` of the text tower."""
 
     def encode_attribute_vectors(self, vectors: np.ndarray) -> np.ndarray | None:
         """Generator inputs ``(S, A)`` -> ``(S, D)``; None when there is no attribute tower."""
@@ -181,18 +187,22 @@ class ModelEncoders:
         return np.concatenate(embs), np.concatenate(probs)
 
     @torch.no_grad()
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def encode_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        from pedsearch.models.image import attribute_probs
+
         was = self.model.training
         self.model.eval()
-        out = []
+        embs, probs = [], []
         try:
             for lo in range(0, len(texts), 256):
                 ids, lengths = self.model.tokenize(list(texts[lo:lo + 256]))
-                e = self.model.encode_text(ids.to(self.device), lengths)["embedding"]
-                out.append(e.float().cpu().numpy())
+                out = self.model.encode_text(ids.to(self.device), lengths)
+                embs.append(out["embedding"].float().cpu().numpy())
+                probs.append(attribute_probs(out["attr_logits"], self.model.schema)
+                             .float().cpu().numpy())
         finally:
             self.model.train(was)
-        return np.concatenate(out)
+        return np.concatenate(embs), np.concatenate(probs)
 
     @torch.no_grad()
     def encode_attribute_vectors(self, vectors: np.ndarray) -> np.ndarray | None:
@@ -229,8 +239,8 @@ class BundleEncoders:
             probs.append(p)
         return np.concatenate(embs), np.concatenate(probs)
 
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        return self.bundle.encode_texts(list(texts))
+    def encode_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        return self.bundle.encode_texts_with_attributes(list(texts))
 
     def encode_attribute_vectors(self, vectors: np.ndarray) -> np.ndarray | None:
         if "attributes" not in self.bundle.parts:
@@ -261,6 +271,41 @@ def attribute_likelihood(targets: np.ndarray, masks: np.ndarray, probs: np.ndarr
     t = np.asarray(targets, np.float64) * np.asarray(masks, np.float64)
     f = (1.0 - np.asarray(targets, np.float64)) * np.asarray(masks, np.float64)
     return t @ np.log(p).T + f @ np.log1p(-p).T
+
+
+def attribute_agreement(query_probs: np.ndarray, gallery_probs: np.ndarray,
+                        schema: AttributeSchema, eps: float = 1e-4) -> np.ndarray:
+    """Attribute-prediction baseline of text -> image retrieval: the log-probability that the
+    attributes predicted for a caption and for an image agree, families independent.
+
+    A ``single`` family agrees with probability ``sum_v q_v g_v`` (both pick the same value), a
+    ``multi`` value with ``q g + (1 - q)(1 - g)`` (both on or both off). A caption that does not
+    mention a family leaves its prediction uncertain, which ranks every image about alike there.
+
+    Args:
+        query_probs: ``(Q, A)`` the text tower's attribute probabilities of the captions.
+        gallery_probs: ``(G, A)`` the image tower's attribute probabilities of the images.
+        schema: the attribute schema (its families' slices and kinds of ``A``).
+        eps: added inside the logarithm so a confident disagreement stays finite.
+
+    Returns:
+        ``(Q, G)`` scores: the sum over families and ``multi`` values of ``log(agree + eps)``.
+    """
+    q = np.asarray(query_probs, np.float64)
+    g = np.asarray(gallery_probs, np.float64)
+    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != schema.dim or g.shape[1] != schema.dim:
+        raise InvalidInput(f"attribute probabilities must be (Q, {schema.dim}) and "
+                           f"(G, {schema.dim}), got {q.shape} and {g.shape}")
+    scores = np.zeros((q.shape[0], g.shape[0]), np.float64)
+    for fam in schema.families:
+        qs, gs = q[:, fam.slice], g[:, fam.slice]
+        if fam.kind == "single":
+            scores += np.log(qs @ gs.T + eps)
+        else:
+            for j in range(qs.shape[1]):
+                a, b = qs[:, j:j + 1], gs[:, j][None, :]
+                scores += np.log(a * b + (1.0 - a) * (1.0 - b) + eps)
+    return scores
 
 
 def soft_attribute_scores(cosine: np.ndarray, targets: np.ndarray, masks: np.ndarray,
@@ -323,10 +368,12 @@ def evaluate_encoders(
 
     Returns:
         Flat metrics: ``text_R@1/5/10``, ``text_mAP``, ``attr_R@1/5/10``, ``attr_mAP``,
-        ``image_R@1/5/10``, ``image_mAP`` (fractions), ``*_queries`` (counts), ``attr_mA``,
-        ``attr_mean_accuracy``, ``attr_instance_f1`` and ``score`` (mean of the mAPs
-        measured). A protocol the data cannot support (no captions, no labels, no identity
-        with two images) is left out, with a log line saying why.
+        ``image_R@1/5/10``, ``image_mAP``, the same of ``textpred`` / ``attrpred`` / ``attrsoft``
+        (fractions), ``*_queries`` (counts), ``attr_mA``,
+        ``attr_mean_accuracy``, ``attr_instance_f1``, ``score`` (mean of the mAPs measured),
+        ``images`` and ``ids`` (identities, so chance R@1 is about ``1 / ids``). A protocol
+        the data cannot support (no captions, no labels, no identity with two images) is left
+        out, with a log line saying why.
     """
     from training.datasets.splits import query_gallery_split
 
@@ -335,10 +382,15 @@ def evaluate_encoders(
     img_emb, img_probs = encoders.encode_images(data.records)
 
     if data.captions:
-        txt = encoders.encode_texts(data.captions)
-        m, cmc = _retrieval("text", txt @ img_emb.T, data.pids[data.caption_owner], data.pids)
+        txt, txt_probs = encoders.encode_texts(data.captions)
+        owners = data.pids[data.caption_owner]
+        m, cmc = _retrieval("text", txt @ img_emb.T, owners, data.pids)
         metrics.update(m)
         curves[PROTOCOLS["text"]] = cmc
+        m, cmc = _retrieval("textpred", attribute_agreement(txt_probs, img_probs, schema),
+                            owners, data.pids)
+        metrics.update(m)
+        curves[PROTOCOLS["textpred"]] = cmc
     else:
         log.info("text -> image skipped: the images have no captions and no labels")
 
@@ -394,6 +446,7 @@ def evaluate_encoders(
     scored = [metrics[k] for k in SCORE_KEYS if k in metrics]
     metrics["score"] = float(np.mean(scored)) if scored else 0.0
     metrics["images"] = float(len(data.records))
+    metrics["ids"] = float(len(np.unique(data.pids)))
     if out_dir is not None:
         write_results(metrics, curves, out_dir, title=title)
     return metrics

@@ -286,3 +286,20 @@ def test_attribute_likelihood_baseline_by_hand():
     s = attribute_likelihood(t, m, p)
     np.testing.assert_allclose(s, [[2 * math.log(0.5), math.log(0.8) + math.log(0.9)]])
     assert s[0, 1] > s[0, 0]  # the second image fits the query better
+
+
+def test_text_attribute_agreement_baseline_by_hand():
+    from training.evaluate import attribute_agreement
+
+    schema = AttributeSchema({"gender": {"kind": "single", "values": ["male", "female"]},
+                              "bag": {"kind": "multi", "values": ["backpack", "handbag"]}})
+    # flat layout: male, female, backpack, handbag
+    q = np.array([[0.9, 0.1, 0.8, 0.5]])
+    g = np.array([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    s = attribute_agreement(q, g, schema, eps=0.0)
+    # image 0: gender agrees 0.9, backpack 0.8, handbag 0.5 (the caption is unsure)
+    # image 1: gender 0.1, backpack 0.2, handbag 0.5
+    np.testing.assert_allclose(s, [[math.log(0.9 * 0.8 * 0.5), math.log(0.1 * 0.2 * 0.5)]])
+    assert s[0, 0] > s[0, 1]
+    with pytest.raises(InvalidInput):
+        attribute_agreement(q[:, :3], g, schema)

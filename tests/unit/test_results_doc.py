@@ -1,0 +1,75 @@
+"""``benchmarks/results.py`` writes docs/RESULTS.md: the PETA rows' configs, the verdicts and the
+figures block a fresh checkout starts from (pure logic: no training runs here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def results():
+    spec = importlib.util.spec_from_file_location("results_doc", ROOT / "benchmarks" / "results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _row(text: float, attr: float, image: float, **extra: float) -> dict[str, float]:
+    return {"text_R@1": text, "text_mAP": text, "text_queries": 500.0,
+            "attr_R@1": attr, "attr_mAP": attr, "attr_queries": 300.0,
+            "image_R@1": image, "image_mAP": image, "image_queries": 150.0,
+            "attr_mA": 0.7, "minutes": 1.0, **extra}
+
+
+def test_peta_rows_train_on_peta_alone_with_the_rows_switches(results, tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "CONFIG_DIR", tmp_path)
+    paths = results.write_configs(200, 20, ["peta_aaipr_no_adv", "full"])
+    body = yaml.safe_load(paths["peta_aaipr_no_adv"].read_text())
+    assert body["data"] == {"sources": [{"type": "peta", "max_images_per_id": 3}]}
+    assert body["losses"] == {"aaipr_discriminator": {"weight": 0.0}}
+    assert body["epochs"] == body["eval_every"] == 4
+    assert "data" not in yaml.safe_load(paths["full"].read_text())  # synthetic, from common
+
+
+def test_peta_verdicts_compare_each_ablation_on_its_query_kind(results):
+    res = {
+        "peta_full": _row(0.30, 0.30, 0.50, ids=150.0, **{"textpred_mAP": 0.05,
+                                                          "textpred_R@1": 0.02,
+                                                          "attrpred_mAP": 0.29,
+                                                          "attrpred_R@1": 0.2}),
+        "peta_ssan_global": _row(0.10, 0.30, 0.50),   # far below on text: agrees
+        "peta_aaipr_no_adv": _row(0.30, 0.31, 0.50),  # same attr mAP: noise
+        "peta_vitaa_align": _row(0.20, 0.30, 0.50),   # adding alignment hurts: disagrees
+    }
+    text = "\n".join(results.peta_section(res, 20))
+    assert "(150 identities: chance R@1 about 0.7 %)" in text
+    assert "- full vs global only, ranking loss: text R@1 10.0 -> 30.0, agrees." in text
+    assert "- full vs without adversary: attr mAP 31.0 -> 30.0, within noise" in text
+    assert "- + alignment loss vs full: text R@1 30.0 -> 20.0, **disagrees**" in text
+    assert "- full vs attribute prediction, text mAP: 5.0 -> 30.0, agrees." in text
+    assert "attr mAP: 29.0 -> 30.0, within noise" in text
+    # rows not run yet show dashes, not numbers from elsewhere
+    assert "| CMAAM: without L_MLC | – | – |" in text
+
+
+def test_the_doc_carries_every_figure_a_fresh_checkout_starts_from(results, tmp_path):
+    res = {"full": _row(0.3, 0.3, 0.7), "peta_full": _row(0.2, 0.2, 0.5, ids=100.0)}
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(results.render(res, 200, 20, 12.0))
+    stored = results.figures_in_doc(doc)
+    assert stored["settings"] == results.common_config(200, 20)
+    assert stored["rows"] == res  # queries counts included: the noise bands need them
+    assert "--ids 200 --epochs 20 --peta`" in doc.read_text()
+
+
+def test_a_doc_without_the_figures_block_starts_from_nothing(results, tmp_path):
+    doc = tmp_path / "RESULTS.md"
+    assert results.figures_in_doc(doc) == {}
+    doc.write_text("# Results\n\n## All figures\n\n```json\n{\"full\": {}}\n```\n")
+    assert results.figures_in_doc(doc) == {}  # the old form (no settings) is not comparable
