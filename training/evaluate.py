@@ -338,6 +338,35 @@ def soft_attribute_scores(cosine: np.ndarray, targets: np.ndarray, masks: np.nda
     return np.asarray(cosine, np.float64) + weight * bonus / np.maximum(families, 1.0)[:, None]
 
 
+def concept_geometry(concepts: np.ndarray, images: np.ndarray, query_labels: np.ndarray,
+                     gallery_labels: np.ndarray) -> dict[str, float]:
+    """Where the generated concepts lie among the images: why concept search ranks as it does.
+
+    Args:
+        concepts: ``(S, D)`` unit concepts of the attribute queries.
+        images: ``(G, D)`` unit image embeddings.
+        query_labels: ``(S,)`` semantic ID of each query. gallery_labels: ``(G,)`` of each image.
+
+    Returns:
+        ``attr_cos_own`` / ``attr_cos_other``: mean cosine of a concept to the images of its own
+        description / of the others; ``attr_concept_spread``: mean cosine between two concepts;
+        ``attr_centroid_spread``: the same between two descriptions' image centroids. Concepts
+        that crowd together (spread above the centroids') or stay far from their own images
+        rank poorly, whatever the classifier they were trained against says.
+    """
+    cos = concepts @ images.T
+    same = query_labels[:, None] == gallery_labels[None, :]
+    cent = np.stack([images[gallery_labels == s].mean(axis=0) for s in query_labels])
+    cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
+    off = ~np.eye(len(concepts), dtype=bool)
+    if not off.any():  # one query: no pair to compare
+        off = np.ones((1, 1), bool)
+    return {"attr_cos_own": float(cos[same].mean()) if same.any() else float("nan"),
+            "attr_cos_other": float(cos[~same].mean()) if (~same).any() else float("nan"),
+            "attr_concept_spread": float((concepts @ concepts.T)[off].mean()),
+            "attr_centroid_spread": float((cent @ cent.T)[off].mean())}
+
+
 def _retrieval(prefix: str, sim: np.ndarray, q: np.ndarray, g: np.ndarray, **kw: Any
                ) -> tuple[dict[str, float], np.ndarray]:
     m = retrieval_metrics(sim, q, g, ks=(1, 5, 10), **kw)
@@ -409,6 +438,8 @@ def evaluate_encoders(
                 m, cmc = _retrieval("attr", cosine, queries.query_labels, queries.gallery_labels)
                 metrics.update(m)
                 curves[PROTOCOLS["attr"]] = cmc
+                metrics.update(concept_geometry(att, img_emb[known], queries.query_labels,
+                                                queries.gallery_labels))
                 m, cmc = _retrieval("attrsoft", soft_attribute_scores(
                     cosine, queries.targets, queries.masks, img_probs[known], schema),
                     queries.query_labels, queries.gallery_labels)

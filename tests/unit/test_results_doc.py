@@ -73,3 +73,15 @@ def test_a_doc_without_the_figures_block_starts_from_nothing(results, tmp_path):
     assert results.figures_in_doc(doc) == {}
     doc.write_text("# Results\n\n## All figures\n\n```json\n{\"full\": {}}\n```\n")
     assert results.figures_in_doc(doc) == {}  # the old form (no settings) is not comparable
+
+
+def test_the_concept_paragraph_reads_the_shipped_figures(results):
+    test = {"attr_R@1": 0.35, "attr_mAP": 0.33, "attrpred_R@1": 0.6, "attrpred_mAP": 0.53,
+            "attrsoft_mAP": 0.55, "attr_cos_own": 0.546, "attr_cos_other": 0.292,
+            "attr_concept_spread": 0.496, "attr_centroid_spread": 0.35}
+    train = dict(test, **{"attr_R@1": 0.4, "attrpred_R@1": 0.8})
+    text = " ".join(results.concept_paragraph({"synthetic": test, "synthetic_train": train}))
+    assert "attr R@1 40.0 %" in text and "80.0 %" in text
+    assert "own description is 0.55 (0.29 to the others)" in text
+    assert "mAP 55.0 % against 53.4 %" in text
+    assert results.concept_paragraph({"synthetic": test}) == []  # no training-split figures

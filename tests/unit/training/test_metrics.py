@@ -303,3 +303,15 @@ def test_text_attribute_agreement_baseline_by_hand():
     assert s[0, 0] > s[0, 1]
     with pytest.raises(InvalidInput):
         attribute_agreement(q[:, :3], g, schema)
+
+
+def test_concept_geometry_by_hand():
+    from training.evaluate import concept_geometry
+
+    images = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    concepts = np.array([[1.0, 0.0], [0.6, 0.8]])  # on its images; between both groups
+    g = concept_geometry(concepts, images, np.array([0, 1]), np.array([0, 0, 1]))
+    assert g["attr_cos_own"] == pytest.approx((1 + 1 + 0.8) / 3)
+    assert g["attr_cos_other"] == pytest.approx((0.0 + 0.6 + 0.6) / 3)
+    assert g["attr_concept_spread"] == pytest.approx(0.6)
+    assert g["attr_centroid_spread"] == pytest.approx(0.0)
