@@ -63,14 +63,23 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
 #: images per step of every row
 BATCH = 32
 #: the real-crop benchmark: every row of ROWS again, trained and validated on PETA alone
-#: (identity-disjoint), at most this many images per identity (TownCentre has up to 157)
-PETA_IMAGES_PER_ID = 3
-#: PETA has ~5x the synthetic training images: fewer epochs keep the steps near the synthetic's
-PETA_EPOCH_DIVISOR = 5
+#: (identity-disjoint): the identities with at least 2 images (a positive pair for the identity
+#: and re-id losses; 2,405 of PETA's 3,189 have one), at most 3 images each (TownCentre has up
+#: to 157), ~1,300 training images
+PETA_SOURCE = {"type": "peta", "min_images_per_id": 2, "max_images_per_id": 3}
+#: a PETA epoch has ~2.3x the synthetic one's images: 0.55x the epochs is ~1.3x the steps, as
+#: real crops learn slower
+PETA_EPOCH_FACTOR = 0.55
 PETA_PREFIX = "peta_"
 #: the PETA rows in the order they run: the most telling comparisons first
 PETA_ORDER = ("full", "ssan_global", "aaipr_no_adv", "apr_no_attr", "cmaam_no_mlc",
               "aaipr_no_sc", "ssan_prl", "vitaa_align", "ssan_pfl")
+
+
+def peta_settings(epochs: int) -> dict[str, Any]:
+    """What the PETA rows change of the common settings."""
+    return {"data": {"sources": [dict(PETA_SOURCE)]},
+            "epochs": max(1, round(epochs * PETA_EPOCH_FACTOR))}
 
 
 def is_peta(row: str) -> bool:
@@ -123,9 +132,9 @@ def write_configs(ids: int, epochs: int, rows: list[str]) -> dict[str, pathlib.P
     for row in rows:
         body = {"_base_": "results_common.yaml", "run_name": row, **ROWS[base_row(row)][1]}
         if is_peta(row):  # real crops instead of the synthetic world, same model and switches
-            body["data"] = {"sources": [{"type": "peta",
-                                         "max_images_per_id": PETA_IMAGES_PER_ID}]}
-            body["epochs"] = body["eval_every"] = max(1, epochs // PETA_EPOCH_DIVISOR)
+            peta = peta_settings(epochs)
+            body["data"] = peta["data"]
+            body["epochs"] = body["eval_every"] = peta["epochs"]
         path = CONFIG_DIR / f"{row}.yaml"
         path.write_text(header + yaml.safe_dump(body, sort_keys=False))
         paths[row] = path
@@ -457,7 +466,7 @@ def render(res: dict[str, dict[str, float]], ids: int, epochs: int, total_min: f
     if shipped:
         parts += shipped_section(shipped)
     # the settings and every figure: a later run with no cache starts from these (see main)
-    figures = {"settings": common_config(ids, epochs),
+    figures = {"settings": common_config(ids, epochs), "peta": peta_settings(epochs),
                "rows": {r: {k: round(v, 4) for k, v in m.items()} for r, m in res.items()}}
     parts += ["## All figures", "", "```json", json.dumps(figures, indent=1, sort_keys=True),
               "```", ""]
@@ -499,12 +508,11 @@ def peta_section(res: dict[str, dict[str, float]], epochs: int) -> list[str]:
         "## Real crops: every ablation on PETA's held-out identities",
         "",
         "The same rows, trained and validated on PETA alone (`peta_<row>.yaml`): all PETA",
-        f"identities, at most {PETA_IMAGES_PER_ID} images each, split by identity 70 / 30 "
-        "with the synthetic",
-        f"benchmark's seed; {max(1, epochs // PETA_EPOCH_DIVISOR)} epochs (PETA has about 5x "
-        "the synthetic training images, so",
-        "the number of steps is of the same order); validation on at most 512 images of whole",
-        "unseen",
+        f"identities with at least {PETA_SOURCE['min_images_per_id']} images, at most "
+        f"{PETA_SOURCE['max_images_per_id']} each, split by identity 70 / 30",
+        f"with the synthetic benchmark's seed; {peta_settings(epochs)['epochs']} epochs (a PETA "
+        "epoch has about 2.3x the synthetic",
+        "training images); validation on at most 512 images of whole unseen",
         f"identities ({ids:.0f} identities: chance R@1 about {100 * chance:.1f} %). Captions "
         "come from the",
         "attribute labels through the CUHK-PEDES-like grammar. \"Attribute prediction\" "
@@ -634,16 +642,17 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown rows {unknown}; choose from {known}")
     paths = write_configs(args.ids, args.epochs, rows)
     cache = pathlib.Path(args.cache)
-    settings = common_config(args.ids, args.epochs)
+    settings, peta = common_config(args.ids, args.epochs), peta_settings(args.epochs)
     stored = json.loads(cache.read_text()) if cache.is_file() else figures_in_doc()
-    # rows of other settings (sizes, learning rate ...) are not comparable: start again
-    res: dict[str, dict[str, float]] = (stored.get("rows", {})
-                                        if stored.get("settings") == settings else {})
+    # rows of other settings (sizes, learning rate, PETA's selection ...) are not comparable
+    res: dict[str, dict[str, float]] = {
+        row: m for row, m in stored.get("rows", {}).items()
+        if stored.get("settings") == settings and (not is_peta(row) or stored.get("peta") == peta)}
     t0 = time.monotonic()
 
     def save() -> None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"settings": settings, "rows": res}, indent=1))
+        cache.write_text(json.dumps({"settings": settings, "peta": peta, "rows": res}, indent=1))
 
     for row in rows:
         if row in res:

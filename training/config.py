@@ -61,6 +61,12 @@ class _SourceBase(Strict):
     max_images_per_id: int | None = Field(
         None, ge=1, description="keep at most this many images of each identity"
     )
+    min_images_per_id: int | None = Field(
+        None, ge=1, le=1000,
+        description="keep only identities with at least this many images (before "
+        "max_images_per_id), e.g. 2 so every identity has a positive pair for the identity and "
+        "re-identification losses",
+    )
 
 
 class SyntheticSource(_SourceBase):

@@ -15,7 +15,7 @@ import logging
 import os
 import pathlib
 import shutil
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
@@ -131,16 +131,20 @@ def load_source(
         records = load_reid_folder(src.root, split="train", source=src.type, attributes=attrs)
     else:  # pragma: no cover - the config's discriminated union admits nothing else
         raise ConfigError(f"unknown data source {src!r}")
-    return limit_records(records, max_ids=src.max_ids, max_images_per_id=src.max_images_per_id)
+    return limit_records(records, max_ids=src.max_ids, max_images_per_id=src.max_images_per_id,
+                         min_images_per_id=src.min_images_per_id)
 
 
 def limit_records(
-    records: Sequence[ImageRecord], *, max_ids: int | None, max_images_per_id: int | None
+    records: Sequence[ImageRecord], *, max_ids: int | None, max_images_per_id: int | None,
+    min_images_per_id: int | None = None,
 ) -> list[ImageRecord]:
-    """Keep the first ``max_ids`` identities (sorted pid) and ``max_images_per_id`` of each."""
-    if max_ids is None and max_images_per_id is None:
+    """Keep the identities with at least ``min_images_per_id`` images, of those the first
+    ``max_ids`` (sorted pid), and ``max_images_per_id`` images of each."""
+    if max_ids is None and max_images_per_id is None and min_images_per_id is None:
         return list(records)
-    keep = sorted({r.pid for r in records})
+    counts = Counter(r.pid for r in records)
+    keep = sorted(pid for pid, n in counts.items() if n >= (min_images_per_id or 1))
     if max_ids is not None:
         keep = keep[:max_ids]
     allowed = set(keep)

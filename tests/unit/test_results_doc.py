@@ -31,9 +31,10 @@ def test_peta_rows_train_on_peta_alone_with_the_rows_switches(results, tmp_path,
     monkeypatch.setattr(results, "CONFIG_DIR", tmp_path)
     paths = results.write_configs(200, 20, ["peta_aaipr_no_adv", "full"])
     body = yaml.safe_load(paths["peta_aaipr_no_adv"].read_text())
-    assert body["data"] == {"sources": [{"type": "peta", "max_images_per_id": 3}]}
+    assert body["data"] == {"sources": [{"type": "peta", "min_images_per_id": 2,
+                                         "max_images_per_id": 3}]}
     assert body["losses"] == {"aaipr_discriminator": {"weight": 0.0}}
-    assert body["epochs"] == body["eval_every"] == 4
+    assert body["epochs"] == body["eval_every"] == 11
     assert "data" not in yaml.safe_load(paths["full"].read_text())  # synthetic, from common
 
 
@@ -64,6 +65,7 @@ def test_the_doc_carries_every_figure_a_fresh_checkout_starts_from(results, tmp_
     doc.write_text(results.render(res, 200, 20, 12.0))
     stored = results.figures_in_doc(doc)
     assert stored["settings"] == results.common_config(200, 20)
+    assert stored["peta"] == results.peta_settings(20)
     assert stored["rows"] == res  # queries counts included: the noise bands need them
     assert "--ids 200 --epochs 20 --peta`" in doc.read_text()
 
