@@ -473,16 +473,18 @@ def render(res: dict[str, dict[str, float]], ids: int, epochs: int, total_min: f
     return "\n".join(parts)
 
 
-#: PETA rows: which query kind each ablation is about, and what its paper says it does there
-PETA_CLAIMS: dict[str, tuple[str, str]] = {
-    "ssan_global": ("text_R@1", "SSAN: the full model beats global only (+6.7 R@1)"),
-    "ssan_pfl": ("text_R@1", "SSAN: + PRL and the CR loss help (+2.1 R@1)"),
-    "ssan_prl": ("text_R@1", "SSAN: the CR loss helps (+0.8)"),
-    "vitaa_align": ("text_R@1", "ViTAA: alignment helps (+22.6 R@1)"),
-    "cmaam_no_mlc": ("text_R@1", "CMAAM Class + Triplet rows: no help (-0.9)"),
-    "aaipr_no_adv": ("attr_mAP", "AAIPR: the adversary helps (+2.9 mAP)"),
-    "aaipr_no_sc": ("attr_mAP", "AAIPR: without sc retrieval collapses"),
-    "apr_no_attr": ("image_mAP", "APR: attributes help re-id (+13.2 mAP)"),
+#: PETA rows: the metric of the query kind each ablation is about, what its paper says the
+#: component does there, and how the paper reads: "helps" (the full model is better), "adds"
+#: (the row adds a component to the full model, so the row should be better) or "neutral"
+PETA_CLAIMS: dict[str, tuple[str, str, str]] = {
+    "ssan_global": ("text_R@1", "SSAN: the full model beats global only (+6.7 R@1)", "helps"),
+    "ssan_pfl": ("text_R@1", "SSAN: + PRL and the CR loss help (+2.1 R@1)", "helps"),
+    "ssan_prl": ("text_R@1", "SSAN: the CR loss helps (+0.8)", "helps"),
+    "vitaa_align": ("text_R@1", "ViTAA: alignment helps (+22.6 R@1)", "adds"),
+    "cmaam_no_mlc": ("text_R@1", "CMAAM Class + Triplet rows: no help (-0.9)", "neutral"),
+    "aaipr_no_adv": ("attr_mAP", "AAIPR: the adversary helps (+2.9 mAP)", "helps"),
+    "aaipr_no_sc": ("attr_mAP", "AAIPR: without sc retrieval collapses", "helps"),
+    "apr_no_attr": ("image_mAP", "APR: attributes help re-id (+13.2 mAP)", "helps"),
 }
 
 
@@ -499,7 +501,7 @@ def peta_section(res: dict[str, dict[str, float]], epochs: int) -> list[str]:
         rows.append(["attribute prediction (the full model's APR and text attribute heads)",
                      pct(pred, "text_R@1"), pct(pred, "text_mAP"), pct(pred, "attr_R@1"),
                      pct(pred, "attr_mAP"), "–", "–", "–", cmd(PETA_PREFIX + "full")])
-    for row in [*PETA_ORDER[1:], "full"]:
+    for row in [r for r in PETA_ORDER if r != "full"] + ["full"]:  # full last, as above
         m = res.get(PETA_PREFIX + row)
         rows.append([ROWS[row][0], pct(m, "text_R@1"), pct(m, "text_mAP"), pct(m, "attr_R@1"),
                      pct(m, "attr_mAP"), pct(m, "image_R@1"), pct(m, "image_mAP"),
@@ -533,20 +535,19 @@ def peta_section(res: dict[str, dict[str, float]], epochs: int) -> list[str]:
         "",
     ]
     if full:
-        for row, (key, paper) in PETA_CLAIMS.items():
+        for row, (key, paper, reading) in PETA_CLAIMS.items():
             m = res.get(PETA_PREFIX + row)
             if not m:
                 continue
             kind = key.split("_")[0]
             near = kind != "image" and chance > 0
-            # "old -> new" reads "without -> with the component": ViTAA's row adds one
-            old, new = (full, m) if row == "vitaa_align" else (m, full)
+            # "old -> new" reads "without -> with the component"
+            old, new = (full, m) if reading == "adds" else (m, full)
             said = verdict(new.get(key, float("nan")), old.get(key, float("nan")), paper,
                            queries=full.get(kind + "_queries", 1.0),
-                           chance=chance if near else 0.0,
-                           paper_neutral=row == "cmaam_no_mlc")
+                           chance=chance if near else 0.0, paper_neutral=reading == "neutral")
             name = ROWS[row][0].split(": ")[-1]
-            label = f"{name} vs full" if row == "vitaa_align" else f"full vs {name}"
+            label = f"{name} vs full" if reading == "adds" else f"full vs {name}"
             out.append(f"- {label}: {key.replace('_', ' ')} {pct(old, key)} -> "
                        f"{pct(new, key)}, {said}.")
         for kind, key, paper in (("text", "textpred", "CMAAM: attribute similarity alone "
@@ -573,7 +574,8 @@ def shipped_section(shipped: dict[str, Any]) -> list[str]:
         chance = 1.0 / max(m["ids"], 1.0)
         rows.append([source, f"{m['images']:.0f} / {m['ids']:.0f}", f"{100 * chance:.1f}",
                      pct(m, "text_R@1"), pct(m, "text_R@10"), pct(m, "text_mAP"),
-                     pct(m, "textpred_mAP"), pct(m, "attr_R@1"), pct(m, "attr_mAP"), pct(m, "attrpred_mAP"),
+                     pct(m, "textpred_mAP"), pct(m, "attr_R@1"), pct(m, "attr_mAP"),
+                     pct(m, "attrpred_mAP"),
                      pct(m, "attrsoft_mAP"), pct(m, "image_R@1"), pct(m, "attr_mA")])
     return [
         "## The shipped bundle on held-out identities",
@@ -641,8 +643,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default="runs/results/results.json",
                     help="figures of finished rows (a rerun with the same settings skips them)")
     args = ap.parse_args(argv)
-    known = list(ROWS) + [PETA_PREFIX + r for r in PETA_ORDER]
-    rows = args.rows or list(ROWS) + ([PETA_PREFIX + r for r in PETA_ORDER] if args.peta else [])
+    peta_rows = [PETA_PREFIX + r for r in PETA_ORDER]
+    known = list(ROWS) + peta_rows
+    rows = args.rows or list(ROWS) + (peta_rows if args.peta else [])
     unknown = [r for r in rows if r not in known]
     if unknown:
         ap.error(f"unknown rows {unknown}; choose from {known}")
