@@ -185,7 +185,7 @@ def decode_image(data: bytes) -> np.ndarray:
 
 def detection_proto(hit: Hit, schema: AttributeSchema) -> frame_pb2.Detection:
     """A :class:`Hit` as the ``Detection`` message; attributes keyed ``family=value``."""
-    names = dict(zip(schema.field_names(), schema.names()))
+    names = schema.field_labels()
     x, y, w, h = hit.box
     return frame_pb2.Detection(
         id=hit.id, camera_id=hit.camera_id, ts_us=hit.ts_us, track_id=hit.track_id,

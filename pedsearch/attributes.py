@@ -76,6 +76,8 @@ class AttributeSchema:
         self.dim = offset
         self.synonyms = {k: [w.lower() for w in v] for k, v in (synonyms or {}).items()}
         self._alias = {w: k for k, words in self.synonyms.items() for w in words}
+        # built once: every search hit maps its 48+ Milvus fields to these names
+        self._field_labels = dict(zip(self.field_names(), self.names()))
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -131,6 +133,11 @@ class AttributeSchema:
 
     def field_names(self) -> list[str]:
         return [f"attr_{f.name}_{v}" for f in self.families for v in f.values]
+
+    def field_labels(self) -> Mapping[str, str]:
+        """Milvus field name -> flat name, ``attr_upper_color_red`` -> ``upper_color=red``
+        (shared; do not modify)."""
+        return self._field_labels
 
     # -- vectors --------------------------------------------------------------------------------
     def encode(self, labels: Mapping[str, str | list[str]]) -> tuple[np.ndarray, np.ndarray]:
