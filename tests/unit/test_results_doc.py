@@ -87,3 +87,40 @@ def test_the_concept_paragraph_reads_the_shipped_figures(results):
     assert "own description is 0.55 (0.29 to the others)" in text
     assert "mAP 55.0 % against 53.4 %" in text
     assert results.concept_paragraph({"synthetic": test}) == []  # no training-split figures
+
+
+def test_seed_rows_change_only_the_training_seed(results, tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "CONFIG_DIR", tmp_path)
+    paths = results.write_configs(200, 20, ["full_s2", "ssan_global_s1", "aaipr_no_sc"])
+    body = yaml.safe_load(paths["ssan_global_s1"].read_text())
+    assert body["seed"] == 1 and body["run_name"] == "ssan_global_s1"
+    assert body["losses"] == results.ROWS["ssan_global"][1]["losses"]
+    assert yaml.safe_load(paths["full_s2"].read_text())["seed"] == 2
+    assert "seed" not in yaml.safe_load(paths["aaipr_no_sc"].read_text())  # not a seed suffix
+    assert results.base_row("peta_aaipr_no_sc") == "aaipr_no_sc"
+
+
+def test_paired_verdict_is_a_t_test_over_seeds(results):
+    # mean 5, sd 1 over 3 seeds: half-width 4.303 * 1 / sqrt(3) = 2.48 points
+    assert results.paired_verdict([0.05, 0.04, 0.06]) == \
+        "**full better** (95 % interval +2.5 .. +7.5)"
+    # mean 2, sd 3.606: half-width 8.96 points
+    assert results.paired_verdict([0.05, -0.02, 0.03]) == \
+        "not decided (95 % interval of the mean -7.0 .. +11.0)"
+    assert results.paired_verdict([-0.05, -0.04, -0.06]).startswith("**full worse**")
+    assert results.paired_verdict([0.05]) == "one seed: not decided"
+
+
+def test_the_seeds_section_pairs_each_seed_with_its_own_ablation(results):
+    res = {"full": _row(0.30, 0.30, 0.7, attrpred_mAP=0.40),
+           "full_s1": _row(0.34, 0.32, 0.7, attrpred_mAP=0.41),
+           "ssan_global": _row(0.25, 0.30, 0.7), "ssan_global_s1": _row(0.28, 0.30, 0.7),
+           "peta_full": _row(0.1, 0.1, 0.1)}
+    text = "\n".join(results.seeds_section(res))
+    assert "| full model (SSAN + CR, APR, CMAAM L_MLC, AAIPR) | 0, 1 | 32.0 ± 2.8 |" in text
+    # differences +5 and +6: mean 5.5, sd 0.707, half-width 12.706 * 0.5 = 6.35
+    assert ("- full vs global only, ranking loss, text R@1: per seed +5.0, +6.0 points; "
+            "not decided (95 % interval of the mean -0.9 .. +11.9)") in text
+    assert "- full vs attribute prediction, attr mAP: per seed -10.0, -9.0 points" in text
+    assert "without adversary" not in text  # no such rows: no line
+    assert results.seeds_section({"full": _row(0.3, 0.3, 0.7)}) == []
