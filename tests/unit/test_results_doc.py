@@ -119,8 +119,10 @@ def test_the_seeds_section_pairs_each_seed_with_its_own_ablation(results):
     text = "\n".join(results.seeds_section(res))
     assert "| full model (SSAN + CR, APR, CMAAM L_MLC, AAIPR) | 0, 1 | 32.0 ± 2.8 |" in text
     # differences +5 and +6: mean 5.5, sd 0.707, half-width 12.706 * 0.5 = 6.35
-    assert ("- full vs global only, ranking loss, text R@1: per seed +5.0, +6.0 points; "
+    assert ("- full vs global only, text R@1: per seed +5.0, +6.0 points; "
             "not decided (95 % interval of the mean -0.9 .. +11.9)") in text
-    assert "- full vs attribute prediction, attr mAP: per seed -10.0, -9.0 points" in text
+    # -10 and -9: mean -9.5, half-width 6.35
+    assert ("- full vs attribute prediction, attr mAP: per seed -10.0, -9.0 points; "
+            "**full worse** (95 % interval -15.9 .. -3.1)") in text
     assert "without adversary" not in text  # no such rows: no line
     assert results.seeds_section({"full": _row(0.3, 0.3, 0.7)}) == []
