@@ -359,12 +359,11 @@ def concept_geometry(concepts: np.ndarray, images: np.ndarray, query_labels: np.
     cent = np.stack([images[gallery_labels == s].mean(axis=0) for s in query_labels])
     cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
     off = ~np.eye(len(concepts), dtype=bool)
-    if not off.any():  # one query: no pair to compare
-        off = np.ones((1, 1), bool)
-    return {"attr_cos_own": float(cos[same].mean()) if same.any() else float("nan"),
-            "attr_cos_other": float(cos[~same].mean()) if (~same).any() else float("nan"),
-            "attr_concept_spread": float((concepts @ concepts.T)[off].mean()),
-            "attr_centroid_spread": float((cent @ cent.T)[off].mean())}
+    nan = float("nan")  # one query: no pair to compare; one description: no "other" images
+    return {"attr_cos_own": float(cos[same].mean()) if same.any() else nan,
+            "attr_cos_other": float(cos[~same].mean()) if (~same).any() else nan,
+            "attr_concept_spread": float((concepts @ concepts.T)[off].mean()) if off.any() else nan,
+            "attr_centroid_spread": float((cent @ cent.T)[off].mean()) if off.any() else nan}
 
 
 def _retrieval(prefix: str, sim: np.ndarray, q: np.ndarray, g: np.ndarray, **kw: Any

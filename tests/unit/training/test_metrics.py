@@ -315,3 +315,12 @@ def test_concept_geometry_by_hand():
     assert g["attr_cos_other"] == pytest.approx((0.0 + 0.6 + 0.6) / 3)
     assert g["attr_concept_spread"] == pytest.approx(0.6)
     assert g["attr_centroid_spread"] == pytest.approx(0.0)
+
+
+def test_concept_geometry_of_one_query_has_no_spread():
+    from training.evaluate import concept_geometry
+
+    g = concept_geometry(np.array([[1.0, 0.0]]), np.array([[1.0, 0.0], [0.0, 1.0]]),
+                         np.array([0]), np.array([0, 1]))
+    assert g["attr_cos_own"] == pytest.approx(1.0) and g["attr_cos_other"] == pytest.approx(0.0)
+    assert np.isnan(g["attr_concept_spread"]) and np.isnan(g["attr_centroid_spread"])
