@@ -15,7 +15,6 @@ from pedsearch.config import load_settings
 console = Console()
 
 
-
 def register(subparsers) -> None:
     gw = subparsers.add_parser(
         "gateway", help="the gRPC query gateway",
@@ -49,6 +48,10 @@ def cmd_serve(args) -> int:
     settings = load_settings(args.config)
     if args.bundle:
         settings.model.bundle = pathlib.Path(args.bundle)
+    if settings.gateway.encoder_threads:
+        import torch  # the whole process: this command owns it
+
+        torch.set_num_threads(settings.gateway.encoder_threads)
     with console.status("loading the model bundle..."):
         server = create_server(args.address, settings=settings)
     stop = threading.Event()

@@ -183,20 +183,50 @@ def decode_image(data: bytes) -> np.ndarray:
 
 # -- results -------------------------------------------------------------------------------------
 
+def fill_detection(msg: frame_pb2.Detection, hit: Hit, labels: dict[str, str]) -> None:
+    """Write ``hit`` into the (empty) ``msg`` in place; attributes keyed ``family=value``.
+
+    ``labels`` is :meth:`AttributeSchema.field_labels`. Filling in place matters: a message
+    passed to a constructor is copied, and a dict given to a map field goes through Python's
+    ``MutableMapping.update`` -- together 3x the cost of this (0.24 vs 0.07 ms for ten hits).
+    """
+    msg.id = hit.id
+    msg.camera_id = hit.camera_id
+    msg.ts_us = hit.ts_us
+    msg.track_id = hit.track_id
+    box = msg.box
+    box.x, box.y, box.w, box.h = hit.box
+    msg.det_score = hit.det_score
+    msg.crop_ref = hit.crop_ref
+    msg.model_version = hit.model_version
+    msg.frame_seq = max(0, hit.frame_seq)
+    attributes = msg.attributes
+    for field_name, p in hit.attributes.items():
+        label = labels.get(field_name)
+        if label is not None:
+            attributes[label] = p
+
+
 def detection_proto(hit: Hit, schema: AttributeSchema) -> frame_pb2.Detection:
     """A :class:`Hit` as the ``Detection`` message; attributes keyed ``family=value``."""
-    names = schema.field_labels()
-    x, y, w, h = hit.box
-    return frame_pb2.Detection(
-        id=hit.id, camera_id=hit.camera_id, ts_us=hit.ts_us, track_id=hit.track_id,
-        box=frame_pb2.Box(x=x, y=y, w=w, h=h), det_score=hit.det_score, crop_ref=hit.crop_ref,
-        model_version=hit.model_version, frame_seq=max(0, hit.frame_seq),
-        attributes={names[f]: p for f, p in hit.attributes.items() if f in names},
-    )
+    msg = frame_pb2.Detection()
+    fill_detection(msg, hit, schema.field_labels())
+    return msg
+
+
+def add_hits(target, hits: Sequence[Hit], schema: AttributeSchema) -> None:
+    """Append ``hits`` to a repeated ``Hit`` field (``SearchResponse.hits``), best first."""
+    labels = schema.field_labels()
+    for hit in hits:
+        msg = target.add()
+        msg.score = hit.score
+        fill_detection(msg.detection, hit, labels)
 
 
 def hit_proto(hit: Hit, schema: AttributeSchema) -> search_pb2.Hit:
-    return search_pb2.Hit(score=hit.score, detection=detection_proto(hit, schema))
+    msg = search_pb2.Hit(score=hit.score)
+    fill_detection(msg.detection, hit, schema.field_labels())
+    return msg
 
 
 def row_hit(row: DetectionRow, schema: AttributeSchema, score: float) -> Hit:

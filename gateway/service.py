@@ -20,6 +20,7 @@ from pymilvus.exceptions import MilvusException
 
 from gateway.convert import (
     FilterParams,
+    add_hits,
     decode_image,
     detection_proto,
     finite,
@@ -168,11 +169,11 @@ class SearchService(search_pb2_grpc.SearchServicer):
         except Unavailable as exc:
             raise deadline.guard(exc) from exc
         search_ms = (time.perf_counter() - t0) * 1000
-        schema = self._bundle().schema
-        return search_pb2.SearchResponse(
-            hits=[hit_proto(h, schema) for h in hits], model_version=self._bundle().version,
-            collection=name, encode_ms=encode_ms, search_ms=search_ms,
-        )
+        bundle = self._bundle()
+        reply = search_pb2.SearchResponse(model_version=bundle.version, collection=name,
+                                          encode_ms=encode_ms, search_ms=search_ms)
+        add_hits(reply.hits, hits, bundle.schema)
+        return reply
 
     # -- RPCs ------------------------------------------------------------------------------------
     def SearchText(self, request, context):

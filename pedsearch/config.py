@@ -216,6 +216,15 @@ class GatewayConfig(Strict):
     rerank_factor: int = Field(
         4, ge=1, le=100, description="candidates fetched per hit wanted when re-ranking"
     )
+    # 1: the gateway answers concurrent RPCs on its own threads, so a query's encoder gets one
+    # core; intra-op threads would fight those RPCs, Milvus and each other for the same cores
+    # (docs/BENCHMARKS.md: on 2 cores the text encoder inside the gateway took 1.3-1.9 ms more
+    # at the median with 2 threads than a 1-thread encoder timed in the same run)
+    encoder_threads: int = Field(
+        1, ge=0, le=1024,
+        description="torch threads per query encoding in `pedsearch gateway serve` (torch's "
+        "intra-op threads, process-wide); 0 = torch's default, one per core",
+    )
 
 
 class Settings(BaseSettings):

@@ -8,8 +8,10 @@ import pytest
 
 from gateway.convert import (
     FilterParams,
+    add_hits,
     decode_image,
     detection_proto,
+    hit_proto,
     finite,
     image_size,
     parse_constraints,
@@ -17,6 +19,7 @@ from gateway.convert import (
     top_k,
 )
 from gateway.search import Hit
+from pedsearch.v1 import search_pb2
 from pedsearch.attributes import AttributeSchema
 from pedsearch.errors import InvalidInput
 from pedsearch.v1 import search_pb2
@@ -126,3 +129,22 @@ def test_detection_proto_keys_attributes_by_family_value():
     assert d.attributes["upper_color=red"] == pytest.approx(fields.index(
         "attr_upper_color_red") / 100)
     assert len(d.attributes) == SCHEMA.dim
+
+
+def test_add_hits_fills_the_reply_in_order_and_skips_unknown_fields():
+    fields = SCHEMA.field_names()
+    hits = [Hit(id=i, score=1.0 - i / 10, camera_id=f"cam-{i}", ts_us=100 + i, track_id=i,
+                frame_seq=-1 if i == 0 else i, box=(float(i), 2.0, 3.0, 4.0),
+                crop_ref=f"c/{i}.jpg", model_version="v1", det_score=0.5,
+                attributes={**{f: 0.25 for f in fields}, "attr_not_in_schema": 0.9})
+            for i in range(3)]
+    reply = search_pb2.SearchResponse(model_version="v1")
+    add_hits(reply.hits, hits, SCHEMA)
+    assert [h.score for h in reply.hits] == pytest.approx([1.0, 0.9, 0.8])
+    assert [h.detection.camera_id for h in reply.hits] == ["cam-0", "cam-1", "cam-2"]
+    first = reply.hits[0].detection
+    assert first.frame_seq == 0 and first.box.x == 0.0 and first.crop_ref == "c/0.jpg"
+    assert len(first.attributes) == SCHEMA.dim  # the unknown field is not a label
+    assert set(first.attributes.values()) == {0.25}
+    # the standalone message of a watch event is the same hit
+    assert hit_proto(hits[1], SCHEMA) == reply.hits[1]
