@@ -696,7 +696,7 @@ def shipped_section(shipped: dict[str, Any]) -> list[str]:
         "CUHK-PEDES-like grammar. Attribute queries use the semantic-ID protocol (one query per",
         "distinct description); \"attribute prediction\" ranks by the APR head's likelihood,",
         "\"attr + soft\" by what `SearchAttributes` answers: the concept cosine + `soft_weight`",
-        f"({SOFT_WEIGHT}) x the mean APR probability of the asked values (`gateway/search.py`).",
+        f"({SOFT_WEIGHT}) x the geometric mean of the APR probabilities of the asked values (`gateway/search.py`).",
         "",
         table(["test source", "images / ids", "chance R@1", "text R@1", "text R@10", "text mAP",
                "text attr-prediction mAP", "attr R@1", "attr mAP", "attr-prediction mAP",

@@ -9,8 +9,8 @@ Attribute constraints (:class:`Constraint`) act in one of three ways:
 - ``hard``: a Milvus filter on the ``attr_<family>_<value>`` scalar fields -- a hit passes when
   ``P(family=value) >= min_probability`` for at least one of the listed values;
 - ``soft``: re-ranking. ``k * rerank_factor`` candidates are fetched and ordered by
-  ``score = cosine + soft_weight * mean_c(max_v P(c.family = v))`` over the soft constraints
-  ``c`` and their values ``v`` (:func:`soft_bonus`);
+  ``score = cosine + soft_weight * geomean_c(max_v P(c.family = v))`` over the soft
+  constraints ``c`` and their values ``v`` (:func:`soft_bonus`);
 - ``query``: only part of an attribute query's embedding (no filter, no re-ranking).
 """
 
@@ -28,7 +28,7 @@ from pymilvus.exceptions import MilvusException
 
 from pedsearch.attributes import AttributeSchema
 from pedsearch.bundle import Bundle
-from pedsearch.config import DEFAULT_SOFT_WEIGHT, MilvusConfig
+from pedsearch.config import DEFAULT_SOFT_WEIGHT, SOFT_PROBABILITY_FLOOR, MilvusConfig
 from pedsearch.envelope import CAMERA_ID
 from pedsearch.errors import InvalidInput, NotFound, NotReady, Unavailable
 from pedsearch.schema import SCALAR_FIELDS, collection_name
@@ -113,7 +113,14 @@ def hard_expression(constraints: Sequence[Constraint]) -> str:
 
 
 def soft_bonus(probs: Mapping[str, float], constraints: Sequence[Constraint]) -> float:
-    """Mean over ``soft`` constraints of the best probability among their values (0 if none).
+    """Geometric mean over ``soft`` constraints of the best probability among their values
+    (0 if there is no soft constraint).
+
+    The geometric mean is the likelihood of the description per constraint (constraints taken
+    as independent): a hit must fit every asked family, where an arithmetic mean lets a good
+    fit on most of them hide a clear miss on one. On the shipped bundle's held-out identities
+    it ranks attribute queries better (mAP 0.567 vs 0.550 synthetic, 0.349 vs 0.310 PETA;
+    docs/RESULTS.md has the training seeds).
 
     Args:
         probs: Milvus attribute field name -> probability of one hit.
@@ -121,7 +128,8 @@ def soft_bonus(probs: Mapping[str, float], constraints: Sequence[Constraint]) ->
     soft = [c for c in constraints if c.mode == "soft"]
     if not soft:
         return 0.0
-    return float(np.mean([max(probs.get(f, 0.0) for f in c.fields()) for c in soft]))
+    best = [max(probs.get(f, 0.0) for f in c.fields()) for c in soft]
+    return math.exp(sum(math.log(max(p, SOFT_PROBABILITY_FLOOR)) for p in best) / len(best))
 
 
 def passes_hard(probs: Mapping[str, float], constraints: Sequence[Constraint]) -> bool:

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from pedsearch.attributes import AttributeSchema
-from pedsearch.config import DEFAULT_SOFT_WEIGHT
+from pedsearch.config import DEFAULT_SOFT_WEIGHT, SOFT_PROBABILITY_FLOOR
 from pedsearch.errors import InvalidInput
 from training.datasets import ImageRecord, encode_record
 from training.metrics import (
@@ -312,7 +312,7 @@ def soft_attribute_scores(cosine: np.ndarray, targets: np.ndarray, masks: np.nda
                           probs: np.ndarray, schema: AttributeSchema,
                           weight: float = SOFT_WEIGHT) -> np.ndarray:
     """The gateway's soft re-ranking of attribute queries, on a whole gallery: ``cosine +
-    weight * mean_f max_v P(f = v)`` over the query's families ``f`` and the values ``v`` it
+    weight * geomean_f max_v P(f = v)`` over the query's families ``f`` and the values ``v`` it
     asks for (:func:`gateway.search.soft_bonus` on every hit).
 
     Args:
@@ -327,15 +327,17 @@ def soft_attribute_scores(cosine: np.ndarray, targets: np.ndarray, masks: np.nda
     """
     asked = (np.asarray(targets) * np.asarray(masks)) > 0
     p = np.asarray(probs, np.float64)
-    bonus = np.zeros(np.shape(cosine), np.float64)
+    log_fit = np.zeros(np.shape(cosine), np.float64)  # (Q, G) sum of log best P per family
     families = np.zeros(asked.shape[0], np.float64)
     for fam in schema.families:
         a = asked[:, fam.slice]  # (Q, V)
         has = a.any(axis=1)
         best = np.where(a[:, None, :], p[None, :, fam.slice], -np.inf).max(axis=2)  # (Q, G)
-        bonus += np.where(has[:, None], best, 0.0)
+        log_fit += np.where(has[:, None], np.log(np.maximum(best, SOFT_PROBABILITY_FLOOR)), 0.0)
         families += has
-    return np.asarray(cosine, np.float64) + weight * bonus / np.maximum(families, 1.0)[:, None]
+    bonus = np.where(families[:, None] > 0,
+                     np.exp(log_fit / np.maximum(families, 1.0)[:, None]), 0.0)
+    return np.asarray(cosine, np.float64) + weight * bonus
 
 
 def concept_geometry(concepts: np.ndarray, images: np.ndarray, query_labels: np.ndarray,

@@ -54,14 +54,18 @@ def test_passes_hard_evaluates_what_the_expression_filters():
     assert passes_hard({}, [Constraint("hat", ("yes",), "soft")])
 
 
-def test_soft_bonus_is_the_mean_of_each_constraints_best_value():
+def test_soft_bonus_is_the_geometric_mean_of_each_constraints_best_value():
     cs = [Constraint("upper_color", ("red", "pink"), "soft"),
           Constraint("hat", ("yes",), "soft"),
           Constraint("backpack", ("yes",), "hard")]
     probs = {"attr_upper_color_red": 0.2, "attr_upper_color_pink": 0.6, "attr_hat_yes": 0.1,
              "attr_backpack_yes": 1.0}
-    assert soft_bonus(probs, cs) == pytest.approx((0.6 + 0.1) / 2)
+    assert soft_bonus(probs, cs) == pytest.approx((0.6 * 0.1) ** 0.5)
     assert soft_bonus(probs, cs[2:]) == 0.0
+    # one clear miss outweighs a perfect fit elsewhere: 1.0 and 0.0 score the floor's root
+    assert soft_bonus({"attr_upper_color_red": 1.0}, cs[:2]) == pytest.approx(1e-3)
+    assert soft_bonus({"attr_upper_color_red": 0.5, "attr_hat_yes": 0.5}, cs) == \
+        pytest.approx(0.5)
 
 
 def test_query_attribute_set_merges_families():
