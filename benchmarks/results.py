@@ -310,7 +310,9 @@ def render(res: dict[str, dict[str, float]], ids: int, epochs: int, total_min: f
             "**What this generation shows.** The full model, against chance "
             f"({100 * chance:.1f} %):",
             f"text -> image R@1 {pct(full, 'text_R@1')} % (mAP {pct(full, 'text_mAP')} %), "
-            f"attribute -> image R@1 {pct(full, 'attr_R@1')} % (mAP {pct(full, 'attr_mAP')} %),",
+            f"attribute -> image R@1 {pct(full, 'attr_R@1')} % (mAP {pct(full, 'attr_mAP')} %; "
+            f"as the gateway serves it, concept + APR re-ranking: R@1 {pct(full, 'attrsoft_R@1')} "
+            f"%, mAP {pct(full, 'attrsoft_mAP')} %),",
             f"image -> image rank-1 {pct(full, 'image_R@1')} %, attribute mA "
             f"{pct(full, 'attr_mA')} %.",
             f"With {text_q:.0f} text queries over {int(ids * 0.3)} identities, two rows whose "
