@@ -610,8 +610,8 @@ SEED_CLAIMS: tuple[tuple[str, tuple[str, str], tuple[str, str], str], ...] = (
      ("full", "attrsoft_mAP"), ("full", "attrpred_mAP"), _AAIPR_VS_PREDICTION),
     ("full vs without adversary, both as served, attr mAP", ("full", "attrsoft_mAP"),
      ("aaipr_no_adv", "attrsoft_mAP"), _AAIPR_ADVERSARY),
-    # the adversary's loss reaches only the attribute generator, so a text difference can only
-    # come from the runs' different random streams: shown so it is not mistaken for an effect
+    # the adversary's gradient reaches the image tower only indirectly (through the generated
+    # concepts in the shared semantic-ID classifier, Eq. 6): whether text queries feel it
     ("full vs without adversary, text R@1", ("full", "text_R@1"), ("aaipr_no_adv", "text_R@1"),
      "AAIPR does not report text queries"),
 )
