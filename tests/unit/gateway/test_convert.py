@@ -11,15 +11,14 @@ from gateway.convert import (
     add_hits,
     decode_image,
     detection_proto,
-    hit_proto,
     finite,
+    hit_proto,
     image_size,
     parse_constraints,
     parse_filter,
     top_k,
 )
 from gateway.search import Hit
-from pedsearch.v1 import search_pb2
 from pedsearch.attributes import AttributeSchema
 from pedsearch.errors import InvalidInput
 from pedsearch.v1 import search_pb2
