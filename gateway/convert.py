@@ -214,18 +214,22 @@ def detection_proto(hit: Hit, schema: AttributeSchema) -> frame_pb2.Detection:
     return msg
 
 
+def fill_hit(msg: search_pb2.Hit, hit: Hit, labels: dict[str, str]) -> None:
+    """Write ``hit`` and its score into the (empty) ``msg`` in place (:func:`fill_detection`)."""
+    msg.score = hit.score
+    fill_detection(msg.detection, hit, labels)
+
+
 def add_hits(target, hits: Sequence[Hit], schema: AttributeSchema) -> None:
     """Append ``hits`` to a repeated ``Hit`` field (``SearchResponse.hits``), best first."""
     labels = schema.field_labels()
     for hit in hits:
-        msg = target.add()
-        msg.score = hit.score
-        fill_detection(msg.detection, hit, labels)
+        fill_hit(target.add(), hit, labels)
 
 
 def hit_proto(hit: Hit, schema: AttributeSchema) -> search_pb2.Hit:
-    msg = search_pb2.Hit(score=hit.score)
-    fill_detection(msg.detection, hit, schema.field_labels())
+    msg = search_pb2.Hit()
+    fill_hit(msg, hit, schema.field_labels())
     return msg
 
 
