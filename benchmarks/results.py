@@ -61,6 +61,12 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
         "losses": {"vitaa_alignment": {"weight": 1.0}}}),
     "cmaam_no_mlc": ("CMAAM: without L_MLC", {
         "losses": {"cmaam_multilabel": {"weight": 0.0}}}),
+    # how the game is wired where the paper is silent (training.config.AaiprConfig)
+    "aaipr_joint_features": ("AAIPR wiring: D on one batch of both, Psi_I on features", {
+        "aaipr": {"discriminator_batch": "joint", "classifier_input": "features"}}),
+    "aaipr_features_no_adv": ("AAIPR wiring: Psi_I on features, without adversary", {
+        "aaipr": {"classifier_input": "features"},
+        "losses": {"aaipr_discriminator": {"weight": 0.0}}}),
 }
 #: images per step of every row
 BATCH = 32
@@ -78,7 +84,8 @@ PETA_ORDER = ("full", "ssan_global", "aaipr_no_adv", "apr_no_attr", "cmaam_no_ml
               "aaipr_no_sc", "ssan_prl", "vitaa_align", "ssan_pfl")
 #: the synthetic rows ``--seeds N`` repeats with training seeds 1..N-1 (row ``<row>_s<seed>``):
 #: the ends of the claims on text and attribute queries, where one seed cannot tell
-SEED_ROWS = ("full", "ssan_global", "aaipr_no_adv")
+SEED_ROWS = ("full", "ssan_global", "aaipr_no_adv", "aaipr_joint_features",
+             "aaipr_features_no_adv")
 _SEEDED = re.compile(r"^(?P<row>.+)_s(?P<seed>[0-9]+)$")
 
 
@@ -411,6 +418,7 @@ def render(res: dict[str, dict[str, float]], ids: int, epochs: int, total_min: f
                      f"{pct(full, 'attr_mAP')}, "
                      f"{verdict(full_attr, full['attrpred_mAP'], paper, queries=attr_q)}.")
     parts.append("")
+    parts += wiring_section(res)
     # APR
     rows = []
     for row, name, r1, mp in (("apr_no_attr", "B1 (identity losses only)", "73.69", "51.48"),
@@ -499,6 +507,50 @@ def render(res: dict[str, dict[str, float]], ids: int, epochs: int, total_min: f
     parts += ["## All figures", "", "```json", json.dumps(figures, indent=1, sort_keys=True),
               "```", ""]
     return "\n".join(parts)
+
+
+def wiring_section(res: dict[str, dict[str, float]]) -> list[str]:
+    """AAIPR with the wiring under test (``training.config.AaiprConfig``) beside the current."""
+    spec = [("full", "current wiring (the defaults)"),
+            ("aaipr_no_adv", "current wiring, without adversary"),
+            ("aaipr_joint_features", "D on one batch of both + Psi_I on features"),
+            ("aaipr_features_no_adv", "Psi_I on features, without adversary")]
+    if not any(row in res for row, _ in spec[2:]):
+        return []
+    rows = [[name, pct(res.get(row), "attr_R@1"), pct(res.get(row), "attr_mAP"),
+             pct(res.get(row), "attrsoft_mAP"), pct(res.get(row), "attrpred_mAP"),
+             pct(res.get(row), "text_R@1"), pct(res.get(row), "text_mAP"), cmd(row)]
+            for row, name in spec]
+    return [
+        "### AAIPR's wiring where the paper is silent (under test)",
+        "",
+        "Two choices the paper leaves open decide whether its adversary can do its work here",
+        "(`aaipr:` in the training config, `training/config.py`):",
+        "",
+        "- **What D's BatchNorm sees.** D's first layer is followed by BatchNorm. With real and",
+        "  generated concepts in separate batches (`discriminator_batch: separate`, the current",
+        "  default), each batch is normalised by its own mean and spread, so D cannot see a shift",
+        "  or a shrink of the generated concepts -- which is how concepts crowding together",
+        "  differ from image concepts (`tests/unit/training/test_step.py` shows the logits of",
+        "  `0.3 x + 0.5` and `x` come out equal). `joint` puts both in one batch, in D's update",
+        "  and in the generator's adversarial loss.",
+        "- **What Psi_I reads.** The shared semantic-ID classifier (Eqs. 3, 6) reads the unit",
+        "  retrieval embeddings (`classifier_input: embedding`), so its logits are bounded by its",
+        "  weights' norm and the softmax cannot become confident; the paper's Psi_I reads the",
+        "  FC output Phi_I(I) itself. `features` feeds it the un-normalised vectors the",
+        "  embeddings are made of (the image's global and part features, the generator's tanh",
+        "  output).",
+        "",
+        "A third does nothing here: lambda_D = 0.5 scales the loss of a discriminator that has",
+        "its own Adam optimiser, and Adam's steps do not change when the loss is multiplied by a",
+        "constant (up to its epsilon and the weight decay).",
+        "",
+        "Seed 0 of each (the *Across training seeds* section pairs the seeds):",
+        "",
+        table(["model", "attr R@1", "attr mAP", "attr mAP as served", "attr prediction mAP",
+               "text R@1", "text mAP", "command"], rows),
+        "",
+    ]
 
 
 #: PETA rows: the metric of the query kind each ablation is about, what its paper says the
@@ -590,12 +642,13 @@ def peta_section(res: dict[str, dict[str, float]], epochs: int) -> list[str]:
     return out
 
 
-#: what the seed replicates decide: (what is compared, the full model's figure, the other
-#: figure, the paper's claim); a figure is (row, metric), the attribute-prediction baselines
-#: being figures of the full model's own run
+#: what the seed replicates decide: (what is compared, the first figure, the other figure, the
+#: paper's claim[, who the first figure is: "full" unless said]); a figure is (row, metric), the
+#: attribute-prediction baselines being figures of the row's own run
 _AAIPR_VS_PREDICTION = "AAIPR beats attribute prediction (40.3 vs 13.2 R@1)"
 _AAIPR_ADVERSARY = "AAIPR: the adversary helps (+6.4 R@1)"
-SEED_CLAIMS: tuple[tuple[str, tuple[str, str], tuple[str, str], str], ...] = (
+_WIRING = "AAIPR does not say how D batches its inputs or what Psi_I reads"
+SEED_CLAIMS: tuple[tuple[Any, ...], ...] = (
     ("full vs global only, text R@1", ("full", "text_R@1"), ("ssan_global", "text_R@1"),
      PETA_CLAIMS["ssan_global"][1]),
     ("full vs global only, text mAP", ("full", "text_mAP"), ("ssan_global", "text_mAP"),
@@ -614,13 +667,28 @@ SEED_CLAIMS: tuple[tuple[str, tuple[str, str], tuple[str, str], str], ...] = (
     # concepts in the shared semantic-ID classifier, Eq. 6): whether text queries feel it
     ("full vs without adversary, text R@1", ("full", "text_R@1"), ("aaipr_no_adv", "text_R@1"),
      "AAIPR does not report text queries"),
+    # the wiring under test: does the adversary help once D can see the concepts' spread, and
+    # does the new wiring beat the current one
+    ("new wiring vs its run without adversary, attr mAP", ("aaipr_joint_features", "attr_mAP"),
+     ("aaipr_features_no_adv", "attr_mAP"), _AAIPR_ADVERSARY, "new wiring"),
+    ("new wiring vs its run without adversary, both as served, attr mAP",
+     ("aaipr_joint_features", "attrsoft_mAP"), ("aaipr_features_no_adv", "attrsoft_mAP"),
+     _AAIPR_ADVERSARY, "new wiring"),
+    ("new wiring vs the current full model, attr mAP", ("aaipr_joint_features", "attr_mAP"),
+     ("full", "attr_mAP"), _WIRING, "new wiring"),
+    ("new wiring vs the current full model, as served, attr mAP",
+     ("aaipr_joint_features", "attrsoft_mAP"), ("full", "attrsoft_mAP"), _WIRING, "new wiring"),
+    ("new wiring vs its attribute prediction, attr mAP", ("aaipr_joint_features", "attr_mAP"),
+     ("aaipr_joint_features", "attrpred_mAP"), _AAIPR_VS_PREDICTION, "new wiring"),
+    ("new wiring vs the current full model, text R@1", ("aaipr_joint_features", "text_R@1"),
+     ("full", "text_R@1"), "AAIPR does not report text queries", "new wiring"),
 )
 #: two-sided 95 % quantiles of Student's t by degrees of freedom (paired test over seeds)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
 
 
-def paired_verdict(diffs: list[float]) -> str:
-    """Whether per-seed differences ``full - ablation`` show a difference: a paired t-test at
+def paired_verdict(diffs: list[float], subject: str = "full") -> str:
+    """Whether per-seed differences ``subject - other`` show a difference: a paired t-test at
     95 % (the mean difference beyond ``t * sd / sqrt(n)``) over ``n >= 2`` seeds."""
     n = len(diffs)
     if n < 2:
@@ -630,7 +698,7 @@ def paired_verdict(diffs: list[float]) -> str:
     if abs(mean) <= half:
         return f"not decided (95 % interval of the mean {100 * (mean - half):+.1f} .. " \
                f"{100 * (mean + half):+.1f})"
-    return ("**full better**" if mean > 0 else "**full worse**") + \
+    return (f"**{subject} better**" if mean > 0 else f"**{subject} worse**") + \
         f" (95 % interval {100 * (mean - half):+.1f} .. {100 * (mean + half):+.1f})"
 
 
@@ -667,13 +735,13 @@ def seeds_section(res: dict[str, dict[str, float]]) -> list[str]:
         "and a paired t-test over the seeds says whether the mean difference is real.",
         "",
     ]
-    for label, (row_a, key_a), (row_b, key_b), paper in SEED_CLAIMS:
+    for label, (row_a, key_a), (row_b, key_b), paper, *who in SEED_CLAIMS:
         pairs = [(res.get(seeded(row_a, s), {}).get(key_a),
                   res.get(seeded(row_b, s), {}).get(key_b)) for s in seeds]
         diffs = [a - b for a, b in pairs if a is not None and b is not None]
         if diffs:
             out.append(f"- {label}: per seed " + ", ".join(f"{100 * d:+.1f}" for d in diffs)
-                       + f" points; {paired_verdict(diffs)}. Paper: {paper}.")
+                       + f" points; {paired_verdict(diffs, *who)}. Paper: {paper}.")
     out.append("")
     return out
 

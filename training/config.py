@@ -225,6 +225,29 @@ class SamplerConfig(Strict):
     images_per_id: int = Field(2, ge=1, le=64, description="K of PK sampling")
 
 
+class AaiprConfig(Strict):
+    """How the training step wires AAIPR's game where the paper leaves it open.
+
+    The defaults are the wiring every figure in docs/RESULTS.md was trained with; the
+    alternatives are under test there (the "AAIPR wiring" rows).
+    """
+
+    discriminator_batch: Literal["separate", "joint"] = Field(
+        "separate",
+        description="'separate': real and generated concepts go through D as two batches, so "
+        "the BatchNorm after D's first layer normalises each by its own statistics and D cannot "
+        "see a shift or a shrink of the generated concepts; 'joint': one batch of both, in the "
+        "discriminator update and in the generator's adversarial loss alike",
+    )
+    classifier_input: Literal["embedding", "features"] = Field(
+        "embedding",
+        description="what the shared semantic-ID classifier Psi_I (Eqs. 3, 6) reads: "
+        "'embedding', the unit retrieval embeddings (logits bounded by the weights' norm); "
+        "'features', the un-normalised concepts they are made from (the image's global and "
+        "part features, the generator's tanh output), as the paper's Psi_I reads Phi_I(I)",
+    )
+
+
 # ------------------------------------------------------------------------------------------------
 # the run
 # ------------------------------------------------------------------------------------------------
@@ -252,6 +275,7 @@ class TrainConfig(Strict):
     losses: dict[str, LossTerm] = Field(min_length=1, description="loss name -> term")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    aaipr: AaiprConfig = Field(default_factory=AaiprConfig)
     epochs: int = Field(30, ge=1, le=100_000)
     batch_size: int = Field(32, ge=2, le=4096, description="images per worker and step")
     max_steps_per_epoch: int | None = Field(

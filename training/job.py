@@ -144,7 +144,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if disc is not None:
         objective = TrainStep.active_losses({"aaipr_discriminator":
                                              cfg.losses["aaipr_discriminator"]})[0].loss
-        disc_module = ray.train.torch.prepare_model(DiscriminatorStep(disc, objective))
+        disc_module = ray.train.torch.prepare_model(DiscriminatorStep(
+            disc, objective, joint=cfg.aaipr.discriminator_batch == "joint"))
     step = TrainStep.assemble(
         cfg, model=model, discriminator=disc, module=module, disc_module=disc_module,
         device=device, semantic_table=torch.tensor(data.semantic_table, dtype=torch.float32),

@@ -58,12 +58,15 @@ class LossContext:
         schema: the attribute schema (softmax / sigmoid groups of the attribute losses).
         adversary: the discriminator with frozen parameters, ``(B, D) -> (B,)`` logits; set
             during the generator update of an adversarial run.
+        classifier_input: what AAIPR's semantic-ID classifier reads, ``"embedding"`` or
+            ``"features"`` (:class:`training.config.AaiprConfig`).
     """
 
     out: Mapping[str, Tensor]
     batch: Mapping[str, Any]
     schema: AttributeSchema
     adversary: Callable[[Tensor], Tensor] | None = None
+    classifier_input: str = "embedding"
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,8 @@ def _cmaam(ctx):
             o["text_global"], _pid(ctx), o["id_weight"], *_frequency_weights(ctx)), {}
 
 
-@feeds("aaipr_generator", "image_embedding", "attr_embedding", "sid_weight", "sid_bias")
+@feeds("aaipr_generator", "image_embedding", "attr_embedding", "image_global", "image_parts",
+       "attr_concept", "sid_weight", "sid_bias")
 def _aaipr_generator(ctx):
     o = ctx.out
     if ctx.adversary is None:
@@ -232,8 +236,14 @@ def _aaipr_generator(ctx):
         fake = o["attr_embedding"].new_zeros(o["attr_embedding"].shape[0])
     else:
         fake = ctx.adversary(o["attr_embedding"])
-    return (o["image_embedding"], o["attr_embedding"], ctx.batch["semantic_id"], fake,
-            o["sid_weight"], o["sid_bias"]), {}
+    if ctx.classifier_input == "features":
+        # the vectors the unit embeddings are made of, in the same (B, D) layout:
+        # [global (B, M) | parts (B, K*N)] and the generator's tanh output
+        image = torch.cat([o["image_global"], o["image_parts"].flatten(1)], dim=1)
+        attr = o["attr_concept"]
+    else:
+        image, attr = o["image_embedding"], o["attr_embedding"]
+    return (image, attr, ctx.batch["semantic_id"], fake, o["sid_weight"], o["sid_bias"]), {}
 
 
 @feeds("aaipr_discriminator", "image_embedding", "attr_embedding", phase="discriminator")
@@ -305,28 +315,53 @@ def _view(p: Tensor | None) -> Tensor | None:
 class DiscriminatorStep(nn.Module):
     """AAIPR's discriminator update as one module: ``lambda_D l_adv^D`` of detached concepts.
 
-    Real and generated concepts go through the discriminator in two calls inside one forward, so
-    its BatchNorm normalises each kind by itself (mixing them would let D tell them apart by
-    batch statistics) while DDP still sees one forward per backward.
+    ``joint=False``: real and generated concepts go through the discriminator in two calls, so
+    its BatchNorm normalises each kind by its own batch statistics -- which also hides from D
+    any shift or uniform shrink of the generated concepts (after the first layer's
+    normalisation the two batches look alike). ``joint=True``: one call on both, so they share
+    the statistics and such differences stay visible. Either way DDP sees one forward per
+    backward.
     """
 
-    def __init__(self, discriminator: nn.Module, objective: BoundLoss) -> None:
+    def __init__(self, discriminator: nn.Module, objective: BoundLoss, *,
+                 joint: bool = False) -> None:
         super().__init__()
         self.discriminator = discriminator
         self.objective = objective
+        self.joint = joint
 
     def forward(self, real: Tensor, fake: Tensor) -> Tensor:
+        """``real (B, D)``, ``fake (B', D)`` concepts -> scalar ``lambda_D l_adv^D``."""
         d = self.discriminator
-        return self.objective(d.logits(real.detach()), d.logits(fake.detach()))
+        real, fake = real.detach(), fake.detach()
+        if self.joint:
+            logits = d.logits(torch.cat([real, fake]))
+            return self.objective(logits[: len(real)], logits[len(real):])
+        return self.objective(d.logits(real), d.logits(fake))
 
 
-def frozen_adversary(discriminator: nn.Module) -> Callable[[Tensor], Tensor]:
-    """The discriminator as a function whose parameters get no gradient (``l_adv^G`` side)."""
+def frozen_adversary(discriminator: nn.Module,
+                     real: Tensor | None = None) -> Callable[[Tensor], Tensor]:
+    """The discriminator as a function whose parameters get no gradient (``l_adv^G`` side).
+
+    Args:
+        discriminator: the :class:`~pedsearch.models.concept.ConceptDiscriminator`.
+        real: ``(B, D)`` image concepts to batch the generated ones with (the ``joint``
+            discriminator batch, see :class:`DiscriminatorStep`); None: the generated concepts
+            alone.
+
+    Returns:
+        ``concepts (B', D) -> (B',)`` logits, differentiable in ``concepts`` only.
+    """
     net = discriminator.net
     params = {n: p.detach() for n, p in net.named_parameters()}
+    real = None if real is None else real.detach()
 
     def adversary(concepts: Tensor) -> Tensor:
-        return functional_call(net, params, (concepts,)).squeeze(-1)
+        if real is None:
+            return functional_call(net, params, (concepts,)).squeeze(-1)
+        both = functional_call(net, params, (torch.cat([real, concepts]),)).squeeze(-1)
+        return both[len(real):]
 
     return adversary
 
@@ -426,6 +461,7 @@ class TrainStep:
             known, -1 unknown); row ``s`` is AAIPR semantic ID ``s``.
         attr_prior: ``(A,)`` each attribute value's frequency among the training images where
             it is known (:func:`training.data.attribute_prior`), for balanced attribute losses.
+        discriminator_batch, classifier_input: AAIPR's wiring (:class:`training.config.AaiprConfig`).
     """
 
     module: nn.Module
@@ -441,6 +477,8 @@ class TrainStep:
     semantic_table: Tensor | None = None
     attr_prior: Tensor | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    discriminator_batch: str = "separate"
+    classifier_input: str = "embedding"
 
     # -- construction ----------------------------------------------------------------------------
     @staticmethod
@@ -514,7 +552,8 @@ class TrainStep:
         by_name = {a.name: a for a in losses}
         if discriminator is not None and "aaipr_discriminator" in by_name:
             if disc_module is None:
-                disc_module = DiscriminatorStep(discriminator, by_name["aaipr_discriminator"].loss)
+                disc_module = DiscriminatorStep(discriminator, by_name["aaipr_discriminator"].loss,
+                                                joint=cfg.aaipr.discriminator_batch == "joint")
             d_lr = opt.discriminator_lr or opt.lr
             disc_optimizer = build_optimizer(
                 opt, [{"params": list(discriminator.parameters()), "lr": d_lr, "lr_mult": 1.0}])
@@ -530,6 +569,8 @@ class TrainStep:
             image_renorm=renormalizer(model, device), device=device,
             semantic_table=None if semantic_table is None else semantic_table.to(device),
             attr_prior=None if attr_prior is None else attr_prior.to(device),
+            discriminator_batch=cfg.aaipr.discriminator_batch,
+            classifier_input=cfg.aaipr.classifier_input,
         )
 
     # -- one step --------------------------------------------------------------------------------
@@ -599,8 +640,11 @@ class TrainStep:
             self.disc_optimizer.step()
             logs["loss/aaipr_discriminator"] = float(d_loss.detach())
             # 2) the generator plays against the discriminator just updated
-            adversary = frozen_adversary(self.discriminator)
-        ctx = LossContext(out=out, batch=b, schema=self.schema, adversary=adversary)
+            joint = self.discriminator_batch == "joint"
+            adversary = frozen_adversary(self.discriminator,
+                                         real=out["image_embedding"] if joint else None)
+        ctx = LossContext(out=out, batch=b, schema=self.schema, adversary=adversary,
+                          classifier_input=self.classifier_input)
         total = None
         for a in gen:
             args, kwargs = a.feed.build(ctx)

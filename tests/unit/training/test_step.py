@@ -16,6 +16,7 @@ from training.datasets import ImageRecord
 from training.losses.cmaam import weighted_multilabel_loss
 from training.step import (
     LOSS_INPUTS,
+    DiscriminatorStep,
     LossContext,
     TrainStep,
     frozen_adversary,
@@ -148,9 +149,9 @@ def test_aaipr_discriminator_updates_before_generator(table, batch):
     st.optimizer.step = record_g  # type: ignore[method-assign]
     real_adversary = frozen_adversary
 
-    def spy(disc):
+    def spy(disc, real=None):
         seen_d_params.extend(p.detach().clone() for p in disc.parameters())
-        return real_adversary(disc)
+        return real_adversary(disc, real)
 
     import training.step as step_module
 
@@ -173,6 +174,79 @@ def test_frozen_adversary_gives_gradient_to_the_input_only(step):
     frozen_adversary(disc)(x).sum().backward()
     assert x.grad is not None and float(x.grad.abs().sum()) > 0
     assert all(p.grad is None for p in disc.parameters())
+
+
+def _shrunk_and_shifted(dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generated concepts ``fake (32, dim)`` and real ones ``0.3 fake + shift``: the same cloud,
+    shrunk and moved -- what concepts crowding together look like to D."""
+    fake = torch.randn(32, dim, generator=torch.Generator().manual_seed(0))
+    return 0.3 * fake + 0.5, fake
+
+
+def _discriminator(dim: int):
+    from pedsearch.models.concept import ConceptDiscriminator
+
+    torch.manual_seed(0)
+    return ConceptDiscriminator(embed_dim=dim, hidden=(16, 8)).train()
+
+
+def test_separate_batches_hide_a_shift_and_shrink_from_the_discriminator():
+    # fc1 is linear and bn1 normalises each batch by its own mean and spread, so after bn1 the
+    # real batch (0.3 fake + 0.5) is exactly the fake one: D gives both the same logits
+    real, fake = _shrunk_and_shifted(6)
+    d = _discriminator(6)
+    seen = []
+    DiscriminatorStep(d, lambda r, f: seen.append((r, f)) or r.sum(), joint=False)(real, fake)
+    r, f = seen[0]
+    assert torch.allclose(r, f, atol=1e-3)  # up to BatchNorm's eps
+    DiscriminatorStep(d, lambda r, f: seen.append((r, f)) or r.sum(), joint=True)(real, fake)
+    r, f = seen[1]
+    assert r.shape == f.shape == (32,)
+    assert float((r - f).detach().abs().max()) > 1e-2  # one batch: the difference survives bn1
+
+
+def test_joint_adversary_gives_the_generator_a_gradient_along_the_shift():
+    real, fake = _shrunk_and_shifted(6)
+    d = _discriminator(6)
+    for joint in (False, True):
+        x = fake.clone().requires_grad_(True)
+        logits = frozen_adversary(d, real if joint else None)(x)
+        assert logits.shape == (32,)
+        logits.sum().backward()
+        along_shift = float(x.grad.sum())  # d/d(shift) of the summed logits
+        if joint:
+            assert abs(along_shift) > 1e-3
+        else:
+            assert abs(along_shift) < 1e-4  # a shift of the whole batch is normalised away
+        assert all(p.grad is None for p in d.parameters())
+
+
+def test_classifier_input_features_feeds_the_unnormalised_concepts():
+    out = {"image_embedding": torch.zeros(2, 6), "attr_embedding": torch.zeros(2, 6),
+           "image_global": torch.full((2, 2), 3.0), "image_parts": torch.arange(8.0).view(2, 2, 2),
+           "attr_concept": torch.full((2, 6), 0.5), "sid_weight": torch.ones(3, 6),
+           "sid_bias": torch.zeros(3)}
+    batch = {"semantic_id": torch.tensor([0, 2])}
+    feed = LOSS_INPUTS["aaipr_generator"]
+    args, _ = feed.build(LossContext(out=out, batch=batch, schema=SCHEMA))
+    assert args[0] is out["image_embedding"] and args[1] is out["attr_embedding"]
+    args, _ = feed.build(LossContext(out=out, batch=batch, schema=SCHEMA,
+                                     classifier_input="features"))
+    assert args[0].tolist() == [[3.0, 3.0, 0.0, 1.0, 2.0, 3.0], [3.0, 3.0, 4.0, 5.0, 6.0, 7.0]]
+    assert args[1] is out["attr_concept"]
+
+
+@pytest.mark.parametrize("wiring", [{"discriminator_batch": "joint"},
+                                    {"classifier_input": "features"}])
+def test_aaipr_wiring_alternatives_train(wiring, batch, table):
+    st = build(make_cfg(aaipr=wiring), table)
+    logs = st(batch, epoch=0)
+    assert np.isfinite(logs["loss/total"]) and np.isfinite(logs["loss/aaipr_discriminator"])
+
+
+def test_aaipr_wiring_is_checked():
+    with pytest.raises(Exception, match="discriminator_batch"):
+        make_cfg(aaipr={"discriminator_batch": "mixed"})
 
 
 @pytest.mark.parametrize("name", sorted(n for n, f in LOSS_INPUTS.items()
