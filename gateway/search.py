@@ -317,8 +317,8 @@ class Searcher:
         self, vector: np.ndarray, *, k: int = 10, cameras: Sequence[str] = (),
         since_us: int | None = None, until_us: int | None = None,
         constraints: Sequence[Constraint] = (), min_score: float | None = None,
-        soft_weight: float = DEFAULT_SOFT_WEIGHT, rerank_factor: int = 4, collection: str | None = None,
-        timeout_s: float | None = None,
+        soft_weight: float = DEFAULT_SOFT_WEIGHT, rerank_factor: int = 4,
+        collection: str | None = None, timeout_s: float | None = None,
     ) -> list[Hit]:
         """The ``k`` best stored detections for a ``(D,)`` query vector.
 

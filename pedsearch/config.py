@@ -215,7 +215,8 @@ class GatewayConfig(Strict):
     # results benchmark 0.51 / 0.50 at 1 and 0.51 / 0.49 at 2, and 1.0 keeps the cosine in
     # charge of text and image queries
     soft_weight: float = Field(
-        DEFAULT_SOFT_WEIGHT, ge=0, le=10, description="weight of SOFT attribute constraints when re-ranking"
+        DEFAULT_SOFT_WEIGHT, ge=0, le=10,
+        description="weight of SOFT attribute constraints when re-ranking",
     )
     rerank_factor: int = Field(
         4, ge=1, le=100, description="candidates fetched per hit wanted when re-ranking"

@@ -461,7 +461,8 @@ class TrainStep:
             known, -1 unknown); row ``s`` is AAIPR semantic ID ``s``.
         attr_prior: ``(A,)`` each attribute value's frequency among the training images where
             it is known (:func:`training.data.attribute_prior`), for balanced attribute losses.
-        discriminator_batch, classifier_input: AAIPR's wiring (:class:`training.config.AaiprConfig`).
+        discriminator_batch, classifier_input: AAIPR's wiring
+            (:class:`training.config.AaiprConfig`).
     """
 
     module: nn.Module
