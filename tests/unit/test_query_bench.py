@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1].parent
-
 
 @pytest.fixture(scope="module")
-def query():
-    spec = importlib.util.spec_from_file_location("query_bench", ROOT / "benchmarks" / "query.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def query(benchmark_script):
+    return benchmark_script("query")
 
 
 def test_target_ratio_is_gateway_median_over_the_budget(query):

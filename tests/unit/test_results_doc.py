@@ -3,21 +3,13 @@ figures block a fresh checkout starts from (pure logic: no training runs here)."
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import pytest
 import yaml
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def results():
-    spec = importlib.util.spec_from_file_location("results_doc", ROOT / "benchmarks" / "results.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def results(benchmark_script):
+    return benchmark_script("results")
 
 
 def _row(text: float, attr: float, image: float, **extra: float) -> dict[str, float]:
