@@ -459,8 +459,9 @@ def report(rows: list[dict], k: int) -> None:
         )
     console.print(t)
     for r in rows:  # in full: the table's column is too narrow for the interval
+        lo, hi = r["ratio_ci"]
         console.print(f"{r['size']:,} rows, ef {r['ef']}, {r['filter']}: gateway / (1.3 raw + "
-                      f"enc) = {r['ratio']:.3f}, 95 % interval %.3f-%.3f" % r["ratio_ci"])
+                      f"enc) = {r['ratio']:.3f}, 95 % interval {lo:.3f}-{hi:.3f}")
     console.print("target: gateway p50 / (1.3 x raw Milvus p50 + the encoder's p50 inside the "
                   "gateway) <= 1.00; recall@10 >= 0.95")
 
