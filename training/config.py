@@ -248,6 +248,10 @@ class AaiprConfig(Strict):
         "part features, the generator's tanh output), as the paper's Psi_I reads Phi_I(I)",
     )
 
+    @property
+    def joint_discriminator(self) -> bool:
+        return self.discriminator_batch == "joint"
+
 
 # ------------------------------------------------------------------------------------------------
 # the run

@@ -145,7 +145,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         objective = TrainStep.active_losses({"aaipr_discriminator":
                                              cfg.losses["aaipr_discriminator"]})[0].loss
         disc_module = ray.train.torch.prepare_model(DiscriminatorStep(
-            disc, objective, joint=cfg.aaipr.discriminator_batch == "joint"))
+            disc, objective, joint=cfg.aaipr.joint_discriminator))
     step = TrainStep.assemble(
         cfg, model=model, discriminator=disc, module=module, disc_module=disc_module,
         device=device, semantic_table=torch.tensor(data.semantic_table, dtype=torch.float32),

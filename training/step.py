@@ -36,6 +36,7 @@ from torch.func import functional_call
 
 from pedsearch.attributes import AttributeSchema
 from pedsearch.errors import ConfigError, InvalidInput
+from training.config import AaiprConfig
 from training.losses import LOSSES, BoundLoss
 from training.losses.cmaam import attribute_frequency_weights
 from training.losses.ssan import SsanBranch
@@ -335,9 +336,16 @@ class DiscriminatorStep(nn.Module):
         d = self.discriminator
         real, fake = real.detach(), fake.detach()
         if self.joint:
-            logits = d.logits(torch.cat([real, fake]))
-            return self.objective(logits[: len(real)], logits[len(real):])
+            return self.objective(*_one_batch(d.logits, real, fake))
         return self.objective(d.logits(real), d.logits(fake))
+
+
+def _one_batch(logits: Callable[[Tensor], Tensor], real: Tensor,
+               fake: Tensor) -> tuple[Tensor, Tensor]:
+    """``logits`` of ``real (B, D)`` and ``fake (B', D)`` from one call on both, so D's
+    BatchNorm normalises them with shared statistics -> ``(B,)``, ``(B',)``."""
+    both = logits(torch.cat([real, fake]))
+    return both[: len(real)], both[len(real):]
 
 
 def frozen_adversary(discriminator: nn.Module,
@@ -355,15 +363,14 @@ def frozen_adversary(discriminator: nn.Module,
     """
     net = discriminator.net
     params = {n: p.detach() for n, p in net.named_parameters()}
-    real = None if real is None else real.detach()
 
-    def adversary(concepts: Tensor) -> Tensor:
-        if real is None:
-            return functional_call(net, params, (concepts,)).squeeze(-1)
-        both = functional_call(net, params, (torch.cat([real, concepts]),)).squeeze(-1)
-        return both[len(real):]
+    def logits(concepts: Tensor) -> Tensor:
+        return functional_call(net, params, (concepts,)).squeeze(-1)
 
-    return adversary
+    if real is None:
+        return logits
+    real = real.detach()
+    return lambda concepts: _one_batch(logits, real, concepts)[1]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -461,8 +468,7 @@ class TrainStep:
             known, -1 unknown); row ``s`` is AAIPR semantic ID ``s``.
         attr_prior: ``(A,)`` each attribute value's frequency among the training images where
             it is known (:func:`training.data.attribute_prior`), for balanced attribute losses.
-        discriminator_batch, classifier_input: AAIPR's wiring
-            (:class:`training.config.AaiprConfig`).
+        aaipr: AAIPR's wiring (:class:`training.config.AaiprConfig`).
     """
 
     module: nn.Module
@@ -478,8 +484,7 @@ class TrainStep:
     semantic_table: Tensor | None = None
     attr_prior: Tensor | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    discriminator_batch: str = "separate"
-    classifier_input: str = "embedding"
+    aaipr: AaiprConfig = field(default_factory=AaiprConfig)
 
     # -- construction ----------------------------------------------------------------------------
     @staticmethod
@@ -554,7 +559,7 @@ class TrainStep:
         if discriminator is not None and "aaipr_discriminator" in by_name:
             if disc_module is None:
                 disc_module = DiscriminatorStep(discriminator, by_name["aaipr_discriminator"].loss,
-                                                joint=cfg.aaipr.discriminator_batch == "joint")
+                                                joint=cfg.aaipr.joint_discriminator)
             d_lr = opt.discriminator_lr or opt.lr
             disc_optimizer = build_optimizer(
                 opt, [{"params": list(discriminator.parameters()), "lr": d_lr, "lr_mult": 1.0}])
@@ -570,8 +575,7 @@ class TrainStep:
             image_renorm=renormalizer(model, device), device=device,
             semantic_table=None if semantic_table is None else semantic_table.to(device),
             attr_prior=None if attr_prior is None else attr_prior.to(device),
-            discriminator_batch=cfg.aaipr.discriminator_batch,
-            classifier_input=cfg.aaipr.classifier_input,
+            aaipr=cfg.aaipr,
         )
 
     # -- one step --------------------------------------------------------------------------------
@@ -641,11 +645,11 @@ class TrainStep:
             self.disc_optimizer.step()
             logs["loss/aaipr_discriminator"] = float(d_loss.detach())
             # 2) the generator plays against the discriminator just updated
-            joint = self.discriminator_batch == "joint"
-            adversary = frozen_adversary(self.discriminator,
-                                         real=out["image_embedding"] if joint else None)
+            adversary = frozen_adversary(
+                self.discriminator,
+                real=out["image_embedding"] if self.aaipr.joint_discriminator else None)
         ctx = LossContext(out=out, batch=b, schema=self.schema, adversary=adversary,
-                          classifier_input=self.classifier_input)
+                          classifier_input=self.aaipr.classifier_input)
         total = None
         for a in gen:
             args, kwargs = a.feed.build(ctx)
