@@ -69,6 +69,12 @@ class MilvusConfig(Strict):
         "IP", description="embeddings are L2-normalised, so IP is cosine"
     )
     shards_num: int = Field(1, ge=1, le=16)
+    scalar_indexes: list[Literal["camera_id", "ts_us", "track_id"]] = Field(
+        default_factory=lambda: ["camera_id", "ts_us"],
+        description="scalar fields indexed when a collection is created (a trie for "
+        "camera_id, a sorted array for the integers), so camera and time filters do not scan "
+        "every row; [] = none",
+    )
     camera_partition_key: bool = Field(
         False,
         description="make camera_id the partition key, so camera filters prune partitions. "
@@ -153,6 +159,12 @@ class TrackingConfig(Strict):
     early_emit: bool = Field(
         True, description="store a window's first crop at once (freshness) and overwrite it "
         "with the window's best crop when the window closes (same id)",
+    )
+    idle_close_s: float = Field(
+        15.0, ge=0, le=86400,
+        description="a camera that sent no frame for this many seconds (wall clock) has its "
+        "open track windows closed and their best crops stored; 0 = only when the consumer "
+        "stops",
     )
 
 

@@ -158,11 +158,16 @@ class DetectionCollections:
                 field_name="embedding", index_type=self.cfg.index_type,
                 metric_type=self.cfg.metric_type, params=dict(self.cfg.index_params),
             )
+            for field in dict.fromkeys(self.cfg.scalar_indexes):
+                # Milvus 2.3 has no INVERTED index yet: Trie for strings, STL_SORT for numbers
+                index.add_index(field_name=field, index_name=f"{field}_idx",
+                                index_type="Trie" if field == "camera_id" else "STL_SORT")
             self.client.create_collection(
                 name, schema=schema, index_params=index, shards_num=self.cfg.shards_num,
                 consistency_level="Bounded",
             )
-            log.info("created collection %s (dim %d, %s)", name, embed_dim, self.cfg.index_type)
+            log.info("created collection %s (dim %d, %s; scalar indexes on %s)", name,
+                     embed_dim, self.cfg.index_type, ", ".join(self.cfg.scalar_indexes) or "none")
         else:
             self._check_compatible(name, embed_dim, attributes)
         self.wait_loaded(name)

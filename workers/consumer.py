@@ -99,6 +99,7 @@ class ConsumerStats:
     # of the former, and the write time (submit -> ack) of the latter
     stream_write_at: float | None = None
     end_write_s: float = 0.0
+    idle_closed: int = 0  # track windows closed early because their camera went quiet
     freshness_s: list[float] = field(default_factory=list)  # capture -> acked, first crops
 
 
@@ -141,6 +142,8 @@ class ConsumerLoop:
         self._last_ckpt = time.monotonic()
         self._last_beat = 0.0
         self._end_seq: int | None = None  # first write seq of the end-of-run window crops
+        # (partition, camera) -> monotonic time of its last frame, for tracking.idle_close_s
+        self._camera_seen: dict[tuple[TopicPartition, str], float] = {}
         self.consumer: KafkaConsumer | None = None
         self.dlq: KafkaProducer | None = None
 
@@ -237,6 +240,7 @@ class ConsumerLoop:
                           self.worker_id)
         for tp in partitions:
             self.states.pop(tp, None)
+        self._camera_seen = {k: v for k, v in self._camera_seen.items() if k[0] in self.states}
         self.metrics.assigned.set(len(self.states))
 
     # -- processing -----------------------------------------------------------------------------
@@ -260,6 +264,7 @@ class ConsumerLoop:
             crops = state.cameras[cam_id].process(decoded, offset=msg.offset,
                                                   metrics=self.metrics)
             self.pending.extend(crops)
+            self._camera_seen[(tp, cam_id)] = time.monotonic()
             self.stats.frames += 1
             self.stats.last_frame_at = time.time()
             if self.stats.first_frame_at is None:
@@ -277,6 +282,42 @@ class ConsumerLoop:
         cam = state.cameras.get(decoded.camera_id)
         if cam is not None:
             cam.warm(decoded)
+
+    def close_idle_windows(self) -> int:
+        """Emit the open track windows of every camera quiet for ``tracking.idle_close_s``.
+
+        A window closes on the stream time of its camera's next frame, so without this the
+        best crops of a camera's last people would wait for the consumer to stop. The crops
+        join :attr:`pending` like any other, so the next checkpoint writes them before it saves
+        the state that no longer holds them. Returns how many windows were closed.
+        """
+        idle_s = self.settings.tracking.idle_close_s
+        if idle_s <= 0:
+            return 0
+        now = time.monotonic()
+        closed = []
+        with self._lock:
+            for tp, state in self.states.items():
+                if not self._caught_up(tp, state):
+                    continue  # its frames may be waiting in Kafka: a stall is not silence
+                for cam_id, cam in state.cameras.items():
+                    # a camera restored from a snapshot counts as seen when first checked
+                    seen = self._camera_seen.setdefault((tp, cam_id), now)
+                    if now - seen >= idle_s and cam.has_open_windows():
+                        crops = cam.close_windows()
+                        self.pending.extend(crops)
+                        closed.append((cam_id, len(crops)))
+        for cam_id, n in closed:
+            log.info("%s: camera %s sent nothing for %.0f s: stored its %d open track "
+                     "window(s)", self.worker_id, cam_id, idle_s, n)
+        n = sum(c for _, c in closed)
+        self.stats.idle_closed += n
+        return n
+
+    def _caught_up(self, tp: TopicPartition, state: PartitionState) -> bool:
+        """Whether every frame of ``tp`` the broker had at the last fetch is handled."""
+        high = self.consumer.highwater(tp) if self.consumer is not None else None
+        return high is not None and state.next_offset is not None and state.next_offset >= high
 
     def dead_letter(self, msg, exc: PoisonMessage) -> None:
         headers = [
@@ -448,6 +489,7 @@ class ConsumerLoop:
                     # idle time counts once partitions are owned: a group's first join can
                     # take up to max_poll_interval_ms on the embedded broker
                     last_msg = time.monotonic()
+                self.close_idle_windows()
                 if self.pending and (
                     len(self.pending) >= self.settings.workers.embed_batch
                     or time.monotonic() - self._last_flush >= self.settings.workers.flush_interval_s

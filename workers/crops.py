@@ -208,6 +208,14 @@ class BestCropSelector:
                 del self._emitted[t]
         return out
 
+    def close_all(self) -> list[CropCandidate]:
+        """The camera went quiet: emit every open window now, with its best crop so far.
+
+        Unlike :meth:`finish` the late-frame guard is kept, so if the camera resumes, the rest
+        of a window emitted here is skipped instead of storing a second crop under its id.
+        """
+        return [self._emit(t) for t in sorted(self._pending)]
+
     def finish(self) -> list[CropCandidate]:
         """End of stream: emit every open window and forget all state."""
         out = [self._emit(t) for t in sorted(self._pending)]

@@ -129,6 +129,21 @@ class CameraPipeline:
         self.previewed = {k for k in self.previewed if k[0] in alive}
         return out
 
+    def close_windows(self) -> list[CropCandidate]:
+        """The camera sent nothing for a while: emit its open windows now.
+
+        Without this, a camera that goes silent keeps its last people's best crops until the
+        consumer stops, because windows close on the stream time of the camera's next frame.
+        The tracks stay, so a camera that resumes continues them (in a new window).
+        """
+        out = self.selector.close_all()
+        self.previewed -= {(c.track_id, c.window) for c in out}
+        return out
+
+    def has_open_windows(self) -> bool:
+        """Whether any track window holds a crop not yet emitted for good."""
+        return self.selector.pending_count() > 0
+
     def finish(self) -> list[CropCandidate]:
         """End of stream: emit every open window."""
         self.previewed.clear()

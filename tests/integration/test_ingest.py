@@ -131,10 +131,15 @@ def run_workers(settings, idle_exit_s=8.0, kill_after_s=None):
 
 def test_synthetic_stream_is_drained_into_milvus(ingest_settings):
     settings = ingest_settings
+    # the cameras go quiet once the scene is consumed: their open windows are stored after
+    # 1 s, well before the workers stop (8 s without frames)
+    settings.tracking.idle_close_s = 1.0
     truth = publish_scene(settings)
     results, _ = run_workers(settings)
     total_frames = sum(len(v) for v in truth.values())
     assert sum(r["frames"] for r in results) == total_frames
+    assert sum(r["idle_closed"] for r in results) > 0
+    assert all(r["end_write_s"] == 0.0 for r in results), "windows were left for the end"
     # the times benchmarks/ingest.py counts throughput with: frames' crops acknowledged while
     # the frames flowed; the windows still open at the end written after the idle wait
     for r in results:

@@ -48,3 +48,15 @@ def test_missing_and_malformed_files(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_settings(tmp_path / "list.yaml")
+
+
+def test_scalar_indexes_and_idle_close(tmp_path):
+    s = load_settings(None)
+    assert s.milvus.scalar_indexes == ["camera_id", "ts_us"]
+    assert s.tracking.idle_close_s == 15.0
+    (tmp_path / "c.yaml").write_text("milvus:\n  scalar_indexes: [embedding]\n")
+    with pytest.raises(ConfigError, match="scalar_indexes"):
+        load_settings(tmp_path / "c.yaml")
+    (tmp_path / "c.yaml").write_text("tracking:\n  idle_close_s: -1\n")
+    with pytest.raises(ConfigError, match="idle_close_s"):
+        load_settings(tmp_path / "c.yaml")

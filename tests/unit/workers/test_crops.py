@@ -128,6 +128,19 @@ def test_flush_and_end_close_windows_by_stream_time_and_track_end():
     assert selector.finish() == []
 
 
+def test_close_all_emits_open_windows_and_keeps_the_late_frame_guard():
+    frame = textured_frame(6)
+    selector = BestCropSelector(camera_id="cam-9", window_s=2.0, min_box_height=48)
+    selector.update(frame, [track(1, 0.5), track(2, 0.5, box=(200, 50, 40, 100))])
+    assert [(c.track_id, c.window) for c in selector.close_all()] == [(1, 0), (2, 0)]
+    assert selector.close_all() == []
+    # the camera resumes: the rest of a closed window is skipped (its id is stored), the
+    # next window opens as usual
+    assert selector.update(frame, [track(1, 1.0)]) == [] and selector.pending_count() == 0
+    selector.update(frame, [track(1, 2.5)])
+    assert [(c.track_id, c.window) for c in selector.finish()] == [(1, 1)]
+
+
 def test_replay_gives_identical_candidates():
     frames = [textured_frame(i) for i in range(6)]
 

@@ -71,3 +71,24 @@ def test_one_crop_per_track_window(stream):
     # early emission stores a window's first crop and then its best under the same id
     assert len(set(keys)) == len({c.id for c in crops})
     assert all(keys.count(k) <= 2 for k in set(keys))
+
+
+@pytest.mark.parametrize("early_emit", [True, False])
+def test_closing_a_quiet_cameras_windows_stores_each_window_once(stream, early_emit):
+    settings = Settings()
+    settings.tracking.early_emit = early_emit
+    make = pipeline_factory(settings)
+    pipe, crops = run(make, stream)
+    reference = {c.id for c in crops + pipe.finish()}
+
+    cut = len(stream) // 2
+    pipe, part1 = run(make, stream[:cut])
+    assert pipe.has_open_windows()
+    closed = pipe.close_windows()
+    assert closed and not pipe.has_open_windows()
+    # the camera comes back: no window stored twice under different ids, none lost
+    _, part2 = run(make, stream[cut:], pipe)
+    got = part1 + closed + part2 + pipe.finish()
+    assert {c.id for c in got} == reference
+    final = [c for c in closed + part2 + pipe.finish() if c.id in {x.id for x in closed}]
+    assert len(final) == len(closed), "a closed window was emitted again"
