@@ -95,8 +95,9 @@ class ConsumerStats:
     last_frame_at: float | None = None  # wall clock when the last frame was handled
     last_write_at: float | None = None  # wall clock of the last Milvus acknowledgement
     # the crops of the frames, as opposed to those of the track windows still open when the
-    # run ends (stored only then, after idle_exit_s without frames): the last acknowledgement
-    # of the former, and the write time (submit -> ack) of the latter
+    # run ends (stored only then, after idle_exit_s without frames, unless tracking.idle_close_s
+    # closed them first): the last acknowledgement of the former, and the write time
+    # (submit -> ack) of the latter
     stream_write_at: float | None = None
     end_write_s: float = 0.0
     idle_closed: int = 0  # track windows closed early because their camera went quiet
@@ -316,8 +317,13 @@ class ConsumerLoop:
 
     def _caught_up(self, tp: TopicPartition, state: PartitionState) -> bool:
         """Whether every frame of ``tp`` the broker had at the last fetch is handled."""
-        high = self.consumer.highwater(tp) if self.consumer is not None else None
-        return high is not None and state.next_offset is not None and state.next_offset >= high
+        if self.consumer is None or state.next_offset is None:
+            return False
+        try:
+            high = self.consumer.highwater(tp)
+        except KafkaError:  # IllegalStateError: the partition is being handed over
+            return False
+        return high is not None and state.next_offset >= high
 
     def dead_letter(self, msg, exc: PoisonMessage) -> None:
         headers = [

@@ -218,7 +218,7 @@ class BestCropSelector:
 
     def finish(self) -> list[CropCandidate]:
         """End of stream: emit every open window and forget all state."""
-        out = [self._emit(t) for t in sorted(self._pending)]
+        out = self.close_all()
         self._emitted.clear()
         return out
 
