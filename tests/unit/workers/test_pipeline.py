@@ -37,13 +37,18 @@ def run(make, frames, pipe=None):
     return pipe, crops
 
 
-@pytest.mark.parametrize("early_emit", [True, False])
-def test_restore_mid_stream_gives_the_same_ids(stream, early_emit):
+def uninterrupted(stream, early_emit: bool):
+    """The pipeline factory, and the crop ids of the whole stream played without a break."""
     settings = Settings()
     settings.tracking.early_emit = early_emit
     make = pipeline_factory(settings)
     pipe, crops = run(make, stream)
-    reference = {c.id for c in crops + pipe.finish()}
+    return make, {c.id for c in crops + pipe.finish()}
+
+
+@pytest.mark.parametrize("early_emit", [True, False])
+def test_restore_mid_stream_gives_the_same_ids(stream, early_emit):
+    make, reference = uninterrupted(stream, early_emit)
     assert len(reference) >= 3
 
     cut = len(stream) // 2
@@ -75,11 +80,7 @@ def test_one_crop_per_track_window(stream):
 
 @pytest.mark.parametrize("early_emit", [True, False])
 def test_closing_a_quiet_cameras_windows_stores_each_window_once(stream, early_emit):
-    settings = Settings()
-    settings.tracking.early_emit = early_emit
-    make = pipeline_factory(settings)
-    pipe, crops = run(make, stream)
-    reference = {c.id for c in crops + pipe.finish()}
+    make, reference = uninterrupted(stream, early_emit)
 
     cut = len(stream) // 2
     pipe, part1 = run(make, stream[:cut])
