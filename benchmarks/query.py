@@ -165,27 +165,10 @@ def fill_collection(client, settings: Settings, bundle, n: int, seed: int,
                 client.insert(name, rows, timeout=300)
                 progress.advance(task, len(rows))
     client.flush(name, timeout=600)
-    wait_indexed(client, name, n)
-    return name, x_all, cam_all, ts_all
-
-
-def wait_indexed(client, name: str, n: int, timeout_s: float = 7200) -> None:
-    """Waits until every index (the vector index and the scalar ones) covers every row:
-    growing segments are searched by brute force and filtered by a scan."""
-    deadline = time.monotonic() + timeout_s
     with console.status(f"Milvus builds the indexes over {n:,} rows...") as status:
-        for index_name in client.list_indexes(name):
-            while True:
-                info = client.describe_index(name, index_name)
-                done = int(info.get("indexed_rows", 0))
-                status.update(f"Milvus builds the index {index_name}: {done:,}/{n:,} rows "
-                              f"({info.get('state', '')})")
-                if done >= n and int(info.get("pending_index_rows", 0)) == 0:
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"index {index_name} of {name} not built within "
-                                       f"{timeout_s} s: {info}")
-                time.sleep(2.0)
+        cols.wait_indexed(name, n, on_progress=lambda field, done: status.update(
+            f"Milvus builds the index on {field}: {done:,}/{n:,} rows"))
+    return name, x_all, cam_all, ts_all
 
 
 def percentile_ms(samples: list[float]) -> tuple[float, float]:

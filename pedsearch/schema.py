@@ -19,7 +19,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from pymilvus import DataType, MilvusClient
@@ -199,6 +199,39 @@ class DetectionCollections:
             if time.monotonic() > deadline:
                 raise NotReady(f"collection {name} did not load within {timeout_s:.0f} s ({state})")
             time.sleep(0.5)
+
+    def indexes(self, name: str) -> dict[str, dict[str, Any]]:
+        """``field name -> describe_index`` of every index of ``name`` (type, indexed rows)."""
+        infos = (self.client.describe_index(name, index)
+                 for index in self.client.list_indexes(name))
+        return {info["field_name"]: info for info in infos}
+
+    def wait_indexed(self, name: str, rows: int, *, timeout_s: float = 7200.0,
+                     on_progress: Callable[[str, int], None] | None = None) -> dict[str, dict]:
+        """Wait until every index of ``name`` (vector and scalar) covers ``rows`` sealed rows.
+
+        Growing segments are searched by brute force and filtered by a scan, so timings and
+        index checks need this first (after a flush). ``on_progress(field, indexed_rows)`` is
+        called at each poll. Returns :meth:`indexes`.
+
+        Raises:
+            NotReady: an index was not built within ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            infos = self.indexes(name)
+            behind = {f: i for f, i in infos.items()
+                      if int(i.get("indexed_rows", 0)) < rows
+                      or int(i.get("pending_index_rows", 0))}
+            if not behind:
+                return infos
+            field, info = next(iter(behind.items()))
+            if on_progress is not None:
+                on_progress(field, int(info.get("indexed_rows", 0)))
+            if time.monotonic() > deadline:
+                raise NotReady(f"the index on {field} of {name} was not built within "
+                               f"{timeout_s:.0f} s: {info}")
+            time.sleep(min(2.0, max(0.1, timeout_s / 100)))
 
     def resolve_alias(self) -> str | None:
         """The concrete collection behind the alias, or ``None`` if the alias does not exist."""

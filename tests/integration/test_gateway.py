@@ -219,14 +219,8 @@ def test_camera_time_and_score_filters_are_respected(indexed):
     # the filters run on the scalar indexes: seal the rows and wait until they are indexed
     client = MilvusClient(uri=indexed.settings.milvus.uri)
     client.flush(indexed.collection)
-    deadline = time.monotonic() + 60
-    while True:
-        info = {i["field_name"]: i for i in (client.describe_index(indexed.collection, n)
-                                               for n in client.list_indexes(indexed.collection))}
-        if all(int(i.get("indexed_rows", 0)) >= len(indexed.rows) for i in info.values()):
-            break
-        assert time.monotonic() < deadline, f"indexes not built: {info}"
-        time.sleep(0.5)
+    info = DetectionCollections(client, indexed.settings.milvus).wait_indexed(
+        indexed.collection, len(indexed.rows), timeout_s=60)
     client.close()
     assert info["camera_id"]["index_type"] == "Trie" and info["ts_us"]["index_type"] == "STL_SORT"
     cam = indexed.cameras[1]
