@@ -31,6 +31,7 @@ from gateway.service import SearchService
 from pedsearch.bundle import Bundle, default_bundle_path, load_bundle
 from pedsearch.config import Settings
 from pedsearch.errors import ConfigError, PedsearchError
+from pedsearch.schema import DetectionCollections
 from pedsearch.v1 import search_pb2, search_pb2_grpc
 
 log = logging.getLogger("pedsearch.gateway")
@@ -137,7 +138,8 @@ class GatewayServer:
             state = str(searcher.client.get_load_state(name, timeout=2.0).get("state"))
             if state.endswith("NotLoad"):
                 log.info("loading collection %s", name)
-                searcher.client.load_collection(name, timeout=60.0)
+                DetectionCollections(searcher.client, self.service.settings.milvus).wait_loaded(
+                    name, timeout_s=60.0)
         except Exception as exc:  # noqa: BLE001 -- the monitor reports, it never dies
             log.debug("collection load check failed: %s", exc)
 

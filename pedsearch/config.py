@@ -71,9 +71,9 @@ class MilvusConfig(Strict):
     shards_num: int = Field(1, ge=1, le=16)
     scalar_indexes: list[Literal["camera_id", "ts_us", "track_id"]] = Field(
         default_factory=lambda: ["camera_id", "ts_us"],
-        description="scalar fields indexed when a collection is created (a trie for "
-        "camera_id, a sorted array for the integers), so camera and time filters do not scan "
-        "every row; [] = none",
+        description="scalar fields indexed when a collection is created, or before an "
+        "older one is next loaded (a trie for camera_id, a sorted array for the integers), so "
+        "camera and time filters do not scan every row; [] = none",
     )
     camera_partition_key: bool = Field(
         False,

@@ -125,6 +125,13 @@ def connect(cfg: MilvusConfig) -> MilvusClient:
         ) from exc
 
 
+def _add_scalar_index(index, field: str) -> None:
+    """Add the index of scalar ``field`` to pymilvus ``IndexParams``: Milvus 2.3 has no
+    INVERTED index yet, so Trie for the camera id string and STL_SORT for numbers."""
+    index.add_index(field_name=field, index_name=f"{field}_idx",
+                    index_type="Trie" if field == "camera_id" else "STL_SORT")
+
+
 class DetectionCollections:
     """Creates, loads and aliases the per-model-version detection collections.
 
@@ -159,9 +166,7 @@ class DetectionCollections:
                 metric_type=self.cfg.metric_type, params=dict(self.cfg.index_params),
             )
             for field in dict.fromkeys(self.cfg.scalar_indexes):
-                # Milvus 2.3 has no INVERTED index yet: Trie for strings, STL_SORT for numbers
-                index.add_index(field_name=field, index_name=f"{field}_idx",
-                                index_type="Trie" if field == "camera_id" else "STL_SORT")
+                _add_scalar_index(index, field)
             self.client.create_collection(
                 name, schema=schema, index_params=index, shards_num=self.cfg.shards_num,
                 consistency_level="Bounded",
@@ -188,9 +193,41 @@ class DetectionCollections:
                 "bundle a new model version."
             )
 
+    def _add_missing_scalar_indexes(self, name: str, *, loaded: bool) -> None:
+        """Index the configured scalar fields that ``name`` has no index on (a collection made
+        before ``milvus.scalar_indexes`` listed them).
+
+        Milvus 2.3 refuses to load a collection whose indexes changed while it was loaded, and
+        releasing it would fail every query until it is loaded again. So the indexes are added
+        only while it is not loaded (after a Milvus restart, before the first load); a loaded
+        one keeps scanning its filters and the log says how to add them.
+        """
+        missing = [f for f in dict.fromkeys(self.cfg.scalar_indexes)
+                   if f not in self.indexes(name)]
+        if not missing:
+            return
+        if loaded:
+            log.warning(
+                "collection %s has no index on %s (it was made before milvus.scalar_indexes "
+                "listed them), so camera and time filters scan every row. Milvus cannot add an "
+                "index to a loaded collection: they are added the next time it is loaded, e.g. "
+                "after a Milvus restart (queries fail while it reloads).", name,
+                ", ".join(missing))
+            return
+        index = self.client.prepare_index_params()
+        for field in missing:
+            _add_scalar_index(index, field)
+        self.client.create_index(name, index)
+        log.info("collection %s: building scalar indexes on %s", name, ", ".join(missing))
+
     def wait_loaded(self, name: str, timeout_s: float = 120.0) -> None:
-        """Load ``name`` and wait for it: after a Milvus restart search fails until it is."""
+        """Load ``name`` and wait for it: after a Milvus restart search fails until it is.
+
+        Configured scalar indexes ``name`` lacks are added first if it is not loaded yet.
+        """
         deadline = time.monotonic() + timeout_s
+        state = str(self.client.get_load_state(name).get("state"))
+        self._add_missing_scalar_indexes(name, loaded=not state.endswith("NotLoad"))
         self.client.load_collection(name)
         while True:
             state = str(self.client.get_load_state(name).get("state"))

@@ -711,6 +711,34 @@ def test_no_index_yet_is_failed_precondition(servers, tmp_path):
         channel.close()
 
 
+def test_collection_released_by_a_milvus_restart_is_loaded_again_with_its_indexes(servers,
+                                                                                   tmp_path):
+    settings = gateway_settings(servers, tmp_path)
+    client = MilvusClient(uri=settings.milvus.uri)
+    # a collection made before milvus.scalar_indexes listed any field
+    scan_only = settings.milvus.model_copy(update={"scalar_indexes": []})
+    name = DetectionCollections(client, scan_only).ensure(
+        servers.bundle.version, embed_dim=servers.bundle.embed_dim,
+        attributes=servers.bundle.schema)
+    try:
+        with create_server("127.0.0.1:0", settings=settings, bundle=servers.bundle) as server:
+            channel, stub, health = connect(server.address)
+            client.release_collection(name)  # what a Milvus restart leaves
+            assert server.check_health()  # the monitor's check, run now
+            assert str(client.get_load_state(name)["state"]).endswith("Loaded")
+            indexes = DetectionCollections(client, settings.milvus).indexes(name)
+            assert set(indexes) == {"embedding", "camera_id", "ts_us"}
+            resp = stub.SearchText(search_pb2.SearchTextRequest(
+                text="a man", filter=search_pb2.Filter(camera_ids=["cam-1"])),
+                timeout=RPC_TIMEOUT_S)
+            assert resp.collection == name and len(resp.hits) == 0
+            channel.close()
+    finally:
+        client.drop_alias(settings.milvus.alias)
+        client.drop_collection(name)
+        client.close()
+
+
 def test_no_model_bundle_is_failed_precondition_and_not_serving(servers, tmp_path):
     settings = gateway_settings(servers, tmp_path)
     settings.model.bundle = tmp_path / "no-such-bundle"
