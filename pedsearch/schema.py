@@ -200,10 +200,10 @@ class DetectionCollections:
         Milvus 2.3 refuses to load a collection whose indexes changed while it was loaded, and
         releasing it would fail every query until it is loaded again. So the indexes are added
         only while it is not loaded (after a Milvus restart, before the first load); a loaded
-        one keeps scanning its filters and the log says how to add them.
+        one keeps scanning its filters and the log says when they will come.
         """
-        missing = [f for f in dict.fromkeys(self.cfg.scalar_indexes)
-                   if f not in self.indexes(name)]
+        have = self.indexes(name)  # one listing, not one per configured field
+        missing = [f for f in dict.fromkeys(self.cfg.scalar_indexes) if f not in have]
         if not missing:
             return
         if loaded:
