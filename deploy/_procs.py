@@ -2,7 +2,10 @@
 
 Every embedded server runs in its own session, so its process group id equals the pid of the
 process we started and holds every process it forks. Signalling the group reaches them all; the
-group is gone when no live (non-zombie) process is left in it.
+group is gone when no live process is left in it. A zombie counts as dead only once all its
+threads are gone: a multi-threaded server's main thread can turn zombie while its other threads
+still hold the listening sockets (seen with Milvus on a busy machine: its metrics port stayed
+taken after a "clean" stop, and the restart found it in use).
 """
 
 from __future__ import annotations
@@ -27,6 +30,20 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rfind(")") + 2:].split()
 
 
+def _exited(pid: int, state: str) -> bool:
+    """Whether a process in ``/proc`` state ``state`` has fully exited, all its threads included.
+
+    The kernel shows a thread-group leader that has exited as a zombie even while its other
+    threads still run, and those threads keep the process's files (its sockets) open.
+    """
+    if state not in ("Z", "X"):
+        return False
+    try:
+        return len(os.listdir(_PROC / str(pid) / "task")) <= 1
+    except (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError):
+        return True
+
+
 def process_start_ticks(pid: int) -> int | None:
     """Start time of ``pid`` in clock ticks since boot (tells a reused pid apart), or ``None``."""
     fields = _stat_fields(pid)
@@ -34,7 +51,7 @@ def process_start_ticks(pid: int) -> int | None:
 
 
 def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
-    """Whether ``pid`` is a live process (zombies count as dead).
+    """Whether ``pid`` is a live process (a zombie whose threads have all exited counts as dead).
 
     Args:
         pid: process id.
@@ -45,7 +62,7 @@ def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
         return False
     fields = _stat_fields(pid)
     if fields is not None:
-        if fields[0] in ("Z", "X"):
+        if _exited(pid, fields[0]):
             return False
         return start_ticks is None or process_start_ticks(pid) == start_ticks
     if _PROC.is_dir():
@@ -60,7 +77,7 @@ def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
 
 
 def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group ``pgid``."""
+    """Live processes of process group ``pgid`` (zombies with no thread left do not count)."""
     if not _PROC.is_dir():
         try:
             os.killpg(pgid, 0)
@@ -75,8 +92,9 @@ def group_members(pgid: int) -> list[int]:
             continue
         fields = _stat_fields(int(entry.name))
         # fields: state ppid pgrp ...
-        if fields and len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(entry.name))
+        if fields and len(fields) > 2 and int(fields[2]) == pgid:
+            if not _exited(int(entry.name), fields[0]):
+                members.append(int(entry.name))
     return sorted(members)
 
 

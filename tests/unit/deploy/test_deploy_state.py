@@ -118,6 +118,31 @@ def test_stop_group_kills_what_ignores_sigterm():
         _procs.signal_group(proc.pid, signal.SIGKILL)
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs Linux /proc")
+def test_zombie_leader_whose_threads_still_run_is_alive():
+    # the main thread exits while another keeps running (and would keep the sockets open):
+    # the kernel shows the leader as a zombie, but the process is not gone
+    proc = _session_child(
+        "import ctypes, threading, time;"
+        " threading.Thread(target=time.sleep, args=(60,)).start();"
+        " ctypes.CDLL(None).pthread_exit(None)"
+    )
+    try:
+        for _ in range(200):
+            fields = _procs._stat_fields(proc.pid)
+            if fields and fields[0] == "Z":
+                break
+            time.sleep(0.05)
+        assert fields and fields[0] == "Z"
+        assert _procs.pid_alive(proc.pid)
+        assert _procs.group_members(proc.pid) == [proc.pid]
+        assert _procs.stop_group(proc.pid, grace_s=10, popen=proc) is True
+        assert not _procs.group_alive(proc.pid)
+        assert not _procs.pid_alive(proc.pid)
+    finally:
+        _procs.signal_group(proc.pid, signal.SIGKILL)
+
+
 def test_tail_returns_last_lines_cut_to_width(tmp_path):
     log = tmp_path / "x.log"
     log.write_text("".join(f"line {i}\n" for i in range(100)) + "y" * 500 + "\n")
