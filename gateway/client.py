@@ -27,6 +27,7 @@ gRPC Python sets no deadline by itself: every unary call here carries one (``tim
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import threading
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from typing import Iterator, Mapping, Sequence
 
 import grpc
 
+from gateway.status import MAX_IMAGE_BYTES, ORIGIN_GATEWAY, ORIGIN_KEY
 from pedsearch.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -158,7 +160,7 @@ def parse_constraint(text: str, mode: str = "soft") -> Constraint:
     vals = tuple(v.strip() for v in values.split(",") if v.strip())
     if not sep or not family or not vals:
         raise InvalidInput(f"attribute {text!r} must look like family=value (e.g. "
-                           "upper_color=red or backpack=yes; several values: bag=backpack,handbag)")
+                           "upper_color=red or backpack=yes; several values: footwear=boots,sneakers)")
     return Constraint(family=family, values=vals, mode=mode)
 
 
@@ -210,9 +212,10 @@ class GatewayClient:
                     attributes: Mapping | Sequence[Constraint] | None = None,
                     mode: str = "soft") -> SearchResult:
         """Free-text query; ``attributes`` re-rank (soft) or filter (hard) its hits."""
-        req = search_pb2.SearchTextRequest(
-            text=text, top_k=k, filter=_filter(cameras, since_us, until_us, min_score),
-            constraints=[c.to_proto() for c in constraints_of(attributes, mode)])
+        with _building("SearchText"):
+            req = search_pb2.SearchTextRequest(
+                text=text, top_k=k, filter=_filter(cameras, since_us, until_us, min_score),
+                constraints=[c.to_proto() for c in constraints_of(attributes, mode)])
         return SearchResult.from_proto(self._call(self.stub.SearchText, req))
 
     def search_attributes(self, attributes: Mapping | Sequence[Constraint], *, k: int = 10,
@@ -221,9 +224,10 @@ class GatewayClient:
                           mode: str = "soft") -> SearchResult:
         """Attribute query, e.g. ``{"upper_color": "red", "backpack": "yes"}``; ``mode="hard"``
         also filters the hits on those attributes."""
-        req = search_pb2.SearchAttributesRequest(
-            constraints=[c.to_proto() for c in constraints_of(attributes, mode)], top_k=k,
-            filter=_filter(cameras, since_us, until_us, min_score))
+        with _building("SearchAttributes"):
+            req = search_pb2.SearchAttributesRequest(
+                constraints=[c.to_proto() for c in constraints_of(attributes, mode)], top_k=k,
+                filter=_filter(cameras, since_us, until_us, min_score))
         return SearchResult.from_proto(self._call(self.stub.SearchAttributes, req))
 
     def search_image(self, image: bytes | str | pathlib.Path, *, k: int = 10,
@@ -238,15 +242,21 @@ class GatewayClient:
                 image = path.read_bytes()
             except OSError as exc:
                 raise InvalidInput(f"cannot read the query image {path}: {exc.strerror}") from None
-        req = search_pb2.SearchImageRequest(
-            image=image, top_k=k, filter=_filter(cameras, since_us, until_us, min_score),
-            constraints=[c.to_proto() for c in constraints_of(attributes, mode)])
+        if len(image) > MAX_IMAGE_BYTES:
+            raise InvalidInput(f"the query image has {len(image) / 2**20:.1f} MiB; at most "
+                               f"{MAX_IMAGE_BYTES // 2**20} MiB (a crop of one person is far "
+                               "smaller: crop or shrink it)")
+        with _building("SearchImage"):
+            req = search_pb2.SearchImageRequest(
+                image=image, top_k=k, filter=_filter(cameras, since_us, until_us, min_score),
+                constraints=[c.to_proto() for c in constraints_of(attributes, mode)])
         return SearchResult.from_proto(self._call(self.stub.SearchImage, req))
 
     # -- lookups -----------------------------------------------------------------------------------
     def get_detection(self, detection_id: int, *, include_crop: bool = False) -> DetectionWithCrop:
-        resp = self._call(self.stub.GetDetection, search_pb2.GetDetectionRequest(
-            id=int(detection_id), include_crop=include_crop))
+        with _building("GetDetection"):
+            req = search_pb2.GetDetectionRequest(id=detection_id, include_crop=include_crop)
+        resp = self._call(self.stub.GetDetection, req)
         return DetectionWithCrop(detection=Detection.from_proto(resp.detection),
                                  crop_jpeg=bytes(resp.crop_jpeg))
 
@@ -268,9 +278,10 @@ class GatewayClient:
         Returns a :class:`WatchStream`: iterate it for :class:`Hit` (a new match) and
         :class:`Heartbeat` events; ``cancel()`` (or leaving a ``with`` block) ends it.
         """
-        req = search_pb2.WatchRequest(threshold=threshold, max_matches=max_matches,
-                                      max_duration_s=max_duration_s,
-                                      filter=_filter(cameras, since_us, until_us, None))
+        with _building("Watch"):
+            req = search_pb2.WatchRequest(threshold=threshold, max_matches=max_matches,
+                                          max_duration_s=max_duration_s,
+                                          filter=_filter(cameras, since_us, until_us, None))
         if text is not None and attributes:
             raise InvalidInput("a watch is a text query or an attribute query, not both")
         if text is not None:
@@ -403,26 +414,57 @@ def error_from_rpc(exc: grpc.RpcError, address: str) -> PedsearchError:
         err = PermissionDenied(f"the gateway at {address} refused the call ({code.name}): "
                                f"{details}; use a token allowed to call this method")
     elif code == S.RESOURCE_EXHAUSTED:
-        err = ResourceExhausted(f"the gateway at {address} is limiting this client: {details}; "
-                                "wait a moment and retry")
+        advice = "" if "retry" in details.lower() else "; wait a moment and retry"
+        err = ResourceExhausted(f"the gateway at {address} refused the call ({code.name}): "
+                                f"{details}{advice}", retry_after_s=_retry_after_s(exc))
     elif code == S.DEADLINE_EXCEEDED:
         err = DeadlineExceeded(f"the gateway at {address} did not answer in time: {details}")
-    elif code == S.UNAVAILABLE and _is_transport(details):
+    elif code == S.UNAVAILABLE and not _from_gateway(exc):
         err = Unavailable(unreachable_message(address))
     elif code == S.UNAVAILABLE:
-        err = Unavailable(f"the gateway at {address} says a backing service is unavailable: "
-                          f"{details}; retry later")
+        err = Unavailable(f"the gateway at {address} answered UNAVAILABLE: {details}; retry "
+                          "later")
     else:
         err = PedsearchError(f"the gateway at {address} failed ({code.name}): {details}")
     err.status = code  # type: ignore[attr-defined]
     return err
 
 
-def _is_transport(details: str) -> bool:
-    # gRPC's own connection failures, as opposed to the server reporting Milvus/Redis down
-    d = details.lower()
-    return any(s in d for s in ("failed to connect", "connection refused", "connect failed",
-                                "socket closed", "dns resolution failed", "connection reset"))
+def _retry_after_s(exc: grpc.RpcError) -> float | None:
+    """The gateway's ``retry-after-ms`` trailer in seconds (rate limit), if it sent one."""
+    for key, value in _trailers(exc):
+        if key == "retry-after-ms":
+            try:
+                return max(0.0, int(value) / 1000)
+            except ValueError:
+                return None
+    return None
+
+
+def _trailers(exc: grpc.RpcError) -> tuple:
+    trailing = getattr(exc, "trailing_metadata", None)
+    try:
+        return tuple((trailing() if callable(trailing) else None) or ())
+    except Exception:  # noqa: BLE001 -- an error object without trailers
+        return ()
+
+
+def _from_gateway(exc: grpc.RpcError) -> bool:
+    """Whether the gateway itself answered the status (it marks every error it sends), as
+    opposed to gRPC failing to reach it. The messages cannot tell: the gateway's own
+    "Redis ... Connection refused" reads like a refused connection to the gateway."""
+    return any(key == ORIGIN_KEY and value == ORIGIN_GATEWAY for key, value in _trailers(exc))
+
+
+@contextlib.contextmanager
+def _building(method: str) -> Iterator[None]:
+    """Turns protobuf's complaints about a field (a top-k of -1, an id that is not a number, a
+    time beyond int64) into :class:`InvalidInput`, as the gateway would answer them."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"cannot build the {method} request: {exc} (see the arguments' "
+                           "types and ranges in docs/API.md)") from None
 
 
 def _filter(cameras: Sequence[str], since_us: int | None, until_us: int | None,

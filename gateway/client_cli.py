@@ -26,12 +26,13 @@ import pathlib
 import re
 import time
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from pedsearch.argtypes import bounded
-from pedsearch.errors import InvalidInput, Unavailable
+from pedsearch.errors import AccessDenied, InvalidInput, NotFound, ResourceExhausted, Unavailable
 
 console = Console()
 err_console = Console(stderr=True)
@@ -42,6 +43,12 @@ _SCORE = bounded(float, -10.0, 10.0, unit=" (a similarity score, about -1..1)")
 TOKEN_ENV = "PEDSEARCH_TOKEN"
 #: crops fetched for the contact sheet at most (one GetDetection each)
 MAX_SHEET = 50
+#: terminal width from which the hits table also shows each hit's top attributes
+WIDE_TABLE_COLUMNS = 110
+#: the largest value of the request's uint32 fields
+UINT32_MAX = 2**32 - 1
+#: longest rate-limit wait (s) the contact sheet sits out before leaving a crop out
+MAX_RATE_WAIT_S = 5.0
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*(?:ago)?\s*$", re.I)
 
@@ -55,7 +62,7 @@ def parse_time(text: str, *, now: float | None = None) -> int:
     if s.lower() == "now":
         return int(now * 1e6)
     if m := _RELATIVE.match(s):
-        return int((now - float(m.group(1)) * _UNITS[m.group(2).lower()]) * 1e6)
+        return _in_range(int((now - float(m.group(1)) * _UNITS[m.group(2).lower()]) * 1e6), text)
     try:
         t = dt.datetime.fromisoformat(s)
     except ValueError:
@@ -64,7 +71,14 @@ def parse_time(text: str, *, now: float | None = None) -> int:
             "or an age like 30s, 10m, 2h, 1d") from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.timezone.utc)
-    return int(t.timestamp() * 1e6)
+    return _in_range(int(t.timestamp() * 1e6), text)
+
+
+def _in_range(us: int, text: str) -> int:
+    # the request's fields are int64 microseconds: about 292,000 years either side of 1970
+    if not -(2**63) <= us < 2**63:
+        raise argparse.ArgumentTypeError(f"{text!r} is too far from now to be a capture time")
+    return us
 
 
 
@@ -100,7 +114,7 @@ def _query_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("text", nargs="?", default=None, help="what the person looks like, in words")
     p.add_argument("--attr", action="append", type=_attr, default=[], metavar="FAMILY=VALUE",
                    help="attribute, e.g. upper_color=red, backpack=yes (repeatable; several "
-                        "accepted values: bag=backpack,handbag). Alone: an attribute query; "
+                        "accepted values: footwear=boots,sneakers). Alone: an attribute query; "
                         "with a text or image: re-ranks its hits")
     p.add_argument("--hard", action="store_true",
                    help="the attributes filter the hits (probability >= 0.5) instead of "
@@ -139,9 +153,9 @@ def register(subparsers) -> None:
     _query_args(w)
     w.add_argument("--threshold", type=_SCORE, required=True,
                    help="a new detection matches when its score >= this")
-    w.add_argument("--max-matches", type=bounded(int, 0), default=0,
+    w.add_argument("--max-matches", type=bounded(int, 0, UINT32_MAX), default=0,
                    help="stop after this many matches (0: no limit)")
-    w.add_argument("--duration", type=bounded(int, 0), default=0, metavar="S",
+    w.add_argument("--duration", type=bounded(int, 0, UINT32_MAX), default=0, metavar="S",
                    help="stop after S seconds (0: the gateway's default)")
     _connection_args(w)
     w.set_defaults(handler=cmd_watch, _parser=w)
@@ -202,6 +216,13 @@ def cmd_search(args) -> int:
         args._parser.error(f"--image {args.image}: no such file")
     if not 0 <= args.sheet <= MAX_SHEET:
         args._parser.error(f"--sheet must be 0..{MAX_SHEET}")
+    out = pathlib.Path(args.out)
+    if args.sheet:  # before the search: a bad --out should not cost the query and its crops
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            args._parser.error(f"--out {out}: cannot make the folder for the contact sheet "
+                               f"({exc.strerror}); give a folder path")
     _apply_mode(args)
     common = dict(k=args.k, cameras=args.camera, since_us=args.since, until_us=args.until,
                   min_score=args.min_score)
@@ -216,29 +237,46 @@ def cmd_search(args) -> int:
             else:
                 query = " ".join(f"{c.family}={','.join(c.values)}" for c in args.attr)
                 result = gw.search_attributes(args.attr, **common)
-            console.print(hits_table(result, title=query))
+            # a narrow terminal has no room for the attributes beside an uncut id
+            wide = console.width >= WIDE_TABLE_COLUMNS
+            console.print(hits_table(result, title=query, attributes=wide))
+            if not wide and result.hits:
+                console.print(f"[dim](top attributes shown from {WIDE_TABLE_COLUMNS} columns "
+                              "on, e.g. COLUMNS=140; the contact sheet has them too)[/]")
             if result.hits and args.sheet:
-                html, png = write_sheets(gw, result, pathlib.Path(args.out), query, args.sheet)
+                html, png = write_sheets(gw, result, out, query, args.sheet)
                 console.print(f"contact sheet: {html}  {png}", soft_wrap=True)
+            elif args.sheet:
+                old = [p for p in (out / "contact_sheet.html", out / "contact_sheet.png")
+                       if p.exists()]
+                console.print("no hits, so no contact sheet" + (
+                    f" (the one in {out} is from an earlier search)" if old else ""),
+                    soft_wrap=True)
     except Unavailable as exc:
         return _unavailable(exc)
     return 0
 
 
-def hits_table(result, *, title: str) -> Table:
-    """Rank, score, camera, time (UTC), track, top attributes and id of each hit."""
-    table = Table(title=f"{escape(title)}  [dim]({len(result.hits)} hits, model "
+def hits_table(result, *, title: str, attributes: bool = True) -> Table:
+    """Rank, score, camera, time (UTC), track, top attributes (if ``attributes``) and id of
+    each hit. No column is cut: the id is what GetDetection takes."""
+    # light rules, no outer border: the columns fit 80 characters
+    table = Table(box=box.MINIMAL, show_edge=False, pad_edge=False,
+                  title=f"{escape(title)}  [dim]({len(result.hits)} hits, model "
                         f"{result.model_version}, encode {result.encode_ms:.0f} ms, "
                         f"search {result.search_ms:.0f} ms)[/]")
-    for name, just in (("rank", "right"), ("score", "right"), ("camera", "left"),
-                       ("time (UTC)", "left"), ("track", "right"), ("top attributes", "left"),
-                       ("id", "right")):
-        table.add_column(name, justify=just)
+    columns = [("rank", "right"), ("score", "right"), ("camera", "left"), ("time (UTC)", "left"),
+               ("track", "right"), ("top attributes", "left"), ("id", "right")]
+    for name, just in columns:
+        if name != "top attributes" or attributes:
+            table.add_column(name, justify=just, no_wrap=name != "top attributes")
     for rank, hit in enumerate(result.hits, 1):
         d = hit.detection
-        attrs = ", ".join(f"{k} {p:.2f}" for k, p in d.top_attributes(3))
-        table.add_row(str(rank), f"{hit.score:.3f}", d.camera_id, format_ts(d.ts_us),
-                      str(d.track_id), attrs, str(d.id))
+        cells = [str(rank), f"{hit.score:.3f}", d.camera_id, format_ts(d.ts_us)[:19],
+                 str(d.track_id)]
+        if attributes:
+            cells.append(", ".join(f"{k} {p:.2f}" for k, p in d.top_attributes(3)))
+        table.add_row(*cells, str(d.id))
     return table
 
 
@@ -256,12 +294,18 @@ def write_sheets(gw, result, out: pathlib.Path, query: str, n: int) -> tuple[pat
     from pedsearch.contact_sheet import contact_sheet, contact_sheet_html
 
     items = []
+    missing: list[str] = []
     hits = result.hits[:n]
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("fetching crops", total=len(hits))
         for rank, hit in enumerate(hits, 1):
             d = hit.detection
-            jpeg = gw.get_detection(d.id, include_crop=True).crop_jpeg
+            try:
+                jpeg = _fetch_crop(gw, d.id)
+            except (NotFound, AccessDenied, ResourceExhausted) as exc:
+                # one crop the gateway cannot or will not give: a placeholder, not a lost search
+                missing.append(f"#{rank} (id {d.id}): {exc.message}")
+                jpeg = b""
             img = (cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
                    if jpeg else None)
             items.append({"image": img, "title": f"#{rank} {hit.score:.3f}",
@@ -271,7 +315,26 @@ def write_sheets(gw, result, out: pathlib.Path, query: str, n: int) -> tuple[pat
     html = contact_sheet_html(items, out / "contact_sheet.html", title=query)
     png = contact_sheet(items, out / "contact_sheet.png", cols=min(10, len(items)),
                         title=query)
+    if missing:
+        err_console.print(f"[yellow]warning:[/] {len(missing)} of {len(hits)} crops could not "
+                          "be fetched and show as 'no image' on the sheet:", soft_wrap=True)
+        for line in missing[:5]:
+            err_console.print(f"  {escape(line)}", soft_wrap=True)
     return html, png
+
+
+def _fetch_crop(gw, detection_id: int, *, tries: int = 3) -> bytes:
+    """The crop JPEG of a detection; waits out the rate limit as the gateway asks (a sheet
+    costs one GetDetection per crop, on top of the search)."""
+    for attempt in range(tries):
+        try:
+            return gw.get_detection(detection_id, include_crop=True).crop_jpeg
+        except ResourceExhausted as exc:
+            wait = exc.retry_after_s
+            if attempt == tries - 1 or wait is None or wait > MAX_RATE_WAIT_S:
+                raise
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def cmd_watch(args) -> int:

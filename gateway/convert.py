@@ -14,6 +14,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from gateway.search import MAX_K, Constraint, Hit, make_constraint
+from gateway.status import MAX_IMAGE_BYTES
 from pedsearch.attributes import AttributeSchema
 from pedsearch.envelope import CAMERA_ID
 from pedsearch.errors import InvalidInput
@@ -24,7 +25,6 @@ DEFAULT_K = 10
 MAX_CAMERAS = 1000
 MAX_CONSTRAINTS = 64
 MAX_VALUES = 64
-MAX_IMAGE_BYTES = 8 * 1024 * 1024
 #: a decoded query image larger than this is refused before decoding (decompression bombs)
 MAX_IMAGE_PIXELS = 40_000_000
 MIN_IMAGE_SIDE = 8

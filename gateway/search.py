@@ -16,12 +16,14 @@ Attribute constraints (:class:`Constraint`) act in one of three ways:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Literal, Mapping, Sequence
 
+import grpc
 import numpy as np
 from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
@@ -37,6 +39,8 @@ log = logging.getLogger("pedsearch.gateway.search")
 
 MAX_TEXT_CHARS = 1000
 MAX_K = 1000
+#: concepts one attribute query may search at once (see :func:`query_attribute_sets`)
+MAX_QUERY_ALTERNATIVES = 16
 #: Milvus refuses a search limit above this; over-fetching for re-ranking is capped by it
 MILVUS_MAX_LIMIT = 16384
 #: about 146,000 years from 1970 in microseconds: no capture time is beyond it
@@ -140,26 +144,58 @@ def passes_hard(probs: Mapping[str, float], constraints: Sequence[Constraint]) -
     )
 
 
-def query_attribute_set(schema: AttributeSchema,
-                        constraints: Sequence[Constraint]) -> dict[str, str | list[str]]:
-    """The attribute set an attribute query encodes: every constraint, merged per family.
+def query_attribute_sets(schema: AttributeSchema,
+                         constraints: Sequence[Constraint]) -> list[dict[str, str | list[str]]]:
+    """The attribute sets an attribute query encodes: one per alternative the constraints allow.
+
+    A constraint accepts any of its values and every constraint must hold, so an alternative
+    picks one value per constraint: values on a single-valued family must agree (``gender``
+    female), those on a multi-valued family add up (``upper_color`` red and blue). One concept
+    vector holds one alternative (the generator reads one value per single-valued family), so
+    ``footwear=boots,sneakers`` is searched as two concepts, and a hit scores its best.
+
+    Returns:
+        the distinct alternatives, in the order of the constraints' values; one when no
+        constraint lists several values.
 
     Raises:
-        InvalidInput: a single-valued family is given two different values.
+        InvalidInput: the constraints contradict each other (``gender`` female and male), or
+            they allow more than :data:`MAX_QUERY_ALTERNATIVES` alternatives.
     """
-    merged: dict[str, list[str]] = {}
-    for c in constraints:
-        merged.setdefault(c.family, [])
-        merged[c.family] += [v for v in c.values if v not in merged[c.family]]
-    out: dict[str, str | list[str]] = {}
-    for fam, vals in merged.items():
-        if schema.family(fam).kind == "single":
-            if len(vals) != 1:
-                raise InvalidInput(f"attribute {fam!r} takes one value in a query, got {vals}")
-            out[fam] = vals[0]
+    sizes = [len(c.values) for c in constraints]
+    if math.prod(sizes) > MAX_QUERY_ALTERNATIVES ** 2:  # before enumerating them
+        raise InvalidInput(_too_many_alternatives(constraints))
+    out: list[dict[str, str | list[str]]] = []
+    for pick in itertools.product(*(c.values for c in constraints)):
+        single: dict[str, str] = {}
+        multi: dict[str, list[str]] = {}
+        for c, value in zip(constraints, pick):
+            if schema.family(c.family).kind == "single":
+                if single.setdefault(c.family, value) != value:
+                    break  # this alternative asks for two values of one family
+            elif value not in multi.setdefault(c.family, []):
+                multi[c.family].append(value)
         else:
-            out[fam] = vals
+            alt: dict[str, str | list[str]] = {}
+            for c in constraints:  # families in the order they were asked
+                if c.family not in alt:
+                    alt[c.family] = single[c.family] if c.family in single else multi[c.family]
+            if alt not in out:
+                out.append(alt)
+    if not out:
+        asked = "; ".join(f"{c.family}={','.join(c.values)}" for c in constraints)
+        raise InvalidInput(f"the attribute constraints contradict each other ({asked}): a "
+                           "single-valued family cannot take two values at once; list the "
+                           "values one constraint accepts as FAMILY=A,B")
+    if len(out) > MAX_QUERY_ALTERNATIVES:
+        raise InvalidInput(_too_many_alternatives(constraints))
     return out
+
+
+def _too_many_alternatives(constraints: Sequence[Constraint]) -> str:
+    return (f"the attribute constraints allow more than {MAX_QUERY_ALTERNATIVES} combinations "
+            f"of values ({' x '.join(str(len(c.values)) for c in constraints)}); list fewer "
+            "values per constraint")
 
 
 def filter_expression(cameras: Sequence[str] = (), since_us: int | None = None,
@@ -179,6 +215,11 @@ def filter_expression(cameras: Sequence[str] = (), since_us: int | None = None,
         since_us = None
     if until_us is not None and until_us >= OPEN_TIME_BOUND_US:
         until_us = None
+    # ... and bounds beyond them on the other side match nothing, said in numbers it can read
+    if until_us is not None and until_us < -OPEN_TIME_BOUND_US:
+        until_us = -OPEN_TIME_BOUND_US
+    if since_us is not None and since_us > OPEN_TIME_BOUND_US:
+        since_us = OPEN_TIME_BOUND_US
     if since_us is not None:
         parts.append(f"ts_us >= {int(since_us)}")
     if until_us is not None:
@@ -186,13 +227,31 @@ def filter_expression(cameras: Sequence[str] = (), since_us: int | None = None,
     return " and ".join(parts)
 
 
-def _milvus_error(exc: MilvusException, what: str, uri: str) -> Exception:
+#: what a pymilvus call raises when Milvus fails: its own exceptions, and the bare gRPC error of
+#: a call that ran out of time (a hung or overloaded server), which pymilvus lets through
+MILVUS_FAILURES: tuple[type[BaseException], ...] = (MilvusException, grpc.RpcError)
+
+
+def _milvus_error(exc: BaseException, what: str, uri: str) -> Exception:
     """A Milvus failure as the error a caller can act on."""
+    if isinstance(exc, grpc.RpcError) and not isinstance(exc, MilvusException):
+        code = exc.code() if callable(getattr(exc, "code", None)) else None
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return Unavailable(f"{what}: Milvus at {uri} did not answer in time (hung or "
+                               "overloaded?); check it with `pedsearch stack status` or its "
+                               "log, and retry")
+        name = code.name if code is not None else "an error"
+        return Unavailable(f"{what}: Milvus at {uri} answered {name}: {_rpc_details(exc)}")
     text = str(exc).lower()
     if "not loaded" in text or "not load" in text:
         return Unavailable(f"{what}: the collection is not loaded yet (Milvus restarted?); "
                            "retry in a few seconds")
     return Unavailable(f"{what}: Milvus at {uri} failed: {exc}")
+
+
+def _rpc_details(exc: grpc.RpcError) -> str:
+    details = getattr(exc, "details", None)
+    return str(details() if callable(details) else exc)
 
 
 class Searcher:
@@ -239,11 +298,11 @@ class Searcher:
                                               timeout=self._timeout(timeout_s))["collection_name"]
             self._alias = (name, time.monotonic())
             return name
-        except MilvusException as exc:
+        except MILVUS_FAILURES as exc:
             text = str(exc).lower()
-            if "not found" in text or "not exist" in text:
+            if isinstance(exc, MilvusException) and ("not found" in text or "not exist" in text):
                 return None
-            raise Unavailable(f"Milvus at {self.cfg.uri} failed: {exc}") from exc
+            raise _milvus_error(exc, f"alias {self.cfg.alias!r}", self.cfg.uri) from exc
         finally:
             quiet.setLevel(level)
 
@@ -320,10 +379,12 @@ class Searcher:
         soft_weight: float = DEFAULT_SOFT_WEIGHT, rerank_factor: int = 4,
         collection: str | None = None, timeout_s: float | None = None,
     ) -> list[Hit]:
-        """The ``k`` best stored detections for a ``(D,)`` query vector.
+        """The ``k`` best stored detections for a query vector, or for the best of several.
 
         Args:
-            vector: ``(D,)`` unit query embedding of the bundle's model version.
+            vector: ``(D,)`` unit query embedding of the bundle's model version, or ``(A, D)``
+                alternatives (an attribute query's concepts): one Milvus search of ``A``
+                queries, each hit scored by its best.
             k: hits wanted, 1..1000.
             cameras, since_us, until_us: where and when (inclusive); empty = anywhere.
             constraints: attribute constraints (hard filter / soft re-rank, see the module).
@@ -345,16 +406,22 @@ class Searcher:
         name = collection or self.collection(timeout_s=timeout_s)
         try:
             res = self.client.search(
-                name, data=[np.asarray(vector, np.float32).tolist()], anns_field="embedding",
+                name, data=np.atleast_2d(np.asarray(vector, np.float32)).tolist(),
+                anns_field="embedding",
                 limit=limit, filter=expr,
                 search_params={"metric_type": self.cfg.metric_type,
                                "params": self._search_params(limit)},
                 output_fields=self.output_fields, timeout=self._timeout(timeout_s),
             )
-        except MilvusException as exc:
+        except MILVUS_FAILURES as exc:
             raise _milvus_error(exc, f"search on {name}", self.cfg.uri) from exc
-        hits = [self._hit(h["entity"], int(h["id"]), self._similarity(float(h["distance"])))
-                for h in res[0]]
+        best: dict[int, Hit] = {}
+        for answers in res:  # one list per query vector
+            for h in answers:
+                hit = self._hit(h["entity"], int(h["id"]), self._similarity(float(h["distance"])))
+                if hit.id not in best or hit.score > best[hit.id].score:
+                    best[hit.id] = hit
+        hits = sorted(best.values(), key=lambda h: -h.score)
         if soft:
             for h in hits:
                 h.score += soft_weight * soft_bonus(h.attributes, constraints)
@@ -392,7 +459,7 @@ class Searcher:
             rows = self.client.query(name, filter=expr,
                                      output_fields=self.output_fields,
                                      timeout=self._timeout(timeout_s))
-        except MilvusException as exc:
+        except MILVUS_FAILURES as exc:
             raise _milvus_error(exc, f"query on {name}", self.cfg.uri) from exc
         if not rows:
             raise NotFound(f"no detection with id {detection_id} in {name}")

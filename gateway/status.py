@@ -23,6 +23,11 @@ from pedsearch.errors import (
     Unavailable,
 )
 
+#: trailing metadata on every error status the gateway answers itself: a client tells the
+#: gateway's UNAVAILABLE ("Milvus is down") from gRPC's own (the gateway cannot be reached)
+ORIGIN_KEY, ORIGIN_GATEWAY = "pedsearch-origin", "gateway"
+#: the largest query image (SearchImage) the gateway takes; the client checks it before sending
+MAX_IMAGE_BYTES = 8 * 1024 * 1024
 
 #: first match wins, so a subclass comes before its base (DeadlineExceeded before Unavailable)
 _CODES: tuple[tuple[type[PedsearchError], grpc.StatusCode], ...] = (
@@ -38,8 +43,8 @@ _CODES: tuple[tuple[type[PedsearchError], grpc.StatusCode], ...] = (
     (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
-__all__ = ["DeadlineExceeded", "PermissionDenied", "ResourceExhausted", "Unauthenticated",
-           "code_for"]
+__all__ = ["MAX_IMAGE_BYTES", "ORIGIN_GATEWAY", "ORIGIN_KEY", "DeadlineExceeded",
+           "PermissionDenied", "ResourceExhausted", "Unauthenticated", "code_for"]
 
 
 def code_for(exc: BaseException) -> grpc.StatusCode:

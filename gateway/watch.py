@@ -92,7 +92,8 @@ class WatchQuery:
     """A checked standing query.
 
     Attributes:
-        vector: ``(D,)`` unit query embedding of ``model_version``.
+        vector: ``(D,)`` unit query embedding of ``model_version``, or ``(A, D)`` alternatives
+            (an attribute query's concepts): a detection scores its best.
         threshold: a detection matches when its score is at least this.
         filter: cameras and time.
         constraints: HARD ones filter, SOFT ones add to the score.
@@ -119,10 +120,12 @@ def run_watch(query: WatchQuery, *, feed: LiveFeed, schema: AttributeSchema,
     detection indexed after it is checked.
 
     Raises:
-        Unavailable: Redis (the feed) cannot be read.
+        Unavailable: Redis (the feed) cannot be read, or the gateway is shutting down (the
+            client then knows to start the watch again elsewhere, which a stream that simply
+            ended would not tell it).
     """
     fields = schema.field_names()
-    vec = np.asarray(query.vector, np.float32)
+    vecs = np.atleast_2d(np.asarray(query.vector, np.float32))  # (A, D)
     try:
         cursor = feed.tail_id()
     except redis.RedisError as exc:
@@ -145,14 +148,14 @@ def run_watch(query: WatchQuery, *, feed: LiveFeed, schema: AttributeSchema,
             cursor = entry.entry_id
             scanned += 1
             row = entry.row
-            if row.model_version != query.model_version or len(row.embedding) != len(vec):
+            if row.model_version != query.model_version or len(row.embedding) != vecs.shape[1]:
                 continue  # another model's space: its scores mean nothing here
             if not query.filter.admits(row.camera_id, int(row.ts_us)):
                 continue
             probs = dict(zip(fields, (float(p) for p in row.attributes)))
             if not passes_hard(probs, query.constraints):
                 continue
-            score = float(np.dot(row.embedding, vec))
+            score = float(np.max(vecs @ np.asarray(row.embedding, np.float32)))
             score += query.soft_weight * soft_bonus(probs, query.constraints)
             if score < query.threshold:
                 continue
@@ -171,3 +174,6 @@ def run_watch(query: WatchQuery, *, feed: LiveFeed, schema: AttributeSchema,
         if time.monotonic() - last_event >= heartbeat_s:
             yield Heartbeat(scanned=scanned)
             last_event = time.monotonic()
+    if stopping.is_set():
+        raise Unavailable("the gateway is shutting down; start the watch again (on another "
+                          "gateway, or on this one once it is back)")

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.auth import TokenAuth
 from gateway.interceptor import GatewayInterceptor
-from gateway.status import ResourceExhausted
+from gateway.status import ORIGIN_GATEWAY, ORIGIN_KEY, ResourceExhausted
 from pedsearch.errors import InvalidInput, Unavailable
 from pedsearch.v1 import search_pb2, search_pb2_grpc
 
@@ -89,3 +89,31 @@ def test_an_error_mid_stream_ends_it_with_its_code(open_stub):
         next(call)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert err.value.details() == "redis went away"
+
+
+def test_gateway_errors_carry_their_origin_and_transport_errors_do_not(open_stub):
+    with pytest.raises(grpc.RpcError) as err:
+        open_stub.SearchText(search_pb2.SearchTextRequest(text="x"), timeout=10)
+    assert dict(err.value.trailing_metadata())[ORIGIN_KEY] == ORIGIN_GATEWAY
+    channel = grpc.insecure_channel("127.0.0.1:1")  # nobody listens there
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            search_pb2_grpc.SearchStub(channel).ListCameras(search_pb2.ListCamerasRequest(),
+                                                            timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert ORIGIN_KEY not in dict(err.value.trailing_metadata() or ())
+    finally:
+        channel.close()
+
+
+def test_bytes_that_are_not_the_request_message_are_invalid_argument():
+    server, channel, _stub = serve({})
+    try:
+        raw = channel.unary_unary("/pedsearch.v1.Search/SearchText")  # bytes in, bytes out
+        with pytest.raises(grpc.RpcError) as err:
+            raw(b"\x0a\x02\xff\xfe", timeout=10)  # field 1 (text): invalid UTF-8
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a valid protobuf message" in err.value.details()
+    finally:
+        channel.close()
+        server.stop(None)

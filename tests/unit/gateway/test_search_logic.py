@@ -10,7 +10,7 @@ from gateway.search import (
     hard_expression,
     make_constraint,
     passes_hard,
-    query_attribute_set,
+    query_attribute_sets,
     soft_bonus,
 )
 from pedsearch.attributes import AttributeSchema
@@ -68,12 +68,28 @@ def test_soft_bonus_is_the_geometric_mean_of_each_constraints_best_value():
         pytest.approx(0.5)
 
 
-def test_query_attribute_set_merges_families():
+def test_query_attribute_sets_merge_families_and_spell_out_alternatives():
     cs = [Constraint("upper_color", ("red",), "query"),
           Constraint("upper_color", ("blue",), "hard"), Constraint("gender", ("female",), "soft")]
-    assert query_attribute_set(SCHEMA, cs) == {"upper_color": ["red", "blue"], "gender": "female"}
-    with pytest.raises(InvalidInput, match="takes one value"):
-        query_attribute_set(SCHEMA, [Constraint("gender", ("female", "male"), "query")])
+    assert query_attribute_sets(SCHEMA, cs) == [
+        {"upper_color": ["red", "blue"], "gender": "female"}]
+    # any of a single-valued family's values: one concept per value
+    assert query_attribute_sets(SCHEMA, [Constraint("footwear", ("boots", "sneakers")),
+                                         Constraint("hat", ("yes",))]) == [
+        {"footwear": "boots", "hat": "yes"}, {"footwear": "sneakers", "hat": "yes"}]
+    # any of a colour: red, or blue (not both)
+    assert query_attribute_sets(SCHEMA, [Constraint("upper_color", ("red", "blue"))]) == [
+        {"upper_color": ["red"]}, {"upper_color": ["blue"]}]
+    # two constraints on one single-valued family: what both accept
+    assert query_attribute_sets(SCHEMA, [Constraint("gender", ("female", "male")),
+                                         Constraint("gender", ("male",))]) == [{"gender": "male"}]
+    with pytest.raises(InvalidInput, match="contradict"):
+        query_attribute_sets(SCHEMA, [Constraint("gender", ("female",)),
+                                      Constraint("gender", ("male",))])
+    every_colour = SCHEMA.family("upper_color").values
+    with pytest.raises(InvalidInput, match="more than 16 combinations"):
+        query_attribute_sets(SCHEMA, [Constraint("upper_color", every_colour),
+                                      Constraint("lower_color", every_colour)])
 
 
 def test_filter_expression():
@@ -82,6 +98,9 @@ def test_filter_expression():
         'camera_id in ["cam-1", "cam_2"] and ts_us >= 5 and ts_us <= 9')
     # bounds beyond any capture time are open (Milvus cannot parse int64 extremes)
     assert filter_expression((), -(2**63), 2**63 - 1) == ""
+    # ... and those on the other side match nothing, in numbers the parser reads
+    assert filter_expression((), None, -(2**63)) == f"ts_us <= {-(2**62)}"
+    assert filter_expression((), 2**63 - 1, None) == f"ts_us >= {2**62}"
     with pytest.raises(InvalidInput, match="inverted"):
         filter_expression((), 10, 9)
     for bad in ('a" or 1==1', "", "-x", "a" * 65):

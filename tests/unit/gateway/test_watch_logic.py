@@ -15,6 +15,7 @@ from gateway.search import Constraint, Hit
 from gateway.status import ResourceExhausted
 from gateway.watch import Heartbeat, WatchQuery, WatchSlots, run_watch
 from pedsearch.attributes import AttributeSchema
+from pedsearch.errors import Unavailable
 from pedsearch.live import LiveDetection
 from pedsearch.schema import DetectionRow
 
@@ -97,9 +98,18 @@ def test_heartbeats_when_idle_and_stop():
     out = events(query(duration_s=0.35), ListFeed([]), heartbeat_s=0.1)
     beats = [e for e in out if isinstance(e, Heartbeat)]
     assert len(beats) >= 3 and all(b.scanned == 0 for b in beats)
+
+
+def test_a_watch_ended_by_shutdown_says_so():
+    # a stream that just ended would look like one whose duration ran out: the client would
+    # not know to start it again
     stopping = threading.Event()
     stopping.set()
-    assert len(events(query(duration_s=30), ListFeed([]), stopping=stopping)) == 1
+    gen = run_watch(query(duration_s=30), feed=ListFeed([]), schema=SCHEMA,
+                    is_active=lambda: True, stopping=stopping, heartbeat_s=60.0)
+    assert isinstance(next(gen), Heartbeat)
+    with pytest.raises(Unavailable, match="shutting down"):
+        next(gen)
 
 
 def test_watch_slots():

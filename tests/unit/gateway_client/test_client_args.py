@@ -9,7 +9,7 @@ import pytest
 
 from gateway.client import Constraint, constraints_of, error_from_rpc, parse_constraint
 from gateway.client_cli import parse_time
-from gateway.status import code_for
+from gateway.status import ORIGIN_GATEWAY, ORIGIN_KEY, code_for
 from pedsearch.errors import (
     AccessDenied,
     DeadlineExceeded,
@@ -63,14 +63,17 @@ def test_constraints_of_mapping_and_modes():
 class _Failed(grpc.RpcError):
     """What a failed unary call raises: an RpcError with code() and details()."""
 
-    def __init__(self, code, details):
-        self._code, self._details = code, details
+    def __init__(self, code, details, trailing=()):
+        self._code, self._details, self._trailing = code, details, trailing
 
     def code(self):
         return self._code
 
     def details(self):
         return self._details
+
+    def trailing_metadata(self):
+        return self._trailing
 
 
 S = grpc.StatusCode
@@ -86,11 +89,16 @@ S = grpc.StatusCode
     (S.DEADLINE_EXCEEDED, "Deadline Exceeded", DeadlineExceeded, "in time"),
     (S.UNAVAILABLE, "failed to connect to all addresses", Unavailable,
      "start it with `pedsearch gateway serve`"),
-    (S.UNAVAILABLE, "Milvus at http://m:19530 failed", Unavailable, "backing service"),
+    (S.UNAVAILABLE, "Milvus at http://m:19530 failed", Unavailable, "answered UNAVAILABLE"),
+    # the gateway's own message may read like a refused connection: its trailer decides
+    (S.UNAVAILABLE, "Redis at redis://r:6379/0 cannot be read: Connection refused.", Unavailable,
+     "answered UNAVAILABLE: Redis"),
     (S.INTERNAL, "boom", PedsearchError, "INTERNAL"),
 ])
 def test_error_from_rpc(code, details, cls, words):
-    err = error_from_rpc(_Failed(code, details), "gw:50051")
+    from_gateway = "failed to connect" not in details
+    trailer = ((ORIGIN_KEY, ORIGIN_GATEWAY),) if from_gateway else ()
+    err = error_from_rpc(_Failed(code, details, trailer), "gw:50051")
     assert type(err) is cls
     assert words in err.message and err.status == code
     if cls is not PedsearchError:

@@ -34,6 +34,12 @@ def test_table_rows():
     lines = [x for x in text.splitlines() if "gate-" in x]
     assert len(lines) == 2
     cells = [c.strip() for c in lines[0].strip("│ ").split("│")]
-    assert cells == ["1", "0.812", "gate-1", format_ts(1_800_000_000_000_001), "7",
-                     "gender=male 0.95", "1001"]
+    assert cells == ["1", "0.812", "gate-1", "2027-01-15 08:00:00", "7", "gender=male 0.95",
+                     "1001"]
     assert format_ts(1_800_000_000_000_001) == "2027-01-15 08:00:00.000"
+    # narrow: no attributes, and nothing cut (the id is what GetDetection takes)
+    console = Console(record=True, width=80)
+    console.print(hits_table(result, title="a man [in] grey", attributes=False))
+    row = next(x for x in console.export_text().splitlines() if "gate-1" in x)
+    assert [c.strip() for c in row.strip("│ ").split("│")] == [
+        "1", "0.812", "gate-1", "2027-01-15 08:00:00", "7", "1001"]
