@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shlex
 import threading
 import time
 
@@ -296,11 +297,14 @@ def _serve_until_interrupted(settings, gateway: str, report: dict) -> None:
     console.print(f"  pedsearch watch \"a person\" --threshold 0.3 --gateway {gateway}",
                   soft_wrap=True)
     console.print(f"  pedsearch cameras --gateway {gateway}")
-    console.print("Other commands (pedsearch camera, workers, status) reach the stack with:")
+    console.print("Other commands (pedsearch camera, workers, gateway serve, status) reach "
+                  "this stack, its crop store and its model with:")
     for k, v in (("KAFKA__BOOTSTRAP_SERVERS", settings.kafka.bootstrap_servers),
                  ("MILVUS__URI", settings.milvus.uri), ("REDIS__URL", settings.redis.url),
-                 ("MILVUS__ALIAS", settings.milvus.alias)):
-        console.print(f"  export PEDSEARCH_{k}={v}", soft_wrap=True)
+                 ("MILVUS__ALIAS", settings.milvus.alias),
+                 ("PATHS__CROPS_DIR", pathlib.Path(settings.paths.crops_dir).absolute()),
+                 ("MODEL__BUNDLE", pathlib.Path(settings.model.bundle).absolute())):
+        console.print(f"  export PEDSEARCH_{k}={shlex.quote(str(v))}", soft_wrap=True)
     console.print("[bold]Ctrl-C stops the gateway and the stack.[/]")
     try:
         threading.Event().wait()

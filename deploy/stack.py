@@ -793,7 +793,11 @@ class LocalStack:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise StackError(f"the stack's data folder {self.data_dir} is (or is under) a file; "
+                             "give a folder with --data-dir or stack.data_dir") from None
         with open(self.data_dir / "stack.lock", "a+") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

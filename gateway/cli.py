@@ -9,8 +9,9 @@ import threading
 
 from rich.console import Console
 
-from pedsearch.argtypes import port
+from pedsearch.argtypes import bounded, port
 from pedsearch.config import load_settings
+from pedsearch.errors import ConfigError
 
 console = Console()
 
@@ -34,8 +35,8 @@ def register(subparsers) -> None:
                        "model.bundle, else the shipped bundle)")
     serve.add_argument("--metrics-port", type=port, default=None, metavar="PORT",
                        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics")
-    serve.add_argument("--grace", type=float, default=5.0,
-                       help="seconds running RPCs get to finish on shutdown")
+    serve.add_argument("--grace", type=bounded(float, 0, 3600, unit=" seconds"), default=5.0,
+                       help="seconds running RPCs get to finish on shutdown (0..3600)")
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -52,6 +53,13 @@ def cmd_serve(args) -> int:
         import torch  # the whole process: this command owns it
 
         torch.set_num_threads(settings.gateway.encoder_threads)
+    metrics = None
+    if args.metrics_port is not None:  # before the gateway: a taken port fails with nothing up
+        try:
+            metrics, _thread = serve_metrics(args.metrics_port)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve metrics on port {args.metrics_port}: "
+                              f"{exc.strerror}; choose another --metrics-port") from None
     with console.status("loading the model bundle..."):
         server = create_server(args.address, settings=settings)
     stop = threading.Event()
@@ -59,13 +67,16 @@ def cmd_serve(args) -> int:
         signal.signal(sig, lambda *_: stop.set())
     server.start()
     bundle = server.service.bundle
-    console.print(f"pedsearch gateway listening on {server.address} "
+    # the address right after "listening on" is the one to connect to (scripts read it)
+    where = server.address if server.bind_address == server.address else (
+        f"{server.address} (bound to {server.bind_address}: every interface)")
+    console.print(f"pedsearch gateway listening on {where} "
                   f"({'TLS' if server.tls else 'plaintext'}; model "
                   f"{bundle.version if bundle else 'NOT LOADED'}; health "
                   f"{'SERVING' if server.serving else 'NOT_SERVING'})", highlight=False)
-    if args.metrics_port is not None:
-        http, _thread = serve_metrics(args.metrics_port)
-        console.print(f"metrics on http://127.0.0.1:{http.server_port}/metrics", highlight=False)
+    if metrics is not None:
+        console.print(f"metrics on http://127.0.0.1:{metrics.server_port}/metrics",
+                      highlight=False)
     try:
         stop.wait()
     finally:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import ssl
 import threading
 from concurrent import futures
 
@@ -41,6 +42,8 @@ HEALTH_INTERVAL_S = 2.0
 #: an 8 MiB query image plus the rest of the request must fit
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 BUNDLE_PARTS = ("image", "text", "attributes")
+#: hosts that bind every interface; clients on this machine reach them on loopback
+WILDCARD_HOSTS = ("0.0.0.0", "[::]", "::")
 
 
 def server_credentials(cert: pathlib.Path | None, key: pathlib.Path | None):
@@ -57,7 +60,28 @@ def server_credentials(cert: pathlib.Path | None, key: pathlib.Path | None):
         pair = (pathlib.Path(key).read_bytes(), pathlib.Path(cert).read_bytes())
     except OSError as exc:
         raise ConfigError(f"cannot read the TLS certificate or key: {exc}") from exc
+    # grpc would only fail at bind time, with a message about the port: check the pair here
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"gateway.tls_cert {cert} and gateway.tls_key {key} are not a PEM certificate "
+            f"chain and its private key ({exc.reason or exc}); e.g. `openssl req -x509 -newkey "
+            "rsa:2048 -nodes -keyout key.pem -out cert.pem -subj /CN=localhost`") from None
     return grpc.ssl_server_credentials([pair])
+
+
+def listen_address(address: str) -> tuple[str, int]:
+    """``host`` and ``port`` of a listen address ``host:port`` (``[v6]:port``; port 0 = any).
+
+    Raises:
+        ConfigError: not host:port, or a port outside 0..65535 (grpc would wrap it around).
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"gateway address {address!r} must be host:port with a port in "
+                          "0..65535 (0 = a free one), e.g. 127.0.0.1:50051 or 0.0.0.0:50051")
+    return host, int(port)
 
 
 class GatewayServer:
@@ -65,17 +89,19 @@ class GatewayServer:
 
     Attributes:
         port: the bound port (the chosen one when the address asked for port 0).
-        address: ``host:port`` clients connect to.
+        address: ``host:port`` clients on this machine connect to.
+        bind_address: ``host:port`` it listens on (``0.0.0.0:port``: every interface).
         tls: whether the port serves TLS.
         service: the :class:`SearchService`.
     """
 
     def __init__(self, *, server: grpc.Server, port: int, host: str, service: SearchService,
                  health_servicer: health.HealthServicer, limiter: RateLimiter | None,
-                 tls: bool) -> None:
+                 tls: bool, bind_host: str | None = None) -> None:
         self.server = server
         self.port = port
         self.address = f"{host}:{port}"
+        self.bind_address = f"{bind_host or host}:{port}"
         self.service = service
         self.health = health_servicer
         self.limiter = limiter
@@ -91,7 +117,8 @@ class GatewayServer:
         self._monitor = threading.Thread(target=self._watch_health, name="gateway-health",
                                          daemon=True)
         self._monitor.start()
-        log.info("gateway listening on %s (%s)", self.address, "TLS" if self.tls else "plaintext")
+        log.info("gateway listening on %s (%s)", self.bind_address,
+                 "TLS" if self.tls else "plaintext")
         return self
 
     def stop(self, grace: float | None = 2.0) -> None:
@@ -118,7 +145,11 @@ class GatewayServer:
         """SERVING iff the bundle is loaded and Milvus answers; returns that."""
         ok = self.service.bundle is not None and self.service.milvus.ping()
         if ok:
-            self._load_aliased_collection()
+            ok = self._aliased_collection_serves()
+        self._set_serving(ok)
+        return ok
+
+    def _set_serving(self, ok: bool) -> None:
         status = (health_pb2.HealthCheckResponse.SERVING if ok
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
         if ok != self.serving:
@@ -126,22 +157,29 @@ class GatewayServer:
         self.serving = ok
         for name in ("", SERVICE_NAME):
             self.health.set(name, status)
-        return ok
 
-    def _load_aliased_collection(self) -> None:
-        # after a Milvus restart searches fail until the collection is loaded again
+    def _aliased_collection_serves(self) -> bool:
+        """Whether the aliased collection answers searches (true when there is none yet: the
+        gateway then answers FAILED_PRECONDITION, which no reload fixes). After a Milvus restart
+        searches fail until the collection is loaded again: NOT_SERVING while this loads it."""
         try:
             searcher = self.service.milvus.searcher()
             name = searcher.resolve_alias(timeout_s=2.0)
             if name is None:
-                return
+                return True
             state = str(searcher.client.get_load_state(name, timeout=2.0).get("state"))
+            if state.endswith("Loaded"):
+                return True
+            self._set_serving(False)
             if state.endswith("NotLoad"):
                 log.info("loading collection %s", name)
-                DetectionCollections(searcher.client, self.service.settings.milvus).wait_loaded(
-                    name, timeout_s=60.0)
+            # NotLoad: load it; Loading (Milvus reloads by itself after a restart): wait for it
+            DetectionCollections(searcher.client, self.service.settings.milvus).wait_loaded(
+                name, timeout_s=60.0)
+            return True
         except Exception as exc:  # noqa: BLE001 -- the monitor reports, it never dies
             log.debug("collection load check failed: %s", exc)
+            return False
 
     def _watch_health(self) -> None:
         while not self._stopping.wait(HEALTH_INTERVAL_S):
@@ -181,6 +219,7 @@ def create_server(address: str | None = None, *, settings: Settings,
     """
     cfg = settings.gateway
     address = address or cfg.address
+    bind_host, _ = listen_address(address)
     bundle_error = None
     if bundle is None:
         bundle, bundle_error = load_gateway_bundle(settings)
@@ -217,7 +256,7 @@ def create_server(address: str | None = None, *, settings: Settings,
         service.close()
         raise ConfigError(f"cannot listen on {address}: the port is taken or the address is "
                           "invalid; choose another with --address or gateway.address")
-    host = address.rsplit(":", 1)[0] or "127.0.0.1"
-    host = "127.0.0.1" if host in ("0.0.0.0", "[::]", "") else host
+    host = "127.0.0.1" if bind_host in WILDCARD_HOSTS else bind_host
     return GatewayServer(server=server, port=port, host=host, service=service,
-                         health_servicer=health_servicer, limiter=limiter, tls=creds is not None)
+                         health_servicer=health_servicer, limiter=limiter, tls=creds is not None,
+                         bind_host=bind_host)

@@ -162,8 +162,7 @@ def save_bundle(
     if weights_dtype not in WEIGHT_DTYPES:
         raise BundleError(f"weights_dtype must be one of {sorted(WEIGHT_DTYPES)}, not "
                           f"{weights_dtype!r}")
-    if out_dir.exists() and not overwrite:
-        raise BundleError(f"{out_dir} already exists; pass overwrite=True to replace it")
+    out_dir = check_bundle_target(out_dir, overwrite=overwrite)
     try:
         metrics_json = json.loads(json.dumps(dict(metrics or {})))
         if hasattr(train_config, "model_dump"):
@@ -222,6 +221,33 @@ def save_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def check_bundle_target(out_dir: str | os.PathLike[str], *, overwrite: bool) -> pathlib.Path:
+    """The absolute bundle folder to write, if writing it there is safe; raises otherwise.
+
+    An existing folder is replaced only with ``overwrite``, and only if it is a bundle (it
+    holds a ``bundle.json``) or empty: ``--out ~/thesis --overwrite`` must not delete a thesis.
+    The current folder and those above it are never replaced.
+
+    Raises:
+        BundleError: the folder exists and may not (or must not) be replaced.
+    """
+    out = pathlib.Path(out_dir).expanduser().absolute()
+    if not out.exists():
+        return out
+    if not overwrite:
+        raise BundleError(f"{out} already exists; choose another folder, or replace it "
+                          "(--overwrite on the command line, overwrite=True in Python)")
+    if not out.is_dir():
+        raise BundleError(f"{out} exists and is not a folder; choose another bundle folder")
+    if pathlib.Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise BundleError(f"refusing to replace {out}: it is the current folder or one above it; "
+                          "give the bundle a folder of its own, e.g. bundles/mine")
+    if not (out / MANIFEST).is_file() and any(out.iterdir()):
+        raise BundleError(f"refusing to replace {out}: it is not a model bundle (no {MANIFEST}) "
+                          "and not empty; choose another folder, or empty it yourself")
+    return out
 
 
 def storage_state(
@@ -525,6 +551,17 @@ def _read_manifest(root: pathlib.Path) -> dict[str, Any]:
     absent = [k for k in required if k not in manifest]
     if absent:
         raise BundleError(f"{file} lacks {absent}")
+    # bundle.json is the one file no checksum guards: check the shape of what is read from it
+    files, image = manifest["files"], manifest["image"]
+    if not isinstance(files, dict) or not all(
+            isinstance(e, dict) and isinstance(e.get("sha256"), str) for e in files.values()):
+        raise BundleError(f"{file}: 'files' must map each file name to its sha256 and size; the "
+                          "bundle was edited by hand or is damaged: export it again")
+    if not isinstance(image, dict) or not {"size", "pixel_mean", "pixel_std"} <= image.keys():
+        raise BundleError(f"{file}: 'image' must give size, pixel_mean and pixel_std; the bundle "
+                          "was edited by hand or is damaged: export it again")
+    if not isinstance(manifest["schema"], dict):
+        raise BundleError(f"{file}: 'schema' must be the attribute schema's mapping")
     try:
         check_version(manifest["version"])
     except InvalidInput as exc:

@@ -74,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     except PedsearchError as exc:
         err_console.print(f"[bold red]error:[/] {escape(exc.message)}")
         return 2
+    except OSError as exc:
+        # a path the user gave that cannot be made, read or written (a file where a folder
+        # belongs, no permission, a full disk): its own words, with the path, suffice
+        logging.getLogger("pedsearch").debug("OS error", exc_info=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        return 1
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130

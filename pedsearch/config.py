@@ -20,6 +20,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from pedsearch.errors import ConfigError
 
@@ -85,7 +86,8 @@ class MilvusConfig(Strict):
 
 
 class RedisConfig(Strict):
-    url: str = Field("redis://127.0.0.1:16379/0", description="redis:// or rediss:// URL")
+    url: str = Field("redis://127.0.0.1:16379/0", pattern=r"^(redis|rediss|unix)://\S+$",
+                     description="redis://, rediss:// or unix:// URL")
 
 
 class RayConfig(Strict):
@@ -299,6 +301,10 @@ def read_yaml(
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a folder; give the YAML file in it") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -340,6 +346,10 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     except pydantic.ValidationError as exc:
         where = f" in {path}" if path else ""
         raise ConfigError(f"invalid configuration{where}:\n{exc}") from exc
+    except SettingsError as exc:  # an environment variable that should hold JSON does not
+        raise ConfigError(f"invalid configuration in the environment: {exc}; a {ENV_PREFIX}"
+                          "... variable of a list or mapping field takes JSON, e.g. "
+                          "PEDSEARCH_GATEWAY__TOKENS='{\"token\": [\"SearchText\"]}'") from exc
 
 
 def _beside_checkout(name: str) -> pathlib.Path | None:

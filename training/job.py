@@ -316,10 +316,15 @@ def data_fingerprint(data: PreparedData) -> str:
 def check_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> pathlib.Path:
     """Decide whether the run folder may be used; returns it.
 
+    Nothing is deleted here: with ``overwrite`` an existing run is removed by
+    :func:`clear_run_dir` only once the data is ready and training is about to start, so a
+    failed start (missing data, a bad export folder) loses no finished run.
+
     Raises:
         NotFound: ``resume`` without a run to resume.
-        ConfigError: a run already exists and neither ``resume`` nor ``overwrite`` is set, or
-            the configuration changed since the run started.
+        ConfigError: a run already exists and neither ``resume`` nor ``overwrite`` is set,
+            ``overwrite`` would delete a folder that is not a run, or the configuration changed
+            since the run started.
     """
     run_dir = cfg.run_dir
     run_file = run_dir / RUN_FILE
@@ -343,8 +348,18 @@ def check_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> pathlib
                 f"run folder {run_dir} already exists; pass --resume to continue it, --overwrite "
                 "to start it again from scratch, or choose another run_name"
             )
-        shutil.rmtree(run_dir)
+        if not run_file.is_file():
+            raise ConfigError(
+                f"refusing to delete {run_dir}: it is not a training run (no {RUN_FILE}); "
+                "choose another run_name or output_dir"
+            )
     return run_dir
+
+
+def clear_run_dir(run_dir: pathlib.Path) -> None:
+    """Delete the run that ``--overwrite`` replaces (checked by :func:`check_run_dir`)."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
 
 
 def run_training(
@@ -383,11 +398,17 @@ def run_training(
 
     console = console or Console(stderr=True)
     run_dir = check_run_dir(cfg, resume=resume, overwrite=overwrite)
+    if export_dir is not None:  # now, not after hours of training
+        from pedsearch.bundle import check_bundle_target
+
+        check_bundle_target(export_dir, overwrite=overwrite)
     # no spinner here: generating the synthetic world shows its own progress bar
     console.print(f"preparing data for {run_dir.name} ...")
     data = prepare_data(cfg, data_root=data_root)
     fingerprint = data_fingerprint(data)
     run_file = run_dir / RUN_FILE
+    if not resume and overwrite:
+        clear_run_dir(run_dir)
     if resume:
         started = json.loads(run_file.read_text())
         if started.get("data_fingerprint") != fingerprint:
@@ -671,6 +692,7 @@ __all__ = [
     "ProgressBoard",
     "TrainOutcome",
     "check_run_dir",
+    "clear_run_dir",
     "curve_history",
     "connect_ray",
     "data_fingerprint",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import asdict
@@ -21,7 +22,8 @@ from ray.exceptions import ActorDiedError, RayActorError
 from pedsearch.attributes import AttributeSchema
 from pedsearch.bundle import read_manifest
 from pedsearch.config import Settings
-from pedsearch.errors import ConfigError, PedsearchError
+from pedsearch import errors
+from pedsearch.errors import ConfigError, PedsearchError, Unavailable
 
 log = logging.getLogger("pedsearch.workers")
 
@@ -105,6 +107,42 @@ class ConsumerWorker:
         return os.getpid()
 
 
+def check_services(settings: Settings) -> None:
+    """Fail now, in the driver, when Milvus or Redis cannot be reached: an actor whose
+    constructor fails is not restarted, and its error would reach the user only as a Ray
+    traceback.
+
+    Raises:
+        Unavailable: a service does not answer (the message names it and how to start it).
+    """
+    import redis
+
+    from pedsearch.schema import connect
+
+    connect(settings.milvus).close()
+    client = redis.Redis.from_url(settings.redis.url, socket_connect_timeout=5.0)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise Unavailable(f"cannot reach Redis at {settings.redis.url} ({exc}); start the local "
+                          "stack with `pedsearch stack up` or set PEDSEARCH_REDIS__URL") from None
+    finally:
+        client.close()
+
+
+def init_failure(exc: RayActorError) -> PedsearchError:
+    """The error a consumer actor's constructor raised, as the pedsearch error it was."""
+    text = str(exc)
+    found = re.findall(r"pedsearch\.errors\.(\w+): (.+)", text)
+    if found:
+        name, message = found[-1]
+        cls = getattr(errors, name, None)
+        if isinstance(cls, type) and issubclass(cls, PedsearchError):
+            return cls(message.strip())
+    last = next((line for line in reversed(text.splitlines()) if line.strip()), text)
+    return PedsearchError(f"a consumer could not start: {last.strip()}")
+
+
 class IngestWorkers:
     """Starts and supervises the consumer and embedder actors.
 
@@ -116,6 +154,7 @@ class IngestWorkers:
         from workers.embedder import Embedder
 
         self.settings = settings
+        check_services(settings)
         init_ray(settings)
         gpu = _use_gpu(settings)
         wcfg = settings.workers
@@ -159,6 +198,10 @@ class IngestWorkers:
                     except (RayActorError, ActorDiedError) as exc:
                         if stop.is_set():
                             continue
+                        if getattr(exc, "actor_init_failed", False):
+                            # Ray does not restart an actor whose constructor failed: calling
+                            # it again would fail at once, for ever
+                            raise init_failure(exc) from None
                         self.restarts += 1
                         log.warning("consumer-%d died (%s); Ray restarts it and it resumes "
                                     "from its last checkpoint", i, type(exc).__name__)

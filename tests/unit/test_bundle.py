@@ -201,6 +201,11 @@ def test_missing_and_corrupt_files_raise_bundle_errors(bundle_dir, tmp_path):
     (b / "vocab.json").write_text("{}")
     with pytest.raises(BundleError, match="vocab.json is corrupt"):
         load_bundle(b, parts=("text",))
+    good = json.loads((b / MANIFEST).read_text())
+    for key, bad in (("files", []), ("files", {"image.pt": "abc"}), ("image", {"size": [8, 4]})):
+        (b / MANIFEST).write_text(json.dumps({**good, key: bad}))
+        with pytest.raises(BundleError, match=f"'{key}' must"):
+            load_bundle(b)
     (b / MANIFEST).write_text("{ not json")
     with pytest.raises(BundleError, match="bundle.json is corrupt"):
         load_bundle(b)
@@ -261,6 +266,15 @@ def test_save_refuses_to_clobber_and_partial_models(model, bundle_dir, tmp_path)
     save_bundle(model, out, overwrite=True, metrics={"x": 2})
     assert read_manifest(out)["metrics"] == {"x": 2}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
+    # --overwrite replaces a bundle, never a folder of something else, nor the current one
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    with pytest.raises(BundleError, match="not a model bundle"):
+        save_bundle(model, precious, overwrite=True)
+    assert (precious / "thesis.txt").read_text() == "years of work"
+    with pytest.raises(BundleError, match="current folder"):
+        save_bundle(model, pathlib.Path.cwd().parent, overwrite=True)
     image_only = PersonSearchModel.from_config(ARCH, parts=("image",))
     with pytest.raises(BundleError, match="lacks"):
         save_bundle(image_only, tmp_path / "c")

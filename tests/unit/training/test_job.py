@@ -22,6 +22,7 @@ from training.job import (
     RUN_FILE,
     backfill_epochs,
     check_run_dir,
+    clear_run_dir,
     curve_history,
     read_history,
     truncate_history,
@@ -107,5 +108,13 @@ def test_run_folder_rules(tmp_path):
                                 overrides={"output_dir": str(tmp_path), "epochs": 5})
     with pytest.raises(ConfigError, match="differs"):
         check_run_dir(changed, resume=True, overwrite=False)
+    # --overwrite: checked here, deleted only when training starts (clear_run_dir)
     assert check_run_dir(cfg, resume=False, overwrite=True) == run
+    assert run.exists()
+    clear_run_dir(run)
     assert not run.exists()
+    # a folder that is not a run is never deleted
+    run.mkdir()
+    (run / "thesis.txt").write_text("years of work")
+    with pytest.raises(ConfigError, match="not a training run"):
+        check_run_dir(cfg, resume=False, overwrite=True)

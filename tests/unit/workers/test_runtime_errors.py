@@ -1,0 +1,28 @@
+"""A consumer actor whose constructor failed: its pedsearch error, not a Ray traceback."""
+
+from __future__ import annotations
+
+from ray.exceptions import RayActorError
+
+from pedsearch.errors import PedsearchError, Unavailable
+from workers.runtime import init_failure
+
+TRACE = """The actor died because of an error raised in its creation task, ray::ConsumerWorker.__init__()
+  File "workers/runtime.py", line 89, in __init__
+    self.loop = build_consumer(settings, worker_id, embed)
+  File "pedsearch/schema.py", line 122, in connect
+    raise Unavailable(
+pedsearch.errors.Unavailable: cannot reach Milvus at http://127.0.0.1:2; start the local stack
+"""
+
+
+def test_the_constructors_pedsearch_error_comes_back_as_itself():
+    err = init_failure(RayActorError(error_msg=TRACE, actor_init_failed=True))
+    assert type(err) is Unavailable
+    assert err.message == "cannot reach Milvus at http://127.0.0.1:2; start the local stack"
+
+
+def test_any_other_error_keeps_its_last_line():
+    err = init_failure(RayActorError(error_msg="boom\n  File x\nKeyError: 'bundle'\n",
+                                     actor_init_failed=True))
+    assert type(err) is PedsearchError and err.message.endswith("KeyError: 'bundle'")
