@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import random
 import socket
+from collections.abc import Collection
 
 from pedsearch.errors import ConfigError
 
@@ -82,18 +83,28 @@ def port_in_use(host: str, port: int) -> bool:
     return not _bind_ok(host, port, reuse_addr=True)
 
 
-def free_port(host: str) -> int:
-    """A port the kernel reports free on ``host`` right now."""
+def free_port(host: str, avoid: Collection[int] = ()) -> int:
+    """A port the kernel reports free on ``host`` right now, not one of ``avoid``.
+
+    ``avoid`` holds the ports already handed to other servers that have not bound them yet:
+    the kernel may give a port it just released to the next asker.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    for _ in range(100):
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in avoid:
+            return port
+    raise ConfigError(f"the kernel kept offering ports already given out on {host}")
 
 
 def free_port_block(
-    host: str, size: int, *, rng: random.Random | None = None, tries: int = 500
+    host: str, size: int, *, rng: random.Random | None = None, tries: int = 500,
+    avoid: Collection[int] = (),
 ) -> int:
-    """The first port of ``size`` consecutive ports that are all free on ``host``.
+    """The first port of ``size`` consecutive ports that are all free on ``host`` (and none of
+    them in ``avoid``, see :func:`free_port`).
 
     Raises:
         ConfigError: no free block found after ``tries`` random picks.
@@ -101,7 +112,9 @@ def free_port_block(
     rng = rng or random.Random()
     for _ in range(tries):
         base = rng.randrange(BLOCK_LOW, BLOCK_HIGH - size)
-        if all(_bind_ok(host, base + i, reuse_addr=False) for i in range(size)):
+        block = range(base, base + size)
+        if (not any(p in avoid for p in block)
+                and all(_bind_ok(host, p, reuse_addr=False) for p in block)):
             return base
     raise ConfigError(
         f"found no {size} consecutive free ports on {host} between {BLOCK_LOW} and {BLOCK_HIGH}; "

@@ -44,7 +44,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from deploy import _ports, _procs
@@ -195,10 +195,11 @@ class EmbeddedServer(abc.ABC):
         """Every port the server listens on, by role (the client port first)."""
         return {"client": self._port}
 
-    def resolve_ports(self) -> dict[str, int]:
-        """Pick free ports where 0 was asked for (once); return :meth:`ports`."""
+    def resolve_ports(self, avoid: Collection[int] = ()) -> dict[str, int]:
+        """Pick free ports where 0 was asked for (once), none of ``avoid`` (ports given to the
+        stack's other servers); return :meth:`ports`."""
         if self._port == 0:
-            self._port = _ports.free_port(self.host)
+            self._port = _ports.free_port(self.host, avoid)
         return self.ports()
 
     def _require_port(self) -> int:
@@ -523,9 +524,10 @@ class MilvusServer(EmbeddedServer):
             return {"proxy": 0}
         return _ports.milvus_ports(self._port)
 
-    def resolve_ports(self) -> dict[str, int]:
+    def resolve_ports(self, avoid: Collection[int] = ()) -> dict[str, int]:
         if self._port == 0:
-            self._port = _ports.free_port_block("127.0.0.1", _ports.MILVUS_PORT_SPAN)
+            self._port = _ports.free_port_block("127.0.0.1", _ports.MILVUS_PORT_SPAN,
+                                                avoid=avoid)
         return self.ports()
 
     def check_ports(self) -> None:
@@ -886,7 +888,7 @@ class LocalStack:
     def _check_ports(self) -> None:
         owners: dict[int, str] = {}
         for name in SERVICES:
-            for role, port in self.servers[name].resolve_ports().items():
+            for role, port in self.servers[name].resolve_ports(avoid=owners).items():
                 if port in owners:
                     raise StackError(
                         f"port {port} is given to both {owners[port]} and {name} ({role}); "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 from typing import Any, Callable, Literal
 
 import pydantic
@@ -25,6 +26,8 @@ from pydantic_settings.exceptions import SettingsError
 from pedsearch.errors import ConfigError
 
 ENV_PREFIX = "PEDSEARCH_"
+#: what a camera id may be, in frames, configuration and queries alike
+CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 CONFIG_ENV = "PEDSEARCH_CONFIG"
 
 
@@ -264,6 +267,16 @@ class Settings(BaseSettings):
     model: ModelConfig = Field(default_factory=ModelConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     cameras: dict[str, CameraConfig] = Field(default_factory=dict)
+
+    @pydantic.field_validator("cameras")
+    @classmethod
+    def _camera_ids(cls, cameras: dict[str, CameraConfig]) -> dict[str, CameraConfig]:
+        # an id no frame can carry would configure nothing, silently
+        bad = [cam for cam in cameras if not CAMERA_ID.match(cam)]
+        if bad:
+            raise ValueError(f"camera ids {bad} are invalid: 1-64 letters, digits or '_.:-', "
+                             "starting with a letter or digit (as in the frames' camera_id)")
+        return cameras
 
     @classmethod
     def settings_customise_sources(

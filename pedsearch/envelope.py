@@ -7,7 +7,6 @@ message for people, and the consumer sends it to the dead-letter topic.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 
@@ -15,12 +14,12 @@ import cv2
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from pedsearch.config import CAMERA_ID
 from pedsearch.errors import InvalidInput
 from pedsearch.v1 import frame_pb2
 
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
-CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 MAX_SIDE = 8192
 MIN_SIDE = 16
 # a capture timestamp further than this from now is rejected as a clock or encoding error

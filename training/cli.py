@@ -34,11 +34,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--config", dest="train_config", default="base.yaml", metavar="FILE",
                    help="training configuration: a YAML file or the name of a packaged one "
                    "(tiny.yaml, default.yaml, base.yaml); default base.yaml")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run from its latest checkpoint (also after a crash)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="delete an existing run folder (and --export folder) and start again")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true",
+                       help="continue the run from its latest checkpoint (also after a crash)")
+    start.add_argument("--overwrite", action="store_true",
+                       help="delete an existing run folder (and --export bundle) and start again")
+    p.add_argument("--workers", type=bounded(int, 1, 4096), default=None, metavar="N",
                    help="Ray Train workers (overrides num_workers)")
     p.add_argument("--gpu", dest="use_gpu", action="store_const", const=True, default=None,
                    help="train on GPUs (default: when the cluster has them)")

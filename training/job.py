@@ -288,19 +288,46 @@ class TrainOutcome:
     bundle: pathlib.Path | None = None
 
 
-def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local Ray."""
+def connect_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local Ray.
+
+    Returns:
+        whether the Ray is a local one this process started (no autoscaler adds to it).
+    """
     import ray
 
-    if ray.is_initialized():
-        return
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        return address is None
     if address:
+        check_ray_address(address)
         ray.init(address=address, ignore_reinit_error=True)
-    else:
-        # "local" never attaches to a cluster someone else started on this machine; the
-        # dashboard serves the state API Ray Train's placement-group cleaner polls
-        ray.init(address="local", num_cpus=num_cpus, ignore_reinit_error=True)
+        return False
+    # "local" never attaches to a cluster someone else started on this machine; the
+    # dashboard serves the state API Ray Train's placement-group cleaner polls
+    ray.init(address="local", num_cpus=num_cpus, ignore_reinit_error=True)
+    return True
+
+
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when nothing listens at a ``host:port`` (or ``ray://host:port``) address:
+    ``ray.init`` would retry for minutes with only Ray's own log lines.
+
+    Raises:
+        ConfigError: the address does not answer.
+    """
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return  # "auto" and other forms are Ray's to resolve
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot reach the Ray cluster at {address} ({exc}); check the "
+                          "address (ray.address, PEDSEARCH_RAY__ADDRESS or $RAY_ADDRESS) and that "
+                          "its head node runs (`ray status` there)") from None
 
 
 def data_fingerprint(data: PreparedData) -> str:
@@ -398,6 +425,8 @@ def run_training(
 
     console = console or Console(stderr=True)
     run_dir = check_run_dir(cfg, resume=resume, overwrite=overwrite)
+    if ray_address or os.environ.get("RAY_ADDRESS"):  # before any folder is written
+        check_ray_address(ray_address or os.environ["RAY_ADDRESS"])
     if export_dir is not None:  # now, not after hours of training
         from pedsearch.bundle import check_bundle_target
 
@@ -468,13 +497,19 @@ def _fit(
                            ScalingConfig)
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    connect_ray(ray_address, ray_num_cpus)
+    local = connect_ray(ray_address, ray_num_cpus)
     have = ray.cluster_resources()
     use_gpu = cfg.use_gpu
     if use_gpu is None:
         use_gpu = have.get("GPU", 0) >= cfg.num_workers
     need = {"CPU": cfg.num_workers * cfg.cpus_per_worker, "GPU": cfg.num_workers if use_gpu else 0}
     short = {k: (v, have.get(k, 0)) for k, v in need.items() if v > have.get(k, 0)}
+    if short and local:
+        raise ConfigError("; ".join(
+            f"{cfg.num_workers} workers need {v:g} {k} but this machine's Ray has {h:g}"
+            for k, (v, h) in short.items())
+            + " -- lower --workers, train on the CPU (--cpu), or point ray.address at a "
+            "cluster that has them")
     if short:
         console.print("[yellow]warning:[/] " + "; ".join(
             f"{cfg.num_workers} workers need {v:g} {k} but the cluster has {h:g}"
@@ -691,10 +726,11 @@ def _epoch_line(ev: dict[str, Any], metric: str) -> str:
 __all__ = [
     "ProgressBoard",
     "TrainOutcome",
+    "check_ray_address",
     "check_run_dir",
     "clear_run_dir",
-    "curve_history",
     "connect_ray",
+    "curve_history",
     "data_fingerprint",
     "read_history",
     "run_training",

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from pedsearch.config import Settings, TrackingConfig
 from pedsearch.envelope import DecodedFrame
+from pedsearch.errors import PedsearchError
 
 from workers.crops import BestCropSelector, CropCandidate
 from workers.detectors import Detector, build_detector
@@ -151,7 +152,23 @@ class CameraPipeline:
 
 
 def pipeline_factory(settings: Settings) -> Callable[[str], CameraPipeline]:
-    """``camera_id -> CameraPipeline`` with the detector configured for that camera."""
+    """``camera_id -> CameraPipeline`` with the detector configured for that camera.
+
+    Every configured detector is built once here, so a wrong type, option or model file stops
+    the workers when they start, not at a camera's first frame (which would also stop every
+    other camera's ingest).
+
+    Raises:
+        ConfigError / InvalidInput: a detector of ``workers.default_detector`` or ``cameras``
+            cannot be built; the message names the camera.
+    """
+    specs = {"workers.default_detector": settings.workers.default_detector}
+    specs.update({f"cameras.{cam}.detector": c.detector for cam, c in settings.cameras.items()})
+    for where, spec in specs.items():
+        try:
+            build_detector(spec)
+        except PedsearchError as exc:
+            raise type(exc)(f"{where}: {exc.message}") from None
 
     def make(camera_id: str) -> CameraPipeline:
         cam = settings.camera(camera_id)

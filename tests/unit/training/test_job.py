@@ -118,3 +118,18 @@ def test_run_folder_rules(tmp_path):
     (run / "thesis.txt").write_text("years of work")
     with pytest.raises(ConfigError, match="not a training run"):
         check_run_dir(cfg, resume=False, overwrite=True)
+
+
+def test_an_unreachable_ray_address_fails_at_once():
+    import socket
+
+    from training.job import check_ray_address
+
+    with socket.socket() as sock:  # a port nobody listens on: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
+            check_ray_address(f"127.0.0.1:{port}", timeout_s=2.0)
+        with pytest.raises(ConfigError, match="cannot reach"):
+            check_ray_address(f"ray://127.0.0.1:{port}", timeout_s=2.0)
+    check_ray_address("auto")  # Ray's to resolve

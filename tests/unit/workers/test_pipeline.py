@@ -93,3 +93,12 @@ def test_closing_a_quiet_cameras_windows_stores_each_window_once(stream, early_e
     assert {c.id for c in got} == reference
     final = [c for c in closed + part2 + pipe.finish() if c.id in {x.id for x in closed}]
     assert len(final) == len(closed), "a closed window was emitted again"
+
+
+def test_a_bad_detector_stops_the_workers_at_start_and_names_the_camera():
+    from pedsearch.config import load_settings
+    from pedsearch.errors import ConfigError
+
+    settings = load_settings(cameras={"gate-3": {"detector": {"type": "yolo"}}})
+    with pytest.raises(ConfigError, match="cameras.gate-3.detector: unknown detector 'yolo'"):
+        pipeline_factory(settings)
