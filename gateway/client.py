@@ -160,7 +160,8 @@ def parse_constraint(text: str, mode: str = "soft") -> Constraint:
     vals = tuple(v.strip() for v in values.split(",") if v.strip())
     if not sep or not family or not vals:
         raise InvalidInput(f"attribute {text!r} must look like family=value (e.g. "
-                           "upper_color=red or backpack=yes; several values: footwear=boots,sneakers)")
+                           "upper_color=red or backpack=yes; several values: "
+                           "footwear=boots,sneakers)")
     return Constraint(family=family, values=vals, mode=mode)
 
 

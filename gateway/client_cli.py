@@ -107,7 +107,8 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
                    help="CA certificate to trust; connects with TLS")
     g.add_argument("--timeout", type=bounded(float, 0, 3600, open_low=True, unit=" seconds"),
                    default=30.0, metavar="S",
-                   help="deadline of each call in seconds (default 30)")
+                   help="deadline of each call in seconds (default 30; a watch's stream has "
+                        "none: --duration bounds it)")
 
 
 def _query_args(p: argparse.ArgumentParser) -> None:

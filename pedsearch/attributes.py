@@ -102,9 +102,11 @@ class AttributeSchema:
 
     # -- lookup ---------------------------------------------------------------------------------
     def family(self, name: str) -> Family:
+        """The family called ``name`` (case and surrounding blanks ignored, as for values)."""
         try:
-            return self._by_name[name]
-        except KeyError:
+            return self._by_name[name] if name in self._by_name else self._by_name[
+                name.strip().lower()]
+        except (KeyError, AttributeError):
             known = ", ".join(self._by_name)
             raise InvalidInput(f"unknown attribute {name!r}; known: {known}") from None
 

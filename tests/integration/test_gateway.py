@@ -292,6 +292,25 @@ def test_search_attributes_of_a_scene_person(indexed):
     assert [h.score for h in resp.hits] != [h.score for h in text.hits]
 
 
+def test_an_attribute_constraints_values_are_alternatives(indexed):
+    # footwear boots or sneakers: two concepts searched at once, each hit scored by its best.
+    # A HARD constraint with a tiny threshold keeps every row and adds no re-ranking bonus, so
+    # the scores are the concepts' cosines alone
+    def scores(*values):
+        c = search_pb2.AttributeConstraint(
+            family="footwear", values=list(values), min_probability=1e-9,
+            mode=search_pb2.AttributeConstraint.HARD)
+        resp = indexed.stub.SearchAttributes(search_pb2.SearchAttributesRequest(
+            constraints=[c], top_k=len(indexed.rows)), timeout=RPC_TIMEOUT_S)
+        return {h.detection.id: h.score for h in resp.hits}
+
+    boots, sneakers, either = scores("boots"), scores("sneakers"), scores("boots", "sneakers")
+    assert len(either) == len(boots) == len(sneakers) > 1
+    assert boots != sneakers
+    for i, score in either.items():
+        assert score == pytest.approx(max(boots[i], sneakers[i]), abs=1e-5)
+
+
 def test_get_detection_and_search_by_its_crop(indexed):
     hit = indexed.stub.SearchText(search_pb2.SearchTextRequest(text="a person", top_k=1),
                                   timeout=RPC_TIMEOUT_S).hits[0]
@@ -404,9 +423,15 @@ BAD_INPUTS = {
     "attrs none": ("SearchAttributes", search_pb2.SearchAttributesRequest(),
                    CODE.INVALID_ARGUMENT),
     "attrs unknown family": ("SearchAttributes", search_pb2.SearchAttributesRequest(
-        constraints=[AC(family="Gender", values=["male"])]), CODE.INVALID_ARGUMENT),
-    "attrs two genders": ("SearchAttributes", search_pb2.SearchAttributesRequest(
-        constraints=[AC(family="gender", values=["male", "female"])]), CODE.INVALID_ARGUMENT),
+        constraints=[AC(family="gendre", values=["male"])]), CODE.INVALID_ARGUMENT),
+    # one constraint's values are alternatives ("male or female"); two constraints must both hold
+    "attrs contradicting": ("SearchAttributes", search_pb2.SearchAttributesRequest(
+        constraints=[AC(family="gender", values=["male"]), AC(family="gender", values=["female"])]),
+        CODE.INVALID_ARGUMENT),
+    "attrs too many alternatives": ("SearchAttributes", search_pb2.SearchAttributesRequest(
+        constraints=[AC(family="upper_color", values=["red", "blue", "black", "white", "gray"]),
+                     AC(family="lower_color", values=["red", "blue", "black", "white", "gray"])]),
+        CODE.INVALID_ARGUMENT),
     "attrs top_k": ("SearchAttributes", search_pb2.SearchAttributesRequest(
         constraints=[GOOD_C], top_k=5000), CODE.INVALID_ARGUMENT),
     "attrs time": ("SearchAttributes", search_pb2.SearchAttributesRequest(

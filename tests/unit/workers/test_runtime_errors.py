@@ -7,7 +7,8 @@ from ray.exceptions import RayActorError
 from pedsearch.errors import PedsearchError, Unavailable
 from workers.runtime import init_failure
 
-TRACE = """The actor died because of an error raised in its creation task, ray::ConsumerWorker.__init__()
+TRACE = """The actor died because of an error raised in its creation task,
+ray::ConsumerWorker.__init__()
   File "workers/runtime.py", line 89, in __init__
     self.loop = build_consumer(settings, worker_id, embed)
   File "pedsearch/schema.py", line 122, in connect
