@@ -361,12 +361,19 @@ def connect(address: str, token: str | None = None, tls_ca: str | pathlib.Path |
             ca = pathlib.Path(tls_ca).read_bytes()
         except OSError as exc:
             raise InvalidInput(f"cannot read the TLS CA file {tls_ca}: {exc.strerror}") from None
+        if b"-----BEGIN CERTIFICATE-----" not in ca:
+            raise InvalidInput(f"the TLS CA file {tls_ca} holds no PEM certificate: give the "
+                               "CA (or the gateway's self-signed certificate) in PEM form")
         channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=ca))
     else:
         channel = grpc.insecure_channel(address)
     if _wait_connected(channel, connect_timeout_s) is not grpc.ChannelConnectivity.READY:
         channel.close()
-        raise Unavailable(unreachable_message(address))
+        message = unreachable_message(address)
+        if tls_ca is not None:
+            message += (f"; or the TLS handshake failed: is {tls_ca} the CA that signed the "
+                        "gateway's certificate, and does that certificate name this host?")
+        raise Unavailable(message)
     return GatewayClient(channel=channel, address=address, token=token, timeout_s=timeout_s)
 
 

@@ -109,3 +109,12 @@ def test_error_from_rpc(code, details, cls, words):
 def test_refusals_share_a_base_and_retryable_errors_are_unavailable():
     assert issubclass(Unauthenticated, AccessDenied) and issubclass(PermissionDenied, AccessDenied)
     assert issubclass(ResourceExhausted, Unavailable) and issubclass(DeadlineExceeded, Unavailable)
+
+
+def test_a_ca_file_that_is_not_pem_is_named(tmp_path):
+    from gateway.client import connect
+
+    not_pem = tmp_path / "ca.txt"
+    not_pem.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(InvalidInput, match="holds no PEM certificate"):
+        connect("127.0.0.1:1", tls_ca=not_pem)
