@@ -88,6 +88,17 @@ def _post(board: Any, event: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------------
 # the worker
 # ------------------------------------------------------------------------------------------------
+def _quiet_report_lines() -> None:
+    """Ray Train 2.x logs each ``ray.train.report`` at INFO, with every metric, under a logger
+    named by its file path: outside the ``ray.train`` loggers ``LoggingConfig`` sets, so the
+    lines (thousands of characters each) would drown the progress bar. Warnings still show."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray version: nothing to quiet, or not there
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker entry: train ``config["train_config"]`` on ``config["data"]``.
 
@@ -105,6 +116,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from training.datasets.torch_data import collate
     from training.step import DiscriminatorStep, TrainingModule, TrainStep, build_model
 
+    _quiet_report_lines()
     cfg = TrainConfig.model_validate(config["train_config"])
     data: PreparedData = config["data"]
     board = config.get("board")
@@ -537,6 +549,12 @@ def _fit(
     watcher.start()
     try:
         trainer.fit()
+    except SystemExit as exc:
+        # Ray Train's own Ctrl-C handler aborts the run, then exits the process with status 1
+        # and no word: report it as the interruption it is (the command line answers 130)
+        console.print(f"training stopped; the run is kept in {run_dir}: continue it with "
+                      "the same command and --resume")
+        raise KeyboardInterrupt from exc
     except PedsearchError:
         raise
     except Exception as exc:  # Ray wraps the worker's exception; surface its message
