@@ -178,6 +178,15 @@ def cmd_up(args: argparse.Namespace) -> int:
             state = stack.up(progress=view, foreground=args.foreground)
     except StackAlreadyRunning as exc:
         console.print(f"[yellow]already up:[/] {escape(exc.message)}")
+        asked = {name: getattr(args, f"{name}_port", None) for name in stack.servers}
+        moved = {name: (want, exc.state.services[name].port) for name, want in asked.items()
+                 if want and name in exc.state.services
+                 and want != exc.state.services[name].port}
+        if moved:  # the running stack keeps its ports: say so, not silently
+            listing = ", ".join(f"{n} {want} (it runs on {have})" for n, (want, have) in
+                                moved.items())
+            console.print(f"[yellow]note:[/] ports asked for were not applied: {listing}; "
+                          f"`pedsearch stack down --data-dir {stack.data_dir}` first to move them")
         _print_state(exc.state, f"stack in {stack.data_dir}")
         _print_exports(exc.state)
         return 0

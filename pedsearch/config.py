@@ -12,10 +12,11 @@ silently ignored setting.
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import re
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 import pydantic
 import yaml
@@ -29,6 +30,8 @@ ENV_PREFIX = "PEDSEARCH_"
 #: what a camera id may be, in frames, configuration and queries alike
 CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 CONFIG_ENV = "PEDSEARCH_CONFIG"
+
+log = logging.getLogger("pedsearch.config")
 
 
 class Strict(BaseModel):
@@ -341,6 +344,36 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: PEDSEARCH_ variables that are not settings: the config file, the client's token, the
+#: training configuration (read by ``training.config``), test and benchmark fixtures
+_OTHER_ENV = ("CONFIG", "TOKEN")
+_OTHER_ENV_PREFIXES = ("TRAIN__", "TEST_", "BENCH_")
+
+
+def unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """What in ``environ`` looks like a setting but names none (``PEDSEARCH_MILVUS__URL`` for
+    ``..._URI``): pydantic-settings ignores such variables, so a typo would go unnoticed."""
+    problems = []
+    for key in sorted(environ):
+        if not key.startswith(ENV_PREFIX):
+            continue
+        rest = key[len(ENV_PREFIX):]
+        if rest in _OTHER_ENV or rest.startswith(_OTHER_ENV_PREFIXES):
+            continue
+        section, _, field = rest.lower().partition("__")
+        model = Settings.model_fields.get(section)
+        if model is None:
+            problems.append(f"{key} is not a setting (no section {section!r}; known: "
+                            f"{', '.join(Settings.model_fields)}): it is ignored")
+            continue
+        fields = getattr(model.annotation, "model_fields", None)
+        name = field.partition("__")[0]
+        if field and fields is not None and name not in fields:
+            problems.append(f"{key} is not a setting ({section} has no {name!r}; known: "
+                            f"{', '.join(fields)}): it is ignored")
+    return problems
+
+
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Load settings from ``path`` (or ``$PEDSEARCH_CONFIG``) and the environment.
 
@@ -352,6 +385,8 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         ConfigError: unreadable file, unknown key, or a value out of bounds, with its path.
     """
     path = path or os.environ.get(CONFIG_ENV) or None
+    for problem in unknown_environment(os.environ):
+        log.warning("%s", problem)
     data = read_yaml(pathlib.Path(path)) if path else {}
     data = deep_merge(data, overrides)
     try:

@@ -60,3 +60,18 @@ def test_scalar_indexes_and_idle_close(tmp_path):
     (tmp_path / "c.yaml").write_text("tracking:\n  idle_close_s: -1\n")
     with pytest.raises(ConfigError, match="idle_close_s"):
         load_settings(tmp_path / "c.yaml")
+
+
+def test_environment_variables_that_name_no_setting_are_reported():
+    from pedsearch.config import unknown_environment
+
+    problems = unknown_environment({
+        "PEDSEARCH_MILVUS__URL": "http://m:19530",  # a typo of URI
+        "PEDSEARCH_NOPE__X": "1",
+        "PEDSEARCH_MILVUS__URI": "http://m:19530", "PEDSEARCH_CAMERAS": "{}",
+        "PEDSEARCH_WORKERS__DEFAULT_DETECTOR__TYPE": "hog", "PEDSEARCH_TRAIN__EPOCHS": "3",
+        "PEDSEARCH_TOKEN": "t", "PEDSEARCH_TEST_MILVUS": "x", "HOME": "/root",
+    })
+    assert len(problems) == 2
+    assert "PEDSEARCH_MILVUS__URL" in problems[0] and "'url'" in problems[0]
+    assert "PEDSEARCH_NOPE__X" in problems[1] and "'nope'" in problems[1]
