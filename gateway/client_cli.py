@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import math
 import os
 import pathlib
 import re
@@ -62,7 +63,10 @@ def parse_time(text: str, *, now: float | None = None) -> int:
     if s.lower() == "now":
         return int(now * 1e6)
     if m := _RELATIVE.match(s):
-        return _in_range(int((now - float(m.group(1)) * _UNITS[m.group(2).lower()]) * 1e6), text)
+        seconds = float(m.group(1)) * _UNITS[m.group(2).lower()]
+        if not math.isfinite(seconds):
+            raise argparse.ArgumentTypeError(f"{text!r} is too far from now to be a capture time")
+        return _in_range(int((now - seconds) * 1e6), text)
     try:
         t = dt.datetime.fromisoformat(s)
     except ValueError:
@@ -219,11 +223,10 @@ def cmd_search(args) -> int:
         args._parser.error(f"--sheet must be 0..{MAX_SHEET}")
     out = pathlib.Path(args.out)
     if args.sheet:  # before the search: a bad --out should not cost the query and its crops
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            args._parser.error(f"--out {out}: cannot make the folder for the contact sheet "
-                               f"({exc.strerror}); give a folder path")
+        existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+        if not existing.is_dir():
+            args._parser.error(f"--out {out}: {existing} is a file, not a folder; give a folder "
+                               "for the contact sheet")
     _apply_mode(args)
     common = dict(k=args.k, cameras=args.camera, since_us=args.since, until_us=args.until,
                   min_score=args.min_score)
@@ -268,9 +271,13 @@ def hits_table(result, *, title: str, attributes: bool = True) -> Table:
                         f"search {result.search_ms:.0f} ms)[/]")
     columns = [("rank", "right"), ("score", "right"), ("camera", "left"), ("time (UTC)", "left"),
                ("track", "right"), ("top attributes", "left"), ("id", "right")]
+    id_width = max((len(str(h.detection.id)) for h in result.hits), default=2)
     for name, just in columns:
         if name != "top attributes" or attributes:
-            table.add_column(name, justify=just, no_wrap=name != "top attributes")
+            # camera ids and attributes fold onto more lines when the width runs short;
+            # the rest keep one line, and the id its full width
+            table.add_column(name, justify=just, no_wrap=name not in ("camera", "top attributes"),
+                             overflow="fold", min_width=id_width if name == "id" else None)
     for rank, hit in enumerate(result.hits, 1):
         d = hit.detection
         cells = [str(rank), f"{hit.score:.3f}", d.camera_id, format_ts(d.ts_us)[:19],

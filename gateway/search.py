@@ -162,40 +162,47 @@ def query_attribute_sets(schema: AttributeSchema,
         InvalidInput: the constraints contradict each other (``gender`` female and male), or
             they allow more than :data:`MAX_QUERY_ALTERNATIVES` alternatives.
     """
-    sizes = [len(c.values) for c in constraints]
-    if math.prod(sizes) > MAX_QUERY_ALTERNATIVES ** 2:  # before enumerating them
-        raise InvalidInput(_too_many_alternatives(constraints))
-    out: list[dict[str, str | list[str]]] = []
-    for pick in itertools.product(*(c.values for c in constraints)):
-        single: dict[str, str] = {}
-        multi: dict[str, list[str]] = {}
-        for c, value in zip(constraints, pick):
-            if schema.family(c.family).kind == "single":
-                if single.setdefault(c.family, value) != value:
-                    break  # this alternative asks for two values of one family
-            elif value not in multi.setdefault(c.family, []):
-                multi[c.family].append(value)
+    # one slot per single-valued family (the values every constraint on it accepts) and one
+    # per constraint on a multi-valued family; an alternative picks a value in each slot
+    slots: list[tuple[str, tuple[str, ...]]] = []
+    single: dict[str, int] = {}
+    for c in constraints:
+        if schema.family(c.family).kind != "single":
+            slots.append((c.family, c.values))
+        elif c.family not in single:
+            single[c.family] = len(slots)
+            slots.append((c.family, c.values))
         else:
-            alt: dict[str, str | list[str]] = {}
-            for c in constraints:  # families in the order they were asked
-                if c.family not in alt:
-                    alt[c.family] = single[c.family] if c.family in single else multi[c.family]
-            if alt not in out:
-                out.append(alt)
-    if not out:
-        asked = "; ".join(f"{c.family}={','.join(c.values)}" for c in constraints)
-        raise InvalidInput(f"the attribute constraints contradict each other ({asked}): a "
-                           "single-valued family cannot take two values at once; list the "
-                           "values one constraint accepts as FAMILY=A,B")
+            i = single[c.family]
+            slots[i] = (c.family, tuple(v for v in slots[i][1] if v in c.values))
+    empty = [fam for fam, values in slots if not values]
+    if empty:
+        asked = "; ".join(f"{c.family}={','.join(c.values)}" for c in constraints
+                          if c.family in empty)
+        raise InvalidInput(f"the attribute constraints contradict each other ({asked}): no "
+                           f"value of {empty[0]!r} satisfies them all; list the values one "
+                           "constraint accepts as FAMILY=A,B")
+    if math.prod(len(values) for _, values in slots) > MAX_QUERY_ALTERNATIVES ** 2:
+        raise InvalidInput(_too_many_alternatives(slots))  # before enumerating them
+    out: list[dict[str, str | list[str]]] = []
+    for pick in itertools.product(*(values for _, values in slots)):
+        alt: dict[str, str | list[str]] = {}
+        for (fam, _), value in zip(slots, pick):
+            if fam in single:
+                alt[fam] = value
+            elif value not in alt.setdefault(fam, []):
+                alt[fam].append(value)  # type: ignore[union-attr]
+        if alt not in out:
+            out.append(alt)
     if len(out) > MAX_QUERY_ALTERNATIVES:
-        raise InvalidInput(_too_many_alternatives(constraints))
+        raise InvalidInput(_too_many_alternatives(slots))
     return out
 
 
-def _too_many_alternatives(constraints: Sequence[Constraint]) -> str:
+def _too_many_alternatives(slots: Sequence[tuple[str, tuple[str, ...]]]) -> str:
     return (f"the attribute constraints allow more than {MAX_QUERY_ALTERNATIVES} combinations "
-            f"of values ({' x '.join(str(len(c.values)) for c in constraints)}); list fewer "
-            "values per constraint")
+            f"of values ({' x '.join(str(len(v)) for _, v in slots)}); list fewer values per "
+            "constraint")
 
 
 def filter_expression(cameras: Sequence[str] = (), since_us: int | None = None,

@@ -62,12 +62,15 @@ def server_credentials(cert: pathlib.Path | None, key: pathlib.Path | None):
         raise ConfigError(f"cannot read the TLS certificate or key: {exc}") from exc
     # grpc would only fail at bind time, with a message about the port: check the pair here
     try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
-    except ssl.SSLError as exc:
+        # an empty password: OpenSSL would otherwise prompt for an encrypted key's passphrase
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=lambda: b"")
+    except (ssl.SSLError, OSError) as exc:
         raise ConfigError(
             f"gateway.tls_cert {cert} and gateway.tls_key {key} are not a PEM certificate "
-            f"chain and its private key ({exc.reason or exc}); e.g. `openssl req -x509 -newkey "
-            "rsa:2048 -nodes -keyout key.pem -out cert.pem -subj /CN=localhost`") from None
+            f"chain and its unencrypted private key ({getattr(exc, 'reason', None) or exc}); "
+            "an encrypted key must be decrypted first (`openssl pkey -in key.pem -out "
+            "plain.pem`); a test pair: `openssl req -x509 -newkey rsa:2048 -nodes -keyout "
+            "key.pem -out cert.pem -subj /CN=localhost`") from None
     return grpc.ssl_server_credentials([pair])
 
 
@@ -112,7 +115,7 @@ class GatewayServer:
 
     def start(self) -> "GatewayServer":
         """Check health once, start serving and the health monitor."""
-        self.check_health()
+        self.check_health(wait=False)  # a collection still loading: the monitor waits for it
         self.server.start()
         self._monitor = threading.Thread(target=self._watch_health, name="gateway-health",
                                          daemon=True)
@@ -141,11 +144,12 @@ class GatewayServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def check_health(self) -> bool:
-        """SERVING iff the bundle is loaded and Milvus answers; returns that."""
+    def check_health(self, *, wait: bool = True) -> bool:
+        """SERVING iff the bundle is loaded, Milvus answers and the aliased collection is
+        loaded; returns that. ``wait``: load the collection if it is not (up to 60 s)."""
         ok = self.service.bundle is not None and self.service.milvus.ping()
         if ok:
-            ok = self._aliased_collection_serves()
+            ok = self._aliased_collection_serves(wait=wait)
         self._set_serving(ok)
         return ok
 
@@ -158,7 +162,7 @@ class GatewayServer:
         for name in ("", SERVICE_NAME):
             self.health.set(name, status)
 
-    def _aliased_collection_serves(self) -> bool:
+    def _aliased_collection_serves(self, *, wait: bool) -> bool:
         """Whether the aliased collection answers searches (true when there is none yet: the
         gateway then answers FAILED_PRECONDITION, which no reload fixes). After a Milvus restart
         searches fail until the collection is loaded again: NOT_SERVING while this loads it."""
@@ -171,6 +175,8 @@ class GatewayServer:
             if state.endswith("Loaded"):
                 return True
             self._set_serving(False)
+            if not wait:
+                return False
             if state.endswith("NotLoad"):
                 log.info("loading collection %s", name)
             # NotLoad: load it; Loading (Milvus reloads by itself after a restart): wait for it

@@ -555,8 +555,8 @@ def _read_manifest(root: pathlib.Path) -> dict[str, Any]:
     files, image = manifest["files"], manifest["image"]
     if not isinstance(files, dict) or not all(
             isinstance(e, dict) and isinstance(e.get("sha256"), str) for e in files.values()):
-        raise BundleError(f"{file}: 'files' must map each file name to its sha256 and size; the "
-                          "bundle was edited by hand or is damaged: export it again")
+        raise BundleError(f"{file}: 'files' must map each file name to its sha256; the bundle "
+                          "was edited by hand or is damaged: export it again")
     if not isinstance(image, dict) or not {"size", "pixel_mean", "pixel_std"} <= image.keys():
         raise BundleError(f"{file}: 'image' must give size, pixel_mean and pixel_std; the bundle "
                           "was edited by hand or is damaged: export it again")

@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"[bold red]error:[/] {escape(exc.message)}")
         return 2
     except OSError as exc:
+        if exc.filename is None:  # a socket, a pipe...: not the user's path; keep the traceback
+            raise
         # a path the user gave that cannot be made, read or written (a file where a folder
         # belongs, no permission, a full disk): its own words, with the path, suffice
         logging.getLogger("pedsearch").debug("OS error", exc_info=True)

@@ -22,7 +22,11 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from pydantic_settings.exceptions import SettingsError
+
+try:  # exported at the top from pydantic-settings 2.x releases that moved it out of sources
+    from pydantic_settings import SettingsError
+except ImportError:  # pragma: no cover -- older 2.x
+    from pydantic_settings.sources import SettingsError
 
 from pedsearch.errors import ConfigError
 
@@ -351,8 +355,9 @@ _OTHER_ENV_PREFIXES = ("TRAIN__", "TEST_", "BENCH_")
 
 
 def unknown_environment(environ: Mapping[str, str]) -> list[str]:
-    """What in ``environ`` looks like a setting but names none (``PEDSEARCH_MILVUS__URL`` for
-    ``..._URI``): pydantic-settings ignores such variables, so a typo would go unnoticed."""
+    """``PEDSEARCH_`` variables that name no settings section (``PEDSEARCH_MILVIS__URI``):
+    pydantic-settings ignores them, so a typo would go unnoticed. (An unknown field of a known
+    section, ``PEDSEARCH_MILVUS__URL``, is already an error: the sections forbid extra keys.)"""
     problems = []
     for key in sorted(environ):
         if not key.startswith(ENV_PREFIX):
@@ -360,17 +365,10 @@ def unknown_environment(environ: Mapping[str, str]) -> list[str]:
         rest = key[len(ENV_PREFIX):]
         if rest in _OTHER_ENV or rest.startswith(_OTHER_ENV_PREFIXES):
             continue
-        section, _, field = rest.lower().partition("__")
-        model = Settings.model_fields.get(section)
-        if model is None:
+        section = rest.lower().partition("__")[0]
+        if section not in Settings.model_fields:
             problems.append(f"{key} is not a setting (no section {section!r}; known: "
                             f"{', '.join(Settings.model_fields)}): it is ignored")
-            continue
-        fields = getattr(model.annotation, "model_fields", None)
-        name = field.partition("__")[0]
-        if field and fields is not None and name not in fields:
-            problems.append(f"{key} is not a setting ({section} has no {name!r}; known: "
-                            f"{', '.join(fields)}): it is ignored")
     return problems
 
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from pedsearch.errors import ConfigError, InvalidInput, NotFound, PedsearchError
+from pedsearch.errors import BundleError, ConfigError, InvalidInput, NotFound, PedsearchError
 from training.config import TrainConfig
 from training.data import PreparedData
 from training.export import (
@@ -442,7 +442,15 @@ def run_training(
     if export_dir is not None:  # now, not after hours of training
         from pedsearch.bundle import check_bundle_target
 
-        check_bundle_target(export_dir, overwrite=overwrite)
+        try:
+            check_bundle_target(export_dir, overwrite=overwrite)
+        except BundleError as exc:
+            if not resume:
+                raise
+            # --overwrite would restart the run, not replace the bundle: say what does
+            raise BundleError(f"{exc.message.split(';')[0]}; give --export another folder, or "
+                              f"replace it once the run is done: `pedsearch export --run "
+                              f"{run_dir} --out {export_dir} --overwrite`") from None
     # no spinner here: generating the synthetic world shows its own progress bar
     console.print(f"preparing data for {run_dir.name} ...")
     data = prepare_data(cfg, data_root=data_root)
@@ -553,7 +561,7 @@ def _fit(
         # Ray Train's own Ctrl-C handler aborts the run, then exits the process with status 1
         # and no word: report it as the interruption it is (the command line answers 130)
         console.print(f"training stopped; the run is kept in {run_dir}: continue it with "
-                      "the same command and --resume")
+                      "the same command and --resume (without --overwrite)")
         raise KeyboardInterrupt from exc
     except PedsearchError:
         raise

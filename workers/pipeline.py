@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from pedsearch.config import Settings, TrackingConfig
 from pedsearch.envelope import DecodedFrame
-from pedsearch.errors import PedsearchError
+from pedsearch.errors import ConfigError, PedsearchError
 
 from workers.crops import BestCropSelector, CropCandidate
 from workers.detectors import Detector, build_detector
@@ -164,11 +164,19 @@ def pipeline_factory(settings: Settings) -> Callable[[str], CameraPipeline]:
     """
     specs = {"workers.default_detector": settings.workers.default_detector}
     specs.update({f"cameras.{cam}.detector": c.detector for cam, c in settings.cameras.items()})
+    built: set[str] = set()
     for where, spec in specs.items():
+        key = spec.model_dump_json()
+        if key in built:  # cameras sharing a detector: one model load checks them all
+            continue
+        built.add(key)
         try:
             build_detector(spec)
         except PedsearchError as exc:
             raise type(exc)(f"{where}: {exc.message}") from None
+        except Exception as exc:  # noqa: BLE001 -- a damaged model file: cv2.error, RuntimeError
+            raise ConfigError(f"{where}: the detector cannot be built: "
+                              f"{type(exc).__name__}: {exc}") from exc
 
     def make(camera_id: str) -> CameraPipeline:
         cam = settings.camera(camera_id)

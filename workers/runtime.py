@@ -110,7 +110,8 @@ class ConsumerWorker:
 def check_services(settings: Settings) -> None:
     """Fail now, in the driver, when Milvus or Redis cannot be reached: an actor whose
     constructor fails is not restarted, and its error would reach the user only as a Ray
-    traceback.
+    traceback. Only for a local Ray: a driver outside a cluster (Ray Client) may not resolve
+    the in-cluster names its actors use; there :func:`init_failure` reports the actors' error.
 
     Raises:
         Unavailable: a service does not answer (the message names it and how to start it).
@@ -120,7 +121,8 @@ def check_services(settings: Settings) -> None:
     from pedsearch.schema import connect
 
     connect(settings.milvus).close()
-    client = redis.Redis.from_url(settings.redis.url, socket_connect_timeout=5.0)
+    client = redis.Redis.from_url(settings.redis.url, socket_connect_timeout=5.0,
+                                  socket_timeout=5.0)
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -154,7 +156,8 @@ class IngestWorkers:
         from workers.embedder import Embedder
 
         self.settings = settings
-        check_services(settings)
+        if not settings.ray.address:
+            check_services(settings)
         init_ray(settings)
         gpu = _use_gpu(settings)
         wcfg = settings.workers

@@ -259,7 +259,7 @@ def test_versions_are_milvus_safe(model, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def test_save_refuses_to_clobber_and_partial_models(model, bundle_dir, tmp_path):
+def test_save_refuses_to_clobber_and_partial_models(model, bundle_dir, tmp_path, monkeypatch):
     with pytest.raises(BundleError, match="already exists"):
         save_bundle(model, bundle_dir)
     out = save_bundle(model, tmp_path / "b", metrics={"x": 1})
@@ -273,8 +273,12 @@ def test_save_refuses_to_clobber_and_partial_models(model, bundle_dir, tmp_path)
     with pytest.raises(BundleError, match="not a model bundle"):
         save_bundle(model, precious, overwrite=True)
     assert (precious / "thesis.txt").read_text() == "years of work"
+    inside = tmp_path / "work" / "here"
+    inside.mkdir(parents=True)
+    monkeypatch.chdir(inside)  # were the guard to fail, only tmp_path would be lost
     with pytest.raises(BundleError, match="current folder"):
-        save_bundle(model, pathlib.Path.cwd().parent, overwrite=True)
+        save_bundle(model, inside.parent, overwrite=True)
+    assert inside.is_dir()
     image_only = PersonSearchModel.from_config(ARCH, parts=("image",))
     with pytest.raises(BundleError, match="lacks"):
         save_bundle(image_only, tmp_path / "c")

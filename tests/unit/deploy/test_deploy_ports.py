@@ -79,9 +79,7 @@ def test_wildcard_hosts_are_dialled_on_loopback(host, dial):
     assert _ports.connect_host(host) == dial
 
 
-def test_free_ports_avoid_those_already_given_out():
-    first = _ports.free_port("127.0.0.1")
-    assert _ports.free_port("127.0.0.1", avoid={first}) != first
+def test_free_port_blocks_avoid_ports_already_given_out():
     base = _ports.free_port_block("127.0.0.1", 11, rng=random.Random(0))
     again = _ports.free_port_block("127.0.0.1", 11, rng=random.Random(0), avoid={base + 5})
     assert not again <= base + 5 < again + 11

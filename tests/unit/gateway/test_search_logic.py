@@ -86,6 +86,9 @@ def test_query_attribute_sets_merge_families_and_spell_out_alternatives():
     with pytest.raises(InvalidInput, match="contradict"):
         query_attribute_sets(SCHEMA, [Constraint("gender", ("female",)),
                                       Constraint("gender", ("male",))])
+    # repeated constraints on one single-valued family are merged before counting
+    every_shoe = SCHEMA.family("footwear").values
+    assert len(query_attribute_sets(SCHEMA, [Constraint("footwear", every_shoe)] * 5)) == 4
     every_colour = SCHEMA.family("upper_color").values
     with pytest.raises(InvalidInput, match="more than 16 combinations"):
         query_attribute_sets(SCHEMA, [Constraint("upper_color", every_colour),

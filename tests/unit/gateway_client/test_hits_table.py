@@ -37,9 +37,15 @@ def test_table_rows():
     assert cells == ["1", "0.812", "gate-1", "2027-01-15 08:00:00", "7", "gender=male 0.95",
                      "1001"]
     assert format_ts(1_800_000_000_000_001) == "2027-01-15 08:00:00.000"
-    # narrow: no attributes, and nothing cut (the id is what GetDetection takes)
-    console = Console(record=True, width=80)
-    console.print(hits_table(result, title="a man [in] grey", attributes=False))
-    row = next(x for x in console.export_text().splitlines() if "gate-1" in x)
-    assert [c.strip() for c in row.strip("│ ").split("│")] == [
-        "1", "0.812", "gate-1", "2027-01-15 08:00:00", "7", "1001"]
+    # narrow: no attributes, and the id whole (it is what GetDetection takes), even beside a
+    # long camera id: that one folds
+    import dataclasses
+
+    long = dataclasses.replace(_det(1), id=8743659052870779247, camera_id="entrance-north-01")
+    narrow = SearchResult(hits=[Hit(0.812, long)], model_version="v1",
+                          collection="detections_v1", encode_ms=3.0, search_ms=4.0)
+    for width, attributes in ((80, False), (110, True)):
+        console = Console(record=True, width=width)
+        console.print(hits_table(narrow, title="a man", attributes=attributes))
+        text = console.export_text()
+        assert "8743659052870779247" in text and "…" not in text, text

@@ -65,13 +65,17 @@ def test_scalar_indexes_and_idle_close(tmp_path):
 def test_environment_variables_that_name_no_setting_are_reported():
     from pedsearch.config import unknown_environment
 
-    problems = unknown_environment({
-        "PEDSEARCH_MILVUS__URL": "http://m:19530",  # a typo of URI
-        "PEDSEARCH_NOPE__X": "1",
+    environ = {
+        "PEDSEARCH_MILVIS__URI": "http://m:19530",  # a typo of the section: ignored, so reported
         "PEDSEARCH_MILVUS__URI": "http://m:19530", "PEDSEARCH_CAMERAS": "{}",
         "PEDSEARCH_WORKERS__DEFAULT_DETECTOR__TYPE": "hog", "PEDSEARCH_TRAIN__EPOCHS": "3",
         "PEDSEARCH_TOKEN": "t", "PEDSEARCH_TEST_MILVUS": "x", "HOME": "/root",
-    })
-    assert len(problems) == 2
-    assert "PEDSEARCH_MILVUS__URL" in problems[0] and "'url'" in problems[0]
-    assert "PEDSEARCH_NOPE__X" in problems[1] and "'nope'" in problems[1]
+    }
+    problems = unknown_environment(environ)
+    assert len(problems) == 1 and "PEDSEARCH_MILVIS__URI" in problems[0] and "'milvis'" in problems[0]
+
+
+def test_an_unknown_field_in_the_environment_is_an_error(monkeypatch):
+    monkeypatch.setenv("PEDSEARCH_MILVUS__URL", "http://m:19530")  # a typo of URI
+    with pytest.raises(ConfigError, match="milvus.url"):
+        load_settings()
