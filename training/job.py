@@ -376,9 +376,9 @@ def check_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> pathlib
         started = json.loads(run_file.read_text())
         if started.get("config_hash") != cfg.config_hash():
             raise ConfigError(
-                f"the configuration differs from the one run {run_dir.name} started with "
-                f"(see {run_dir / CONFIG_FILE}); resume with that configuration, or start a new "
-                "run under another run_name"
+                f"the configuration differs from the one run {run_dir.name} started with"
+                f"{_config_changes(run_dir / CONFIG_FILE, cfg)} (see {run_dir / CONFIG_FILE}); "
+                "resume with that configuration, or start a new run under another run_name"
             )
         return run_dir
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -393,6 +393,30 @@ def check_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> pathlib
                 "choose another run_name or output_dir"
             )
     return run_dir
+
+
+def _config_changes(saved_file: pathlib.Path, cfg: TrainConfig, limit: int = 5) -> str:
+    """``: epochs 2 -> 3, ...``: what differs between the run's saved configuration and
+    ``cfg`` in the fields that decide what is learnt ('' if the saved file is unreadable)."""
+    try:
+        saved = json.loads(saved_file.read_text())
+    except (OSError, ValueError):
+        return ""
+
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix[:-1]: d}
+        return {k: v for key, val in d.items() for k, v in flat(val, f"{prefix}{key}.").items()}
+
+    learnt = cfg.learning_dump()
+    now = flat(learnt)
+    before = {k: v for k, v in flat(saved).items() if k.split(".")[0] in learnt}
+    changed = [f"{k} {before.get(k, '(unset)')} -> {now.get(k, '(unset)')}"
+               for k in sorted(set(now) | set(before)) if before.get(k) != now.get(k)]
+    if not changed:
+        return ""
+    more = f", and {len(changed) - limit} more" if len(changed) > limit else ""
+    return ": " + ", ".join(changed[:limit]) + more
 
 
 def clear_run_dir(run_dir: pathlib.Path) -> None:

@@ -19,6 +19,7 @@ from training.export import (
     write_checkpoint,
 )
 from training.job import (
+    CONFIG_FILE,
     RUN_FILE,
     backfill_epochs,
     check_run_dir,
@@ -101,12 +102,14 @@ def test_run_folder_rules(tmp_path):
     run = check_run_dir(cfg, resume=False, overwrite=False)
     run.mkdir(parents=True)
     (run / RUN_FILE).write_text(json.dumps({"config_hash": cfg.config_hash()}))
+    (run / CONFIG_FILE).write_text(json.dumps(cfg.model_dump(mode="json")))
     with pytest.raises(ConfigError, match="--resume"):
         check_run_dir(cfg, resume=False, overwrite=False)
     assert check_run_dir(cfg, resume=True, overwrite=False) == run
     changed = load_train_config("tiny.yaml", environ={},
                                 overrides={"output_dir": str(tmp_path), "epochs": 5})
-    with pytest.raises(ConfigError, match="differs"):
+    # the message names what changed (and only what decides what is learnt)
+    with pytest.raises(ConfigError, match=f"differs .*: epochs {cfg.epochs} -> 5 \\(see"):
         check_run_dir(changed, resume=True, overwrite=False)
     # --overwrite: checked here, deleted only when training starts (clear_run_dir)
     assert check_run_dir(cfg, resume=False, overwrite=True) == run
