@@ -334,15 +334,14 @@ def write_sheets(gw, result, out: pathlib.Path, query: str, n: int) -> tuple[pat
 def _fetch_crop(gw, detection_id: int, *, tries: int = 3) -> bytes:
     """The crop JPEG of a detection; waits out the rate limit as the gateway asks (a sheet
     costs one GetDetection per crop, on top of the search)."""
-    for attempt in range(tries):
+    for _ in range(tries - 1):
         try:
             return gw.get_detection(detection_id, include_crop=True).crop_jpeg
         except ResourceExhausted as exc:
-            wait = exc.retry_after_s
-            if attempt == tries - 1 or wait is None or wait > MAX_RATE_WAIT_S:
+            if exc.retry_after_s is None or exc.retry_after_s > MAX_RATE_WAIT_S:
                 raise
-            time.sleep(wait)
-    raise AssertionError("unreachable")
+            time.sleep(exc.retry_after_s)
+    return gw.get_detection(detection_id, include_crop=True).crop_jpeg
 
 
 def cmd_watch(args) -> int:

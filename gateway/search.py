@@ -362,6 +362,12 @@ class Searcher:
         except InvalidInput as exc:
             raise InvalidInput(exc.message.replace("attribute set 0: ", "", 1)) from None
 
+    def encode_constraints(self, constraints: Sequence[Constraint]) -> np.ndarray:
+        """An attribute query -> ``(A, D)`` unit vectors: one concept per alternative its
+        constraints allow (:func:`query_attribute_sets`), encoded in one batch."""
+        return self.bundle.encode_attribute_sets(
+            query_attribute_sets(self.bundle.schema, constraints))
+
     def encode_image(self, image_bgr: np.ndarray) -> np.ndarray:
         """A decoded crop ``(h, w, 3)`` BGR uint8 -> ``(D,)`` unit vector."""
         emb, _probs = self.bundle.encode_images([image_bgr])

@@ -15,7 +15,6 @@ import time
 from typing import Iterator
 
 import grpc
-import numpy as np
 import redis
 from pymilvus.exceptions import MilvusException
 
@@ -30,7 +29,7 @@ from gateway.convert import (
     parse_filter,
     top_k,
 )
-from gateway.search import Constraint, Searcher, query_attribute_sets
+from gateway.search import Constraint, Searcher
 from gateway.status import DeadlineExceeded
 from gateway.watch import Heartbeat, WatchQuery, WatchSlots, run_watch
 from pedsearch.bundle import Bundle
@@ -197,11 +196,9 @@ class SearchService(search_pb2_grpc.SearchServicer):
             raise InvalidInput("SearchAttributes needs at least one attribute constraint, e.g. "
                                "{family: 'upper_color', values: ['red']}")
         constraints = parse_constraints(bundle.schema, request.constraints, unspecified="soft")
-        alternatives = query_attribute_sets(bundle.schema, constraints)
         Deadline(context).remaining()
         t0 = time.perf_counter()
-        encoder = self._encoder()
-        vector = np.stack([encoder.encode_attributes(a) for a in alternatives])
+        vector = self._encoder().encode_constraints(constraints)
         encode_ms = (time.perf_counter() - t0) * 1000
         return self._search(context, vector, k=k, flt=flt, constraints=constraints,
                             encode_ms=encode_ms)
@@ -289,8 +286,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
                 raise InvalidInput("Watch.attributes needs at least one attribute constraint")
             constraints = parse_constraints(bundle.schema, request.attributes.constraints,
                                             unspecified="soft")
-            vector = np.stack([encoder.encode_attributes(a)
-                               for a in query_attribute_sets(bundle.schema, constraints)])
+            vector = encoder.encode_constraints(constraints)
         self._check_watch_version()
         return WatchQuery(vector=vector, model_version=bundle.version, threshold=threshold,
                           filter=flt, constraints=constraints, max_matches=request.max_matches,

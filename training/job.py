@@ -308,17 +308,21 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> bool
     """
     import ray
 
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = cluster_address(address)
     if ray.is_initialized():
         return address is None
-    if address:
-        check_ray_address(address)
+    if address:  # run_training checked first that it answers (check_ray_address)
         ray.init(address=address, ignore_reinit_error=True)
         return False
     # "local" never attaches to a cluster someone else started on this machine; the
     # dashboard serves the state API Ray Train's placement-group cleaner polls
     ray.init(address="local", num_cpus=num_cpus, ignore_reinit_error=True)
     return True
+
+
+def cluster_address(address: str | None) -> str | None:
+    """The Ray cluster to join: ``address``, else ``$RAY_ADDRESS``; ``None`` = a local Ray."""
+    return address or os.environ.get("RAY_ADDRESS") or None
 
 
 def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
@@ -461,20 +465,17 @@ def run_training(
 
     console = console or Console(stderr=True)
     run_dir = check_run_dir(cfg, resume=resume, overwrite=overwrite)
-    if ray_address or os.environ.get("RAY_ADDRESS"):  # before any folder is written
-        check_ray_address(ray_address or os.environ["RAY_ADDRESS"])
+    if cluster_address(ray_address):  # before any folder is written
+        check_ray_address(cluster_address(ray_address))
     if export_dir is not None:  # now, not after hours of training
         from pedsearch.bundle import check_bundle_target
 
-        try:
-            check_bundle_target(export_dir, overwrite=overwrite)
-        except BundleError as exc:
-            if not resume:
-                raise
+        if resume and not overwrite and pathlib.Path(export_dir).exists():
             # --overwrite would restart the run, not replace the bundle: say what does
-            raise BundleError(f"{exc.message.split(';')[0]}; give --export another folder, or "
+            raise BundleError(f"{export_dir} already exists; give --export another folder, or "
                               f"replace it once the run is done: `pedsearch export --run "
-                              f"{run_dir} --out {export_dir} --overwrite`") from None
+                              f"{run_dir} --out {export_dir} --overwrite`")
+        check_bundle_target(export_dir, overwrite=overwrite)
     # no spinner here: generating the synthetic world shows its own progress bar
     console.print(f"preparing data for {run_dir.name} ...")
     data = prepare_data(cfg, data_root=data_root)
@@ -779,6 +780,7 @@ __all__ = [
     "check_ray_address",
     "check_run_dir",
     "clear_run_dir",
+    "cluster_address",
     "connect_ray",
     "curve_history",
     "data_fingerprint",
