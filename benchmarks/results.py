@@ -40,6 +40,9 @@ CONFIG_DIR = ROOT / "training" / "configs" / "results"
 DOC = ROOT / "docs" / "RESULTS.md"
 SHIPPED = ROOT / "pedsearch" / "bundles" / "default"
 
+#: AAIPR Fig. 3's lambda_G values beyond the paper's 0.001 (row tag -> value)
+LAMBDA_G_SWEEP = {"1e-2": 0.01, "1e-1": 0.1, "1": 1.0}
+
 #: row -> (title, overrides of results_common.yaml). Only typed config switches change.
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "full": ("full model (SSAN + CR, APR, CMAAM L_MLC, AAIPR)", {}),
@@ -67,6 +70,11 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "aaipr_features_no_adv": ("AAIPR wiring: Psi_I on features, without adversary", {
         "aaipr": {"classifier_input": "features"},
         "losses": {"aaipr_discriminator": {"weight": 0.0}}}),
+    # AAIPR Fig. 3 (left): the generator's adversarial weight lambda_G, the paper's 0.001 being
+    # "full"; lambda_G = 0 leaves the generator what "without adversary" leaves it
+    **{f"aaipr_lambda_g_{tag}": (f"AAIPR: lambda_G = {value:g}", {
+        "losses": {"aaipr_generator": {"params": {"lambda_g": value}}}})
+       for tag, value in LAMBDA_G_SWEEP.items()},
 }
 #: images per step of every row
 BATCH = 32

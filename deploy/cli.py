@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pedsearch.argtypes import port
+from pedsearch.argtypes import bounded, port
 from pedsearch.config import Settings, load_settings
 from pedsearch.errors import ConfigError, PedsearchError
 
@@ -51,7 +51,8 @@ def register(subparsers: Any) -> None:
             + ("; Milvus also uses the 11 ports after it" if name == "milvus" else ""),
         )
     up.add_argument(
-        "--timeout", dest="start_timeout_s", type=float, default=None, metavar="S",
+        "--timeout", dest="start_timeout_s", type=bounded(float, 0, 1800, open_low=True),
+        default=None, metavar="S",
         help="seconds to wait for readiness (default: stack.start_timeout_s)",
     )
     up.add_argument(

@@ -189,7 +189,8 @@ class EmbeddedServer(abc.ABC):
     @property
     @abc.abstractmethod
     def address(self) -> str:
-        """What clients are given: bootstrap ``host:port``, ``http://host:port``, ``redis://...``."""
+        """What clients are given: bootstrap ``host:port``, ``http://host:port``,
+        ``redis://...``."""
 
     def ports(self) -> dict[str, int]:
         """Every port the server listens on, by role (the client port first)."""

@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from gateway.address import listen_address, local_host
 from pedsearch.argtypes import bounded
 from pedsearch.errors import AccessDenied, InvalidInput, NotFound, ResourceExhausted, Unavailable
 
@@ -178,8 +179,8 @@ def gateway_address(args) -> str:
     from pedsearch.config import load_settings
 
     address = load_settings(args.config).gateway.address
-    host, _, port = address.rpartition(":")
-    return f"127.0.0.1:{port}" if host in ("0.0.0.0", "[::]", "::", "") else address
+    host, port = listen_address(address)
+    return f"{local_host(host)}:{port}"
 
 
 def _connect(args):

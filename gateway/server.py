@@ -25,6 +25,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway.address import listen_address, local_host
 from gateway.auth import TokenAuth
 from gateway.interceptor import GatewayInterceptor
 from gateway.ratelimit import RateLimiter
@@ -42,8 +43,6 @@ HEALTH_INTERVAL_S = 2.0
 #: an 8 MiB query image plus the rest of the request must fit
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 BUNDLE_PARTS = ("image", "text", "attributes")
-#: hosts that bind every interface; clients on this machine reach them on loopback
-WILDCARD_HOSTS = ("0.0.0.0", "[::]", "::")
 
 
 def server_credentials(cert: pathlib.Path | None, key: pathlib.Path | None):
@@ -72,19 +71,6 @@ def server_credentials(cert: pathlib.Path | None, key: pathlib.Path | None):
             "plain.pem`); a test pair: `openssl req -x509 -newkey rsa:2048 -nodes -keyout "
             "key.pem -out cert.pem -subj /CN=localhost`") from None
     return grpc.ssl_server_credentials([pair])
-
-
-def listen_address(address: str) -> tuple[str, int]:
-    """``host`` and ``port`` of a listen address ``host:port`` (``[v6]:port``; port 0 = any).
-
-    Raises:
-        ConfigError: not host:port, or a port outside 0..65535 (grpc would wrap it around).
-    """
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"gateway address {address!r} must be host:port with a port in "
-                          "0..65535 (0 = a free one), e.g. 127.0.0.1:50051 or 0.0.0.0:50051")
-    return host, int(port)
 
 
 class GatewayServer:
@@ -262,7 +248,7 @@ def create_server(address: str | None = None, *, settings: Settings,
         service.close()
         raise ConfigError(f"cannot listen on {address}: the port is taken or the address is "
                           "invalid; choose another with --address or gateway.address")
-    host = "127.0.0.1" if bind_host in WILDCARD_HOSTS else bind_host
+    host = local_host(bind_host)
     return GatewayServer(server=server, port=port, host=host, service=service,
                          health_servicer=health_servicer, limiter=limiter, tls=creds is not None,
                          bind_host=bind_host)

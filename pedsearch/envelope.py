@@ -117,7 +117,8 @@ def parse_frame(value: bytes | None, *, key: bytes | None, max_bytes: int) -> fr
         )
     now_us = time.time() * 1e6
     if frame.capture_ts_us <= 0 or abs(frame.capture_ts_us - now_us) > MAX_CLOCK_SKEW_US:
-        raise PoisonMessage("bad_timestamp", f"capture timestamp {frame.capture_ts_us} us is absurd")
+        raise PoisonMessage("bad_timestamp",
+                            f"capture timestamp {frame.capture_ts_us} us is absurd")
     if not frame.jpeg:
         raise PoisonMessage("no_image", "frame carries no JPEG bytes")
     return frame

@@ -94,6 +94,32 @@ def _data_root(root: pathlib.Path | None) -> pathlib.Path:
     return found
 
 
+def check_source(src: Any, *, data_root: pathlib.Path | None = None) -> None:
+    """Raise what :func:`load_source` would raise for a missing folder or file, without reading.
+
+    Raises:
+        ConfigError: PETA has no data root to look in.
+        NotFound: the source's folder or file does not exist.
+    """
+    if isinstance(src, PetaSource):
+        from training.datasets.peta import peta_subsets
+
+        peta_subsets(_data_root(src.root or data_root))
+        return
+    paths: list[tuple[str, pathlib.Path | None, bool]] = []
+    if isinstance(src, CaptionSource):
+        paths = [("caption file", src.annotations, False), ("image folder", src.image_root, True)]
+    elif isinstance(src, ReidSource):
+        paths = [("image folder", src.root, True), ("attribute file", src.attributes, False)]
+    for what, path, folder in paths:
+        if path is None:
+            continue
+        path = pathlib.Path(path).expanduser()
+        if not (path.is_dir() if folder else path.is_file()):
+            raise NotFound(f"the {src.type} data source's {what} {path} "
+                           f"{'is not a folder' if folder else 'is not a file'}")
+
+
 def load_source(
     src: Any,
     *,
@@ -167,7 +193,13 @@ def load_records(
     schema: AttributeSchema,
     data_root: pathlib.Path | None = None,
 ) -> list[ImageRecord]:
-    """All records of all sources, identities namespaced by source (they never collide)."""
+    """All records of all sources, identities namespaced by source (they never collide).
+
+    Every source's files are looked for before any is read, so a missing PETA root or caption
+    file is reported before minutes of rendering the synthetic world (and before it is written).
+    """
+    for src in data.sources:
+        check_source(src, data_root=data_root)
     records: list[ImageRecord] = []
     for src in data.sources:
         got = load_source(src, output_dir=output_dir, schema=schema, data_root=data_root)

@@ -20,7 +20,6 @@ log = logging.getLogger("pedsearch.workers")
 console = Console()
 
 
-
 def register(subparsers) -> None:
     cam = subparsers.add_parser(
         "camera", help="publish a camera's frames to Kafka",
@@ -31,17 +30,20 @@ def register(subparsers) -> None:
     )
     cam.add_argument("--source", required=True, help="FILE | FOLDER | RTSP-URL | INDEX | synthetic")
     cam.add_argument("--camera-id", required=True, help="camera id (1-64 of [A-Za-z0-9_.:-])")
-    cam.add_argument("--fps", type=bounded(float, 0, open_low=True), default=5.0, help="frames per second")
-    cam.add_argument("--frames", type=bounded(int, 0, open_low=True), default=None, help="stop after N frames")
+    cam.add_argument("--fps", type=bounded(float, 0, open_low=True), default=5.0,
+                     help="frames per second")
+    cam.add_argument("--frames", type=bounded(int, 0, open_low=True), default=None,
+                     help="stop after N frames")
     cam.add_argument("--loop", action="store_true", help="replay a file source at its end")
     cam.add_argument("--as-fast-as-possible", action="store_true",
                      help="do not pace frames (benchmarks, backfills)")
-    cam.add_argument("--jpeg-quality", type=int, default=85, choices=range(30, 101),
+    cam.add_argument("--jpeg-quality", type=bounded(int, 30, 100), default=85,
                      metavar="30..100")
     syn = cam.add_argument_group("synthetic scene")
     syn.add_argument("--cameras", type=bounded(int, 0, open_low=True), default=4)
     syn.add_argument("--people", type=bounded(int, 0, open_low=True), default=12)
-    syn.add_argument("--duration", type=bounded(float, 0, open_low=True), default=60.0, help="seconds of scene")
+    syn.add_argument("--duration", type=bounded(float, 0, open_low=True), default=60.0,
+                     help="seconds of scene")
     syn.add_argument("--seed", type=int, default=0)
     cam.set_defaults(handler=cmd_camera)
 
@@ -54,7 +56,8 @@ def register(subparsers) -> None:
     wk.add_argument("--consumers", type=bounded(int, 0, open_low=True), default=None)
     wk.add_argument("--embedders", type=bounded(int, 0), default=None,
                     help="embedder actors; 0 = embed inside each consumer (CPU, one node)")
-    wk.add_argument("--until-idle", type=bounded(float, 0, open_low=True), default=None, metavar="SECONDS")
+    wk.add_argument("--until-idle", type=bounded(float, 0, open_low=True), default=None,
+                    metavar="SECONDS")
     wk.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                     help="serve the workers' Prometheus metrics on http://127.0.0.1:PORT/metrics")
     wk.set_defaults(handler=cmd_workers)
@@ -183,7 +186,8 @@ def status_table(snapshots) -> Table:
     ]
     for q in (0.5, 0.99):
         v = histogram_quantile(snapshots, "pedsearch_freshness_seconds", q)
-        rows.append((f"freshness p{int(q * 100)} (s, bucket bound)", "-" if v is None else f"{v:g}"))
+        rows.append((f"freshness p{int(q * 100)} (s, bucket bound)",
+                     "-" if v is None else f"{v:g}"))
     for stage in ("decode", "detect", "track", "embed_index"):
         v = histogram_quantile(snapshots, "pedsearch_stage_seconds", 0.5, stage=stage)
         rows.append((f"{stage} p50 (s)", "-" if v is None else f"{v:g}"))

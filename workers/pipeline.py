@@ -69,7 +69,8 @@ class CameraPipeline:
         self.previewed = set(state["previewed"])
         self.recent_offsets = deque(state["recent_offsets"], maxlen=max(1, self.warmup_frames))
         self.detector.reset()
-        self.to_warm = min(self.warmup_frames, len(self.recent_offsets)) if self.warmup_frames else 0
+        self.to_warm = (min(self.warmup_frames, len(self.recent_offsets))
+                        if self.warmup_frames else 0)
 
     @property
     def replay_from(self) -> int | None:

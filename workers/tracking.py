@@ -5,8 +5,8 @@ Each track is a constant-velocity Kalman filter on the box centre and size
 box height (Wojke et al., 2017). Every frame: predict all tracks (one step per frame of
 sequence gap), match them to the detections by the Hungarian algorithm on IoU
 (``scipy.optimize.linear_sum_assignment``), accept pairs with IoU >= ``iou_threshold``, then
-match what is left by motion gating (below), update the matched, start a tentative track per unmatched detection, and drop tracks not matched for
-more than ``max_age_frames`` frames. A tentative track becomes confirmed after ``min_hits``
+match what is left by motion gating (below), update the matched, start a tentative track per
+unmatched detection, and drop tracks not matched for more than ``max_age_frames`` frames. A tentative track becomes confirmed after ``min_hits``
 matched frames and dies at its first unmatched frame before that (DeepSORT's rule, which
 keeps one-frame false detections from becoming tracks); only confirmed tracks
 matched in the current frame are returned.

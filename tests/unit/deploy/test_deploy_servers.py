@@ -214,10 +214,12 @@ def test_cli_rejects_out_of_range_port(capsys):
     assert "must be 0..65535, got 70000" in capsys.readouterr().err
 
 
-def test_cli_rejects_bad_timeout(tmp_path):
-    args = _parse(["stack", "up", "--timeout", "-5", "--data-dir", str(tmp_path)])
-    with pytest.raises(ConfigError, match="--timeout"):
-        settings_from_args(args)
+@pytest.mark.parametrize("value", ["-5", "0", "nan", "inf", "1801"])
+def test_cli_rejects_bad_timeout(tmp_path, value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _parse(["stack", "up", "--timeout", value, "--data-dir", str(tmp_path)])
+    assert exc.value.code == 2
+    assert f"--timeout: must be 0 < value <= 1800, got {value}" in capsys.readouterr().err
 
 
 def test_cli_prints_errors_with_brackets_verbatim(tmp_path, capsys):

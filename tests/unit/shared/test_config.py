@@ -13,7 +13,8 @@ def test_defaults():
 
 
 def test_file_base_and_env(tmp_path, monkeypatch):
-    (tmp_path / "base.yaml").write_text("kafka:\n  frames_topic: base-frames\n  consumer_group: g\n")
+    (tmp_path / "base.yaml").write_text(
+        "kafka:\n  frames_topic: base-frames\n  consumer_group: g\n")
     (tmp_path / "site.yaml").write_text(
         "_base_: base.yaml\nkafka:\n  consumer_group: site\ncameras:\n"
         "  cam-1:\n    detector: {type: darknet, input_width: 640}\n"
@@ -72,7 +73,8 @@ def test_environment_variables_that_name_no_setting_are_reported():
         "PEDSEARCH_TOKEN": "t", "PEDSEARCH_TEST_MILVUS": "x", "HOME": "/root",
     }
     problems = unknown_environment(environ)
-    assert len(problems) == 1 and "PEDSEARCH_MILVIS__URI" in problems[0] and "'milvis'" in problems[0]
+    assert len(problems) == 1
+    assert "PEDSEARCH_MILVIS__URI" in problems[0] and "'milvis'" in problems[0]
 
 
 def test_an_unknown_field_in_the_environment_is_an_error(monkeypatch):

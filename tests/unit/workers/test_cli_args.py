@@ -29,3 +29,12 @@ def test_negative_embedders_and_zero_consumers_are_refused(capsys) -> None:
     with pytest.raises(SystemExit):
         parser().parse_args(["workers", "--consumers", "0"])
     assert "must be > 0" in capsys.readouterr().err
+
+
+def test_jpeg_quality_names_its_range_not_every_value(capsys) -> None:
+    argv = ["camera", "--source", "synthetic", "--camera-id", "a", "--jpeg-quality"]
+    assert parser().parse_args(argv + ["30"]).jpeg_quality == 30
+    with pytest.raises(SystemExit):
+        parser().parse_args(argv + ["5"])
+    err = capsys.readouterr().err
+    assert "--jpeg-quality: must be 30..100, got 5" in err and "31, 32" not in err
