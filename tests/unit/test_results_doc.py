@@ -118,3 +118,32 @@ def test_the_seeds_section_pairs_each_seed_with_its_own_ablation(results):
             "**full worse** (95 % interval -15.9 .. -3.1)") in text
     assert "without adversary" not in text  # no such rows: no line
     assert results.seeds_section({"full": _row(0.3, 0.3, 0.7)}) == []
+
+
+def test_lambda_g_rows_change_only_the_generators_adversarial_weight(results, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setattr(results, "CONFIG_DIR", tmp_path)
+    paths = results.write_configs(200, 20, ["aaipr_lambda_g_1e-1_s2"])
+    body = yaml.safe_load(paths["aaipr_lambda_g_1e-1_s2"].read_text())
+    assert body["losses"] == {"aaipr_generator": {"params": {"lambda_g": 0.1}}}
+    assert body["seed"] == 2
+
+
+def test_the_lambda_g_sweep_pairs_each_weight_with_the_run_without_adversary(results,
+                                                                             tmp_path):
+    res = {"full": _row(0.3, 0.30, 0.7), "full_s1": _row(0.3, 0.32, 0.7),
+           "aaipr_no_adv": _row(0.3, 0.31, 0.7), "aaipr_no_adv_s1": _row(0.3, 0.33, 0.7),
+           "aaipr_lambda_g_1": _row(0.3, 0.21, 0.7), "aaipr_lambda_g_1_s1": _row(0.3, 0.22, 0.7)}
+    text = "\n".join(results.lambda_g_section(res))
+    # 0 (no adversary) first, then 0.001 (the full model), then the sweep; mean ± sd
+    assert text.index("| 0 (without adversary) | 0, 1 | 32.0 ± 1.4 |") < \
+        text.index("| 0.001 (paper, full) | 0, 1 | 31.0 ± 1.4 |") < text.index("| 1 | 0, 1 |")
+    # -10 and -11 points: mean -10.5, sd 0.707, half-width 12.706 * 0.5 = 6.35
+    assert ("- lambda_G = 1 vs without adversary, attr mAP: per seed -10.0, -11.0 points; "
+            "**lambda_G = 1 worse** (95 % interval -16.9 .. -4.1).") in text
+    assert "lambda_G = 0 vs" not in text
+    png = results.plot_lambda_g(res, tmp_path / "sweep.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # no sweep rows: neither section nor picture
+    assert results.lambda_g_section({"full": res["full"]}) == []
+    assert results.plot_lambda_g({"full": res["full"]}, tmp_path / "none.png") is None
