@@ -304,8 +304,9 @@ def test_default_gateway_address_comes_from_the_configuration(tmp_path):
     config.write_text("gateway:\n  address: 0.0.0.0:1\n")
     proc = cli("--config", str(config), "search", "a man")
     assert proc.returncode == 1 and "cannot reach the gateway at 127.0.0.1:1" in proc.stderr
-
-
+    config.write_text("gateway:\n  address: '[::]:1'\n")
+    proc = cli("--config", str(config), "search", "a man")
+    assert proc.returncode == 1 and "cannot reach the gateway at 127.0.0.1:1" in proc.stderr
 
 
 def test_the_readme_python_snippet_runs(indexed):
