@@ -133,12 +133,16 @@ def _query_args(p: argparse.ArgumentParser) -> None:
                    help="captured at or before (same forms as --since)")
 
 
+#: ``search --help``'s epilog: the examples of this module's docstring
+EXAMPLES = "examples:\n" + __doc__.split("Examples::\n\n", 1)[1].split("\n\n", 1)[0]
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "search", help="search the stored pedestrians by text, attributes or an example crop",
         description="Search the live index through the gateway; prints a table and writes a "
                     "contact sheet (HTML and PNG) of the top crops.",
-        epilog=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _query_args(p)
     p.add_argument("--image", metavar="FILE", default=None,
                    help="query by an example crop (JPEG or PNG of one person)")

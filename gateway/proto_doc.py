@@ -199,7 +199,7 @@ def _block(comment: str) -> list[str]:
     out, code = [], []
     for line in comment.splitlines():
         if line.startswith("  "):
-            code.append(line.strip())
+            code.append(line[2:].rstrip())  # the list's own indentation (continuations) stays
             continue
         if code:
             out += ["", "```", *code, "```", ""]

@@ -118,3 +118,15 @@ def test_a_ca_file_that_is_not_pem_is_named(tmp_path):
     not_pem.write_text("root:x:0:0:root:/root:/bin/bash\n")
     with pytest.raises(InvalidInput, match="holds no PEM certificate"):
         connect("127.0.0.1:1", tls_ca=not_pem)
+
+
+def test_search_help_ends_with_the_examples(capsys):
+    from gateway.client_cli import register
+
+    ap = argparse.ArgumentParser(prog="pedsearch")
+    register(ap.add_subparsers(dest="command"))
+    with pytest.raises(SystemExit):
+        ap.parse_args(["search", "--help"])
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("pedsearch cameras")
+    assert "examples:\n    pedsearch search \"a man in a grey hoodie" in out
