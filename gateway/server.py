@@ -167,7 +167,7 @@ class GatewayServer:
                 log.info("loading collection %s", name)
             # NotLoad: load it; Loading (Milvus reloads by itself after a restart): wait for it
             DetectionCollections(searcher.client, self.service.settings.milvus).wait_loaded(
-                name, timeout_s=60.0)
+                name, timeout_s=60.0, state=state)
             return True
         except Exception as exc:  # noqa: BLE001 -- the monitor reports, it never dies
             log.debug("collection load check failed: %s", exc)

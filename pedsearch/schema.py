@@ -220,17 +220,36 @@ class DetectionCollections:
         self.client.create_index(name, index)
         log.info("collection %s: building scalar indexes on %s", name, ", ".join(missing))
 
-    def wait_loaded(self, name: str, timeout_s: float = 120.0) -> None:
+    def wait_loaded(self, name: str, timeout_s: float = 120.0, *,
+                    state: str | None = None) -> None:
         """Load ``name`` and wait for it: after a Milvus restart search fails until it is.
 
         Configured scalar indexes ``name`` lacks are added first if it is not loaded yet.
+        Every Milvus call gets what is left of ``timeout_s``: pymilvus's ``load_collection``
+        would otherwise wait for the load without end.
+
+        Args:
+            state: the load state the caller has just read (saves asking again).
+
+        Raises:
+            NotReady: not loaded within ``timeout_s``.
         """
         deadline = time.monotonic() + timeout_s
-        state = str(self.client.get_load_state(name).get("state"))
+
+        def left() -> float:
+            return max(0.5, deadline - time.monotonic())
+
+        if state is None:
+            state = str(self.client.get_load_state(name, timeout=left()).get("state"))
         self._add_missing_scalar_indexes(name, loaded=not state.endswith("NotLoad"))
-        self.client.load_collection(name)
+        try:
+            self.client.load_collection(name, timeout=left())
+        except MilvusException:
+            if time.monotonic() < deadline:
+                raise
+            # its own wait for the load ran out of time: say so below, as for any other state
         while True:
-            state = str(self.client.get_load_state(name).get("state"))
+            state = str(self.client.get_load_state(name, timeout=left()).get("state"))
             if state.endswith("Loaded"):
                 return
             if time.monotonic() > deadline:
