@@ -96,6 +96,8 @@ PETA_ORDER = ("full", "ssan_global", "aaipr_no_adv", "apr_no_attr", "cmaam_no_ml
 #: the ends of the claims on text and attribute queries, where one seed cannot tell
 SEED_ROWS = ("full", "ssan_global", "aaipr_no_adv", "aaipr_joint_features",
              "aaipr_features_no_adv")
+#: every row ``--seeds N`` repeats: the above and AAIPR's lambda_G sweep (its own section)
+REPEATED_ROWS = SEED_ROWS + tuple(f"aaipr_lambda_g_{tag}" for tag in LAMBDA_G_SWEEP)
 _SEEDED = re.compile(r"^(?P<row>.+)_s(?P<seed>[0-9]+)$")
 
 
@@ -942,7 +944,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peta", action="store_true",
                     help="also run every row on PETA's real crops (peta_<row>)")
     ap.add_argument("--seeds", type=int, default=1,
-                    help=f"train the rows {', '.join(SEED_ROWS)} with seeds 0..N-1 "
+                    help=f"train the rows {', '.join(REPEATED_ROWS)} with seeds 0..N-1 "
                          "(<row>_s<seed>; default 1: seed 0 only)")
     ap.add_argument("--no-doc", action="store_true", help="print figures, do not write the doc")
     ap.add_argument("--bundle", default=str(SHIPPED),
@@ -953,7 +955,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.seeds <= len(T95) + 1:
         ap.error(f"--seeds must be 1..{len(T95) + 1}")
     peta_rows = [PETA_PREFIX + r for r in PETA_ORDER]
-    seed_rows = [seeded(r, s) for s in range(1, args.seeds) for r in SEED_ROWS]
+    seed_rows = [seeded(r, s) for s in range(1, args.seeds) for r in REPEATED_ROWS]
     known = list(ROWS) + peta_rows + [seeded(r, s) for s in range(1, len(T95) + 1)
                                       for r in ROWS]
     rows = args.rows or list(ROWS) + seed_rows + (peta_rows if args.peta else [])

@@ -31,8 +31,10 @@ def register(subparsers) -> None:
     serve.add_argument("--address", default=None,
                        help="host:port to listen on (default: gateway.address, "
                        "127.0.0.1:50051; port 0 = a free port)")
-    serve.add_argument("--bundle", default=None, help="model bundle folder (default: "
-                       "model.bundle, else the shipped bundle)")
+    serve.add_argument("--bundle", action="append", default=None, metavar="DIR",
+                       help="model bundle folder (default: model.bundle, else the shipped "
+                       "bundle); repeated, the gateway also holds the others (gateway.bundles) "
+                       "and answers with whichever version the Milvus alias points at")
     serve.add_argument("--metrics-port", type=port, default=None, metavar="PORT",
                        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics")
     serve.add_argument("--grace", type=bounded(float, 0, 3600, unit=" seconds"), default=5.0,
@@ -48,7 +50,8 @@ def cmd_serve(args) -> int:
                         "%(message)s")
     settings = load_settings(args.config)
     if args.bundle:
-        settings.model.bundle = pathlib.Path(args.bundle)
+        settings.model.bundle = pathlib.Path(args.bundle[0])
+        settings.gateway.bundles = [pathlib.Path(b) for b in args.bundle[1:]]
     if settings.gateway.encoder_threads:
         import torch  # the whole process: this command owns it
 
@@ -67,12 +70,14 @@ def cmd_serve(args) -> int:
         signal.signal(sig, lambda *_: stop.set())
     server.start()
     bundle = server.service.bundle
+    others = [v for v in server.service.milvus.bundles if bundle is None or v != bundle.version]
     # the address right after "listening on" is the one to connect to (scripts read it)
     where = server.address if server.bind_address == server.address else (
         f"{server.address} (bound to {server.bind_address}: every interface)")
     console.print(f"pedsearch gateway listening on {where} "
                   f"({'TLS' if server.tls else 'plaintext'}; model "
-                  f"{bundle.version if bundle else 'NOT LOADED'}; health "
+                  f"{bundle.version if bundle else 'NOT LOADED'}"
+                  f"{'; also ' + ', '.join(others) if others else ''}; health "
                   f"{'SERVING' if server.serving else 'NOT_SERVING'})", highlight=False)
     if metrics is not None:
         console.print(f"metrics on http://127.0.0.1:{metrics.server_port}/metrics",

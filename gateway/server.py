@@ -192,6 +192,28 @@ def load_gateway_bundle(settings: Settings) -> tuple[Bundle | None, str | None]:
         return None, exc.message
 
 
+def load_extra_bundles(settings: Settings, primary: Bundle | None) -> list[Bundle]:
+    """The bundles of ``gateway.bundles``, each of another model version than the primary's.
+
+    Raises:
+        ConfigError: one cannot be loaded, or two hold the same version (the operator asked for
+            them: a gateway quietly without one would fail the roll-out it is meant for).
+    """
+    seen = {primary.version} if primary is not None else set()
+    out = []
+    for path in settings.gateway.bundles:
+        try:
+            extra = load_bundle(path, parts=BUNDLE_PARTS)
+        except PedsearchError as exc:
+            raise ConfigError(f"gateway.bundles: cannot load {path}: {exc.message}") from None
+        if extra.version in seen:
+            raise ConfigError(f"gateway.bundles: {path} holds model version {extra.version}, "
+                              "which the gateway holds already; list each version once")
+        seen.add(extra.version)
+        out.append(extra)
+    return out
+
+
 def create_server(address: str | None = None, *, settings: Settings,
                   bundle: Bundle | None = None) -> GatewayServer:
     """Build (not start) the gateway server.
@@ -201,13 +223,15 @@ def create_server(address: str | None = None, *, settings: Settings,
             ``settings.gateway.address``.
         settings: deployment configuration (milvus, redis, paths, gateway, model).
         bundle: an already loaded bundle (``image``, ``text``, ``attributes`` parts); ``None``
-            loads ``settings.model.bundle`` or the shipped default.
+            loads ``settings.model.bundle`` or the shipped default. The bundles of
+            ``settings.gateway.bundles`` are held beside it (:func:`load_extra_bundles`).
 
     Returns:
         a :class:`GatewayServer`; call :meth:`~GatewayServer.start`.
 
     Raises:
-        ConfigError: the address cannot be bound or the TLS files are unusable.
+        ConfigError: the address cannot be bound, the TLS files are unusable, or a bundle of
+            ``gateway.bundles`` cannot be loaded.
     """
     cfg = settings.gateway
     address = address or cfg.address
@@ -215,6 +239,7 @@ def create_server(address: str | None = None, *, settings: Settings,
     bundle_error = None
     if bundle is None:
         bundle, bundle_error = load_gateway_bundle(settings)
+    extra = load_extra_bundles(settings, bundle)
     creds = server_credentials(cfg.tls_cert, cfg.tls_key)
     limiter = (RateLimiter(settings.redis.url, rate_per_s=cfg.rate_limit_per_s,
                            burst=cfg.rate_limit_burst) if cfg.rate_limit_per_s > 0 else None)
@@ -230,7 +255,7 @@ def create_server(address: str | None = None, *, settings: Settings,
     )
     stopping = threading.Event()
     service = SearchService(settings=settings, bundle=bundle, bundle_error=bundle_error,
-                            stopping=stopping)
+                            stopping=stopping, extra_bundles=extra)
     search_pb2_grpc.add_SearchServicer_to_server(service, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

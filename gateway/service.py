@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 import grpc
+import numpy as np
 import redis
 from pymilvus.exceptions import MilvusException
 
@@ -37,7 +38,7 @@ from pedsearch.config import Settings
 from pedsearch.cropstore import CropStore
 from pedsearch.errors import InvalidInput, NotFound, NotReady, PedsearchError, Unavailable
 from pedsearch.live import LiveFeed
-from pedsearch.schema import connect
+from pedsearch.schema import collection_name, connect
 from pedsearch.v1 import search_pb2, search_pb2_grpc
 
 log = logging.getLogger("pedsearch.gateway")
@@ -76,25 +77,64 @@ class Deadline:
 
 class MilvusLink:
     """A Milvus client made on first use and again after a failed connect (Milvus may start
-    after the gateway), shared by all requests."""
+    after the gateway), shared by all requests, with one :class:`Searcher` per model version
+    the gateway holds.
 
-    def __init__(self, settings: Settings, bundle: Bundle | None) -> None:
+    Args:
+        settings: the deployment configuration.
+        bundle: the primary bundle (``model.bundle``), or ``None`` if it failed to load.
+        extra: further bundles (``gateway.bundles``) of other model versions.
+    """
+
+    def __init__(self, settings: Settings, bundle: Bundle | None,
+                 extra: Sequence[Bundle] = ()) -> None:
         self.settings = settings
         self.bundle = bundle
-        self._searcher: Searcher | None = None
+        #: version -> bundle, the primary first
+        self.bundles: dict[str, Bundle] = {b.version: b for b in (bundle, *extra) if b}
+        self._searchers: dict[str, Searcher] = {}
+        self._client = None
         self._lock = threading.Lock()
 
-    def searcher(self) -> Searcher:
-        """Raises:
-        Unavailable: Milvus cannot be reached. NotReady: no bundle is loaded."""
+    def searcher(self, version: str | None = None) -> Searcher:
+        """The searcher of ``version`` (default: the primary bundle's).
+
+        Raises:
+            Unavailable: Milvus cannot be reached. NotReady: no bundle is loaded.
+        """
         if self.bundle is None:
             raise NotReady("no model bundle is loaded")
+        version = version or self.bundle.version
         with self._lock:
-            if self._searcher is None:
-                client = connect(self.settings.milvus)
-                self._searcher = Searcher(client=client, cfg=self.settings.milvus,
-                                          bundle=self.bundle)
-            return self._searcher
+            searcher = self._searchers.get(version)
+            if searcher is None:
+                if self._client is None:
+                    self._client = connect(self.settings.milvus)
+                searcher = self._searchers[version] = Searcher(
+                    client=self._client, cfg=self.settings.milvus, bundle=self.bundles[version])
+            return searcher
+
+    def route(self, *, timeout_s: float | None = None) -> tuple[Searcher, str]:
+        """The searcher of the model version the alias points at now, and its collection.
+
+        The alias is resolved once (through the primary searcher's short cache): a roll-out
+        that moves it is followed by the next requests, each answered whole by one version.
+
+        Raises:
+            NotReady: no alias yet, or it points at a version this gateway holds no bundle of.
+            Unavailable: Milvus cannot be reached.
+        """
+        primary = self.searcher()
+        name = primary.resolve_alias(timeout_s=timeout_s)
+        if name is None:
+            return primary, primary.collection(timeout_s=timeout_s)  # NotReady: no index yet
+        for version in self.bundles:
+            if collection_name(self.settings.milvus, version) == name:
+                return self.searcher(version), name
+        held = ", ".join(self.bundles)
+        raise NotReady(f"alias {self.settings.milvus.alias!r} points at {name}, a model version "
+                       f"this gateway holds no bundle of (it holds {held}); restart it with that "
+                       "version's bundle (--bundle), or switch the alias back")
 
     def ping(self, timeout_s: float = 2.0) -> bool:
         """Whether Milvus answers now."""
@@ -109,12 +149,13 @@ class MilvusLink:
 
     def close(self) -> None:
         with self._lock:
-            if self._searcher is not None:
+            if self._client is not None:
                 try:
-                    self._searcher.client.close()
+                    self._client.close()
                 except Exception:  # noqa: BLE001 -- closing a dead connection
                     pass
-                self._searcher = None
+                self._client = None
+                self._searchers.clear()
 
 
 class SearchService(search_pb2_grpc.SearchServicer):
@@ -129,12 +170,14 @@ class SearchService(search_pb2_grpc.SearchServicer):
     """
 
     def __init__(self, *, settings: Settings, bundle: Bundle | None,
-                 bundle_error: str | None = None, stopping: threading.Event) -> None:
+                 bundle_error: str | None = None, stopping: threading.Event,
+                 extra_bundles: Sequence[Bundle] = ()) -> None:
         self.settings = settings
         self.cfg = settings.gateway
         self.bundle = bundle
         self.bundle_error = bundle_error or "no model bundle is loaded"
-        self.milvus = MilvusLink(settings, bundle)
+        self.milvus = MilvusLink(settings, bundle, extra_bundles)
+        self._offline: dict[str, Searcher] = {}  # version -> query encoders without Milvus
         self.crops = CropStore(settings.paths.crops_dir)
         # XREAD blocks up to a second: the socket timeout must exceed it
         self.redis = redis.Redis.from_url(settings.redis.url, socket_timeout=5.0,
@@ -153,12 +196,32 @@ class SearchService(search_pb2_grpc.SearchServicer):
             raise NotReady(f"no model bundle is loaded: {self.bundle_error}")
         return self.bundle
 
-    def _search(self, context, vector, *, k: int, flt: FilterParams,
-                constraints: list[Constraint], encode_ms: float) -> search_pb2.SearchResponse:
+    def _search(self, context, encode: Callable[[Searcher, list[Constraint]], np.ndarray], *,
+                k: int, flt: FilterParams, constraint_protos) -> search_pb2.SearchResponse:
+        """Check, encode and search one query in the space of the version the alias points at.
+
+        ``encode(searcher, constraints)`` turns the request into its ``(D,)`` or ``(A, D)``
+        query vector with that searcher's bundle. The request is checked and encoded with the
+        primary bundle first, before Milvus is asked, so bad input is INVALID_ARGUMENT even while
+        Milvus is down; when the alias is on another version the gateway holds (a roll-out),
+        the query is encoded again in that version's space.
+        """
+        bundle = self._bundle()
+        constraints = parse_constraints(bundle.schema, constraint_protos, unspecified="soft")
         deadline = Deadline(context)
-        searcher = self.milvus.searcher()
+        deadline.remaining()
+        t0 = time.perf_counter()
+        vector = encode(self._encoder(), constraints)
+        encode_ms = (time.perf_counter() - t0) * 1000
         try:
-            name = searcher.collection(timeout_s=deadline.remaining())
+            searcher, name = self.milvus.route(timeout_s=deadline.remaining())
+            if searcher.bundle is not bundle:
+                bundle = searcher.bundle
+                constraints = parse_constraints(bundle.schema, constraint_protos,
+                                                unspecified="soft")
+                t0 = time.perf_counter()
+                vector = encode(self._encoder(bundle.version), constraints)
+                encode_ms += (time.perf_counter() - t0) * 1000
             t0 = time.perf_counter()
             hits = searcher.search_vector(
                 vector, k=k, cameras=flt.cameras, since_us=flt.since_us, until_us=flt.until_us,
@@ -169,7 +232,6 @@ class SearchService(search_pb2_grpc.SearchServicer):
         except Unavailable as exc:
             raise deadline.guard(exc) from exc
         search_ms = (time.perf_counter() - t0) * 1000
-        bundle = self._bundle()
         reply = search_pb2.SearchResponse(model_version=bundle.version, collection=name,
                                           encode_ms=encode_ms, search_ms=search_ms)
         add_hits(reply.hits, hits, bundle.schema)
@@ -177,51 +239,36 @@ class SearchService(search_pb2_grpc.SearchServicer):
 
     # -- RPCs ------------------------------------------------------------------------------------
     def SearchText(self, request, context):
-        bundle = self._bundle()
+        self._bundle()
         k = top_k(request.top_k)
         flt = parse_filter(request.filter)
-        constraints = parse_constraints(bundle.schema, request.constraints, unspecified="soft")
-        Deadline(context).remaining()
-        t0 = time.perf_counter()
-        vector = self._encoder().encode_text(request.text)
-        encode_ms = (time.perf_counter() - t0) * 1000
-        return self._search(context, vector, k=k, flt=flt, constraints=constraints,
-                            encode_ms=encode_ms)
+        return self._search(context, lambda enc, _c: enc.encode_text(request.text), k=k,
+                            flt=flt, constraint_protos=request.constraints)
 
     def SearchAttributes(self, request, context):
-        bundle = self._bundle()
+        self._bundle()
         k = top_k(request.top_k)
         flt = parse_filter(request.filter)
         if not request.constraints:
             raise InvalidInput("SearchAttributes needs at least one attribute constraint, e.g. "
                                "{family: 'upper_color', values: ['red']}")
-        constraints = parse_constraints(bundle.schema, request.constraints, unspecified="soft")
-        Deadline(context).remaining()
-        t0 = time.perf_counter()
-        vector = self._encoder().encode_constraints(constraints)
-        encode_ms = (time.perf_counter() - t0) * 1000
-        return self._search(context, vector, k=k, flt=flt, constraints=constraints,
-                            encode_ms=encode_ms)
+        return self._search(context, lambda enc, c: enc.encode_constraints(c), k=k, flt=flt,
+                            constraint_protos=request.constraints)
 
     def SearchImage(self, request, context):
-        bundle = self._bundle()
+        self._bundle()
         k = top_k(request.top_k)
         flt = parse_filter(request.filter)
-        constraints = parse_constraints(bundle.schema, request.constraints, unspecified="soft")
         image = decode_image(request.image)
-        Deadline(context).remaining()
-        t0 = time.perf_counter()
-        vector = self._encoder().encode_image(image)
-        encode_ms = (time.perf_counter() - t0) * 1000
-        return self._search(context, vector, k=k, flt=flt, constraints=constraints,
-                            encode_ms=encode_ms)
+        return self._search(context, lambda enc, _c: enc.encode_image(image), k=k, flt=flt,
+                            constraint_protos=request.constraints)
 
     def GetDetection(self, request, context):
-        bundle = self._bundle()
+        self._bundle()
         deadline = Deadline(context)
-        searcher = self.milvus.searcher()
         try:
-            name = searcher.collection(timeout_s=deadline.remaining())
+            searcher, name = self.milvus.route(timeout_s=deadline.remaining())
+            bundle = searcher.bundle
             hit = searcher.get(request.id, collection=name, timeout_s=deadline.remaining())
         except Unavailable as exc:
             raise deadline.guard(exc) from exc
@@ -277,36 +324,46 @@ class SearchService(search_pb2_grpc.SearchServicer):
         flt = parse_filter(request.filter)
         duration = request.max_duration_s or self.cfg.watch_default_s
         duration = min(duration, self.cfg.watch_max_s)
-        encoder = self._encoder()
+        constraints: list[Constraint] = []
         if kind == "text":
-            constraints: list[Constraint] = []
-            vector = encoder.encode_text(request.text)
+            def encode(enc: Searcher) -> np.ndarray:
+                return enc.encode_text(request.text)
         else:
             if not request.attributes.constraints:
                 raise InvalidInput("Watch.attributes needs at least one attribute constraint")
             constraints = parse_constraints(bundle.schema, request.attributes.constraints,
                                             unspecified="soft")
-            vector = encoder.encode_constraints(constraints)
+
+            def encode(enc: Searcher) -> np.ndarray:
+                return enc.encode_constraints(constraints)
+        vector = encode(self._encoder())
+        # the other versions held, in their own spaces; the constraints and the hits' attribute
+        # fields are the primary bundle's, so only versions of the same schema can be matched
+        others = {v: encode(self._encoder(v)) for v, b in self.milvus.bundles.items()
+                  if b is not bundle and b.schema == bundle.schema}
         self._check_watch_version()
         return WatchQuery(vector=vector, model_version=bundle.version, threshold=threshold,
                           filter=flt, constraints=constraints, max_matches=request.max_matches,
-                          duration_s=float(duration), soft_weight=self.cfg.soft_weight)
+                          duration_s=float(duration), soft_weight=self.cfg.soft_weight,
+                          others=others)
 
     def _check_watch_version(self) -> None:
         """A watch may start before anything is indexed (or while Milvus is down: it reads the
-        feed in Redis), but not against an index of another model version."""
+        feed in Redis), but not against an index of a version the gateway holds no bundle of."""
         try:
-            searcher = self.milvus.searcher()
-            name = searcher.resolve_alias(timeout_s=2.0)
+            name = self.milvus.searcher().resolve_alias(timeout_s=2.0)
         except Unavailable:
             return
         if name is not None:
-            searcher.check_version(name)
+            self.milvus.route(timeout_s=2.0)  # NotReady: a version this gateway does not hold
 
-    def _encoder(self) -> Searcher:
-        """The query encoders need the bundle, not Milvus: a searcher without a live client."""
+    def _encoder(self, version: str | None = None) -> Searcher:
+        """The query encoders of ``version`` (default: the primary bundle's) need the bundle,
+        not Milvus: a searcher without a live client."""
         bundle = self._bundle()
-        enc = getattr(self, "_offline", None)
+        version = version or bundle.version
+        enc = self._offline.get(version)
         if enc is None:
-            enc = self._offline = Searcher(client=None, cfg=self.settings.milvus, bundle=bundle)
+            enc = self._offline[version] = Searcher(client=None, cfg=self.settings.milvus,
+                                               bundle=self.milvus.bundles[version])
         return enc

@@ -99,6 +99,8 @@ class WatchQuery:
         constraints: HARD ones filter, SOFT ones add to the score.
         max_matches: 0 = unbounded.
         duration_s: the watch ends after this.
+        others: the same query encoded by the gateway's other bundles (version -> vector), so
+            a watch goes on matching when a roll-out moves the workers to another version.
     """
 
     vector: np.ndarray
@@ -109,6 +111,7 @@ class WatchQuery:
     max_matches: int
     duration_s: float
     soft_weight: float
+    others: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def run_watch(query: WatchQuery, *, feed: LiveFeed, schema: AttributeSchema,
@@ -125,7 +128,8 @@ def run_watch(query: WatchQuery, *, feed: LiveFeed, schema: AttributeSchema,
             ended would not tell it).
     """
     fields = schema.field_names()
-    vecs = np.atleast_2d(np.asarray(query.vector, np.float32))  # (A, D)
+    spaces = {version: np.atleast_2d(np.asarray(v, np.float32))  # version -> (A, D)
+              for version, v in {**query.others, query.model_version: query.vector}.items()}
     try:
         cursor = feed.tail_id()
     except redis.RedisError as exc:
@@ -148,8 +152,9 @@ def run_watch(query: WatchQuery, *, feed: LiveFeed, schema: AttributeSchema,
             cursor = entry.entry_id
             scanned += 1
             row = entry.row
-            if row.model_version != query.model_version or len(row.embedding) != vecs.shape[1]:
-                continue  # another model's space: its scores mean nothing here
+            vecs = spaces.get(row.model_version)
+            if vecs is None or len(row.embedding) != vecs.shape[1]:
+                continue  # a model's space the query was not encoded in: scores mean nothing
             if not query.filter.admits(row.camera_id, int(row.ts_us)):
                 continue
             probs = dict(zip(fields, (float(p) for p in row.attributes)))

@@ -249,6 +249,12 @@ class GatewayConfig(Strict):
     # core; intra-op threads would fight those RPCs, Milvus and each other for the same cores
     # (docs/BENCHMARKS.md: on 2 cores the text encoder inside the gateway took 1.3-1.9 ms more
     # at the median with 2 threads than a 1-thread encoder timed in the same run)
+    bundles: list[pathlib.Path] = Field(
+        default_factory=list,
+        description="further model bundles the gateway holds beside model.bundle: each request "
+        "is answered by the bundle of the version the Milvus alias points at, so a roll-out "
+        "(`pedsearch rollout`) switches versions with no query downtime",
+    )
     encoder_threads: int = Field(
         1, ge=0, le=1024,
         description="torch threads per query encoding in `pedsearch gateway serve` (torch's "

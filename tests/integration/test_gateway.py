@@ -10,6 +10,7 @@ rate limit; the ``pedsearch gateway serve`` command.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -34,9 +35,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
 from pymilvus import MilvusClient
 
+from deploy.rollout import rollout
 from gateway.server import create_server
 from pedsearch.bundle import load_bundle
 from pedsearch.config import ENV_PREFIX, Settings
+from pedsearch.cropstore import CropStore
 from pedsearch.live import LiveFeed
 from pedsearch.schema import SCALAR_FIELDS, DetectionCollections, DetectionRow, collection_name
 from pedsearch.synthetic.captions import describe
@@ -703,6 +706,91 @@ def test_watch_ends_cleanly_when_the_client_cancels(indexed):
 # ------------------------------------------------------------------------------------------------
 # no index, dead Milvus, dead Redis, watch limit, shutdown
 # ------------------------------------------------------------------------------------------------
+
+def _bundle_copy(src, dst, version: str):
+    """The bundle at ``src`` under another model version (the same weights): a stand-in for a
+    retrained bundle, enough to tell which version answered."""
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / "bundle.json").read_text())
+    (dst / "bundle.json").write_text(json.dumps({**manifest, "version": version}))
+    return dst
+
+
+def test_rollout_moves_queries_to_the_new_version_and_none_fails(indexed, servers, tmp_path):
+    """The roll-out order of deploy/rollout.py: a gateway holding both versions, the copy, the
+    atomic alias switch; a client searching all along never gets an error."""
+    settings = gateway_settings(servers, tmp_path)
+    settings.paths.crops_dir = indexed.settings.paths.crops_dir  # the indexed crops
+    schema = servers.bundle.schema
+    client = MilvusClient(uri=settings.milvus.uri)
+    cols = DetectionCollections(client, settings.milvus)
+    old = cols.ensure(servers.bundle.version, embed_dim=servers.bundle.embed_dim,
+                      attributes=schema)  # no alias yet: it points here
+    rows = stored_rows_as_detections(indexed)
+    cols.upsert(old, rows, schema)
+    new_version = f"vNew_{uuid.uuid4().hex[:8]}"
+    new_path = _bundle_copy(servers.bundle_path, tmp_path / "new-bundle", new_version)
+    settings.gateway.bundles = [new_path]
+    versions, failures, stop = [], [], threading.Event()
+    with create_server("127.0.0.1:0", settings=settings, bundle=servers.bundle) as server:
+        channel, stub, _health = connect(server.address)
+        req = search_pb2.SearchTextRequest(text="a person", top_k=1000)
+        deadline = time.monotonic() + 30  # bounded staleness: until every row is seen
+        while len(stub.SearchText(req, timeout=RPC_TIMEOUT_S).hits) < len(rows):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+
+        def search_all_along():
+            while not stop.is_set():
+                try:
+                    resp = stub.SearchText(req, timeout=RPC_TIMEOUT_S)
+                    versions.append((resp.model_version, len(resp.hits)))
+                except grpc.RpcError as exc:
+                    failures.append((exc.code(), exc.details()))
+
+        searcher = threading.Thread(target=search_all_along)
+        searcher.start()
+        try:
+            report = rollout(cols, CropStore(settings.paths.crops_dir),
+                             load_bundle(new_path, parts=("image",)))
+            deadline = time.monotonic() + 30
+            while not versions or versions[-1] != (new_version, len(rows)):
+                assert time.monotonic() < deadline, versions[-3:]
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            searcher.join()
+        assert failures == []
+        assert versions[0][0] == servers.bundle.version and versions[-1][0] == new_version
+        assert report.previous == old and report.switched
+        assert report.stats.copied == len(rows) and report.stats.missing_crop == 0
+        # the copies: same detection, the new version's embedding of the stored crop
+        new_name = collection_name(settings.milvus, new_version)
+        copied = client.query(new_name, filter="id != 0", limit=16384,
+                              consistency_level="Strong",
+                              output_fields=["id", "camera_id", "ts_us", "model_version"])
+        assert sorted(r["id"] for r in copied) == sorted(r.id for r in rows)
+        assert {r["model_version"] for r in copied} == {new_version}
+        det = stub.GetDetection(search_pb2.GetDetectionRequest(id=rows[0].id),
+                                timeout=RPC_TIMEOUT_S).detection
+        assert det.model_version == new_version and det.camera_id == rows[0].camera_id
+        # rolling back is moving the alias back, from the command line (nothing to copy)
+        env = {**os.environ, "PEDSEARCH_MILVUS__URI": settings.milvus.uri,
+               "PEDSEARCH_MILVUS__ALIAS": settings.milvus.alias,
+               "PEDSEARCH_MILVUS__COLLECTION_PREFIX": settings.milvus.collection_prefix,
+               "PEDSEARCH_PATHS__CROPS_DIR": str(settings.paths.crops_dir)}
+        proc = subprocess.run([sys.executable, "-m", "pedsearch.cli", "rollout", "--no-copy",
+                               "--bundle", str(servers.bundle_path)], env=env, text=True,
+                              capture_output=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert f"-> {old}" in proc.stdout
+        assert cols.resolve_alias() == old
+        channel.close()
+    client.drop_alias(settings.milvus.alias)
+    for name in (old, collection_name(settings.milvus, new_version)):
+        client.drop_collection(name)
+    client.close()
+
 
 def test_no_index_yet_is_failed_precondition(servers, tmp_path):
     settings = gateway_settings(servers, tmp_path)

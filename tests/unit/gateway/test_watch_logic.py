@@ -122,3 +122,12 @@ def test_watch_slots():
     assert slots.open == 0
     slots.acquire()
     assert slots.open == 1
+
+
+def test_a_watch_matches_each_version_in_its_own_space():
+    # a roll-out moves the workers from v1 to v2 while the watch runs: v2's rows are scored
+    # with the query as v2 encoded it; rows of a version the gateway does not hold are skipped
+    feed = ListFeed([[row(1, [1.0, 0.0]), row(2, [0.0, 1.0], version="v2"),
+                      row(3, [1.0, 0.0], version="v2"), row(4, [0.0, 1.0], version="v9")]])
+    out = events(query(others={"v2": np.array([0.0, 1.0], np.float32)}), feed)
+    assert [(h.id, h.model_version) for h in out if isinstance(h, Hit)] == [(1, "v1"), (2, "v2")]

@@ -1,0 +1,273 @@
+"""``pedsearch rollout``: move the index to a new model version with no query downtime.
+
+Each model version has its own Milvus collection (``detections_<version>``) and queries go
+through one alias. A roll-out of a retrained bundle, in the order that loses nothing:
+
+1. Gateways hold both versions: ``pedsearch gateway serve --bundle OLD --bundle NEW`` (or
+   ``gateway.bundles``), restarted one at a time behind the load balancer. Each request is
+   answered whole by the version the alias points at, so queries never stop.
+2. ``pedsearch rollout --bundle NEW --no-switch`` copies into the new collection every
+   detection of the aliased one, embedding its stored crop again with NEW (the detection's id,
+   camera, time, box and crop stay), while queries and the workers go on with OLD.
+3. The workers restart with ``model.bundle`` = NEW: from then on they write the new
+   collection (they create it if need be; the alias stays where it is).
+4. ``pedsearch rollout --bundle NEW`` copies what the old workers wrote since (a copy takes
+   only the ids the new collection lacks), then moves the alias in one atomic step.
+
+A detection whose crop is gone from the crop store cannot be embedded again: it is counted
+and reported, not copied. The old collection is kept (drop it when no client needs it); moving
+the alias back is the way to roll back.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+from pymilvus.exceptions import MilvusException
+
+from pedsearch.bundle import Bundle
+from pedsearch.cropstore import CropStore
+from pedsearch.errors import InvalidInput, NotFound, Unavailable
+from pedsearch.schema import SCALAR_FIELDS, DetectionCollections, DetectionRow
+
+log = logging.getLogger("pedsearch.rollout")
+
+#: detections read, embedded and written per step
+BATCH = 256
+#: the fields a copy keeps; the embedding and the attribute probabilities are the new model's
+KEPT_FIELDS = [f for f in SCALAR_FIELDS if f != "model_version"]
+
+#: ``progress(rows_done, rows_total)`` after every batch of a pass
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class CopyStats:
+    """What a backfill did.
+
+    Attributes:
+        copied: detections embedded again and written to the new collection.
+        present: detections the new collection held already (written by new workers).
+        missing_crop: detections whose crop is not in the crop store (not copied).
+        bad_crop: detections whose crop does not decode as an image (not copied).
+    """
+
+    copied: int = 0
+    present: int = 0
+    missing_crop: int = 0
+    bad_crop: int = 0
+
+    def add(self, later: "CopyStats") -> None:
+        """Add a later pass: its ``present`` rows are the ones the passes before settled."""
+        self.copied += later.copied
+        self.missing_crop += later.missing_crop
+        self.bad_crop += later.bad_crop
+
+
+@dataclass
+class RolloutReport:
+    """The outcome of :func:`rollout`: the alias moved from ``previous`` (None: there was no
+    alias) to ``collection``, after copying ``stats``."""
+
+    previous: str | None
+    collection: str
+    version: str
+    stats: CopyStats
+    switched: bool
+
+
+def _count(client, name: str) -> int:
+    rows = client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
+    return int(rows[0]["count(*)"])
+
+
+def _batches(client, name: str, fields: list[str], batch: int) -> Iterator[list[dict]]:
+    """Every row of ``name``, ``batch`` at a time (strong consistency: rows written just
+    before are included)."""
+    # Milvus 2.3 has no mvccTs: pymilvus warns once per iterator and uses the client's clock,
+    # which is what a copy wants
+    logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
+    it = client.query_iterator(name, batch_size=batch, output_fields=fields,
+                               consistency_level="Strong")
+    try:
+        while rows := it.next():
+            yield rows
+    finally:
+        it.close()
+
+
+def _ids(client, name: str) -> set[int]:
+    return {int(r["id"]) for rows in _batches(client, name, ["id"], 4096) for r in rows}
+
+
+def copy_pass(cols: DetectionCollections, crops: CropStore, bundle: Bundle, source: str,
+              target: str, *, done: set[int], batch: int = BATCH,
+              progress: ProgressFn | None = None) -> CopyStats:
+    """Copy the rows of ``source`` whose id is not in ``done`` into ``target``, each embedded
+    again from its stored crop with ``bundle``; the ids written are added to ``done``.
+
+    Args:
+        cols: the collections (its client reads ``source`` and writes ``target``).
+        crops: where the crops are (``paths.crops_dir``).
+        bundle: the new version's bundle, loaded with its ``image`` part.
+        done: ids settled already: held by ``target``, or without a usable crop (updated in
+            place; ``present`` counts the rows of ``source`` among them).
+        progress: called with (rows read, rows in ``source``) after every batch.
+    """
+    stats = CopyStats()
+    total, seen = _count(cols.client, source), 0
+    for rows in _batches(cols.client, source, KEPT_FIELDS, batch):
+        seen += len(rows)
+        todo, images = [], []
+        for r in rows:
+            if int(r["id"]) in done:
+                stats.present += 1
+                continue
+            try:
+                jpeg = crops.get(r["crop_ref"])
+            except (NotFound, InvalidInput):
+                stats.missing_crop += 1
+                done.add(int(r["id"]))  # settled: a later pass need not look again
+                continue
+            image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+            if image is None:
+                stats.bad_crop += 1
+                done.add(int(r["id"]))
+                continue
+            todo.append(r)
+            images.append(image)
+        if todo:
+            emb, probs = bundle.encode_images(images)
+            cols.upsert(target, [
+                DetectionRow(
+                    id=int(r["id"]), camera_id=r["camera_id"], ts_us=int(r["ts_us"]),
+                    track_id=int(r["track_id"]), frame_seq=int(r["frame_seq"]),
+                    box=(r["box_x"], r["box_y"], r["box_w"], r["box_h"]),
+                    det_score=float(r["det_score"]), crop_ref=r["crop_ref"],
+                    model_version=bundle.version, embedding=e, attributes=p)
+                for r, e, p in zip(todo, emb, probs)], bundle.schema)
+            done.update(int(r["id"]) for r in todo)
+            stats.copied += len(todo)
+        if progress is not None:
+            progress(seen, max(total, seen))
+    return stats
+
+
+def rollout(cols: DetectionCollections, crops: CropStore, bundle: Bundle, *,
+            copy: bool = True, switch: bool = True,
+            progress: Callable[[str], ProgressFn] | None = None) -> RolloutReport:
+    """Fill the collection of ``bundle``'s version from the aliased one, then move the alias.
+
+    Args:
+        cols: the detection collections of the deployment's Milvus.
+        crops: the crop store the workers write (``paths.crops_dir``).
+        bundle: the new version's bundle, loaded with its ``image`` part.
+        copy: copy the aliased collection's detections (False: the new version starts with
+            what its workers have written).
+        switch: move the alias at the end (False: fill only, e.g. to check it first).
+        progress: ``progress(pass title)`` returns the progress callback of that pass.
+
+    Returns:
+        what was done.
+    """
+    target = cols.ensure(bundle.version, embed_dim=bundle.embed_dim, attributes=bundle.schema,
+                         make_alias=False)
+    previous = cols.resolve_alias()
+    stats = CopyStats()
+    if copy and previous is not None and previous != target:
+        done = _ids(cols.client, target)
+        # the second pass takes what the old workers wrote while the first one ran
+        for i, title in enumerate(("copying the indexed detections",
+                                   "copying those that arrived meanwhile")):
+            got = copy_pass(cols, crops, bundle, previous, target, done=done,
+                            progress=progress(title) if progress else None)
+            if i == 0:
+                stats = got
+            else:
+                stats.add(got)
+            log.info("%s: %d copied, %d without a usable crop", title, got.copied,
+                     got.missing_crop + got.bad_crop)
+    switched = switch and previous != target
+    if switched:
+        cols.switch_alias(target)
+        log.info("alias %s: %s -> %s", cols.cfg.alias, previous, target)
+    return RolloutReport(previous=previous, collection=target, version=bundle.version,
+                         stats=stats, switched=switched)
+
+
+
+# -- the command line ---------------------------------------------------------------------------
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "rollout", help="move the index to a new model version with no query downtime",
+        description="Copy the detections of the collection behind the Milvus alias into the "
+        "collection of --bundle's model version, each embedded again from its stored crop, "
+        "then move the alias there in one atomic step. The order that fails no query and "
+        "misses no detection: gateways holding both bundles (gateway serve --bundle OLD "
+        "--bundle NEW); `rollout --no-switch` (the long copy); the workers restarted on the new "
+        "bundle; `rollout` (the rest, and the switch). See README, Rolling out.",
+    )
+    p.add_argument("--bundle", required=True, metavar="DIR",
+                   help="the new model bundle folder (from `pedsearch train --export`)")
+    p.add_argument("--no-copy", dest="copy", action="store_false",
+                   help="do not copy the indexed detections: the new version starts with what "
+                   "its workers have written")
+    p.add_argument("--no-switch", dest="switch", action="store_false",
+                   help="fill the new collection but leave the alias where it is")
+    p.set_defaults(handler=cmd_rollout)
+
+
+def cmd_rollout(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+
+    from pedsearch.bundle import load_bundle
+    from pedsearch.config import load_settings
+    from pedsearch.schema import connect
+
+    console = Console()
+    settings = load_settings(args.config)
+    with console.status("loading the model bundle..."):
+        bundle = load_bundle(args.bundle, parts=("image",))
+    cols = DetectionCollections(connect(settings.milvus), settings.milvus)
+    crops = CropStore(settings.paths.crops_dir)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        def progress(title: str) -> ProgressFn:
+            task = bar.add_task(title, total=None)
+            return lambda done, total: bar.update(task, completed=done, total=total)
+
+        try:
+            report = rollout(cols, crops, bundle, copy=args.copy, switch=args.switch,
+                             progress=progress)
+        except MilvusException as exc:
+            raise Unavailable(f"Milvus at {settings.milvus.uri} failed during the roll-out "
+                              f"({exc.message}); the alias was not moved. Run the command "
+                              "again: it copies only what the new collection lacks") from None
+    s = report.stats
+    if not args.copy:
+        console.print(f"{report.collection}: nothing copied (--no-copy)", highlight=False)
+    elif report.previous not in (None, report.collection):
+        console.print(f"{report.collection}: {s.copied} detections copied from "
+                      f"{report.previous}, {s.present} there already"
+                      + (f"; {s.missing_crop + s.bad_crop} without a usable crop in "
+                         f"{settings.paths.crops_dir} were not copied"
+                         if s.missing_crop + s.bad_crop else ""), highlight=False)
+    alias = settings.milvus.alias
+    if report.switched:
+        console.print(f"alias {alias}: {report.previous or '(none)'} -> {report.collection}. "
+                      f"Gateways holding {report.version} answer with it from now on; roll back "
+                      f"with `pedsearch rollout --no-copy --bundle <the old bundle>`.",
+                      highlight=False)
+    elif report.previous == report.collection:
+        console.print(f"alias {alias} points at {report.collection} already: nothing to switch",
+                      highlight=False)
+    else:
+        console.print(f"alias {alias} left on {report.previous} (--no-switch)", highlight=False)
+    return 0
