@@ -230,7 +230,7 @@ def cmd_rollout(args) -> int:
     from pedsearch.config import load_settings
     from pedsearch.schema import connect
 
-    console = Console()
+    console = Console()  # soft_wrap: names and paths are never broken across lines
     settings = load_settings(args.config)
     with console.status("loading the model bundle..."):
         bundle = load_bundle(args.bundle, parts=("image",))
@@ -252,22 +252,24 @@ def cmd_rollout(args) -> int:
                               "again: it copies only what the new collection lacks") from None
     s = report.stats
     if not args.copy:
-        console.print(f"{report.collection}: nothing copied (--no-copy)", highlight=False)
+        console.print(f"{report.collection}: nothing copied (--no-copy)", highlight=False,
+                      soft_wrap=True)
     elif report.previous not in (None, report.collection):
         console.print(f"{report.collection}: {s.copied} detections copied from "
                       f"{report.previous}, {s.present} there already"
                       + (f"; {s.missing_crop + s.bad_crop} without a usable crop in "
                          f"{settings.paths.crops_dir} were not copied"
-                         if s.missing_crop + s.bad_crop else ""), highlight=False)
+                         if s.missing_crop + s.bad_crop else ""), highlight=False, soft_wrap=True)
     alias = settings.milvus.alias
     if report.switched:
         console.print(f"alias {alias}: {report.previous or '(none)'} -> {report.collection}. "
                       f"Gateways holding {report.version} answer with it from now on; roll back "
                       f"with `pedsearch rollout --no-copy --bundle <the old bundle>`.",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
     elif report.previous == report.collection:
         console.print(f"alias {alias} points at {report.collection} already: nothing to switch",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
     else:
-        console.print(f"alias {alias} left on {report.previous} (--no-switch)", highlight=False)
+        console.print(f"alias {alias} left on {report.previous} (--no-switch)", highlight=False,
+                      soft_wrap=True)
     return 0

@@ -142,6 +142,8 @@ def test_the_lambda_g_sweep_pairs_each_weight_with_the_run_without_adversary(res
     assert ("- lambda_G = 1 vs without adversary, attr mAP: per seed -10.0, -11.0 points; "
             "**lambda_G = 1 worse** (95 % interval -16.9 .. -4.1).") in text
     assert "lambda_G = 0 vs" not in text
+    assert ("- **No weight tried makes the adversary help here** (the paper: +6.4 R@1 on Market "
+            "at 0.001); it clearly hurts at lambda_G = 0.001, 1. This disagrees") in text
     png = results.plot_lambda_g(res, tmp_path / "sweep.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # no sweep rows: neither section nor picture
