@@ -6,10 +6,10 @@ box height (Wojke et al., 2017). Every frame: predict all tracks (one step per f
 sequence gap), match them to the detections by the Hungarian algorithm on IoU
 (``scipy.optimize.linear_sum_assignment``), accept pairs with IoU >= ``iou_threshold``, then
 match what is left by motion gating (below), update the matched, start a tentative track per
-unmatched detection, and drop tracks not matched for more than ``max_age_frames`` frames. A tentative track becomes confirmed after ``min_hits``
-matched frames and dies at its first unmatched frame before that (DeepSORT's rule, which
-keeps one-frame false detections from becoming tracks); only confirmed tracks
-matched in the current frame are returned.
+unmatched detection, and drop tracks not matched for more than ``max_age_frames`` frames. A
+tentative track becomes confirmed after ``min_hits`` matched frames and dies at its first
+unmatched frame before that (DeepSORT's rule, which keeps one-frame false detections from
+becoming tracks); only confirmed tracks matched in the current frame are returned.
 
 Motion gating (second stage). At a few frames per second a walking person's box can move by
 more than its width between frames, or a background-subtraction box can change shape; the IoU
