@@ -12,7 +12,8 @@ through one alias. A roll-out of a retrained bundle, in the order that loses not
 3. The workers restart with ``model.bundle`` = NEW: from then on they write the new
    collection (they create it if need be; the alias stays where it is).
 4. ``pedsearch rollout --bundle NEW`` copies what the old workers wrote since (a copy takes
-   only the ids the new collection lacks), then moves the alias in one atomic step.
+   only the detections the new collection lacks, or holds with an earlier crop), then moves
+   the alias in one atomic step.
 
 A detection whose crop is gone from the crop store cannot be embedded again: it is counted
 and reported, not copied. The old collection is kept (drop it when no client needs it); moving
@@ -100,22 +101,27 @@ def _batches(client, name: str, fields: list[str], batch: int) -> Iterator[list[
         it.close()
 
 
-def _ids(client, name: str) -> set[int]:
-    return {int(r["id"]) for rows in _batches(client, name, ["id"], 4096) for r in rows}
+def _stamps(client, name: str) -> dict[int, int]:
+    """``id -> ts_us`` of every row of ``name``."""
+    return {int(r["id"]): int(r["ts_us"])
+            for rows in _batches(client, name, ["id", "ts_us"], 4096) for r in rows}
 
 
 def copy_pass(cols: DetectionCollections, crops: CropStore, bundle: Bundle, source: str,
-              target: str, *, done: set[int], batch: int = BATCH,
+              target: str, *, done: dict[int, int], batch: int = BATCH,
               progress: ProgressFn | None = None) -> CopyStats:
-    """Copy the rows of ``source`` whose id is not in ``done`` into ``target``, each embedded
-    again from its stored crop with ``bundle``; the ids written are added to ``done``.
+    """Copy the rows of ``source`` that ``done`` lacks into ``target``, each embedded again
+    from its stored crop with ``bundle``; what is written is added to ``done``.
+
+    A row ``done`` holds with an earlier capture time is copied again: the workers rewrite a
+    detection when its track window ends with a better crop (same id, later time).
 
     Args:
         cols: the collections (its client reads ``source`` and writes ``target``).
         crops: where the crops are (``paths.crops_dir``).
         bundle: the new version's bundle, loaded with its ``image`` part.
-        done: ids settled already: held by ``target``, or without a usable crop (updated in
-            place; ``present`` counts the rows of ``source`` among them).
+        done: ``id -> ts_us`` of the rows settled already: held by ``target``, or without a
+            usable crop (updated in place; ``present`` counts the rows of ``source`` there).
         progress: called with (rows read, rows in ``source``) after every batch.
     """
     stats = CopyStats()
@@ -124,19 +130,20 @@ def copy_pass(cols: DetectionCollections, crops: CropStore, bundle: Bundle, sour
         seen += len(rows)
         todo, images = [], []
         for r in rows:
-            if int(r["id"]) in done:
+            key, ts = int(r["id"]), int(r["ts_us"])
+            if done.get(key, ts - 1) >= ts:
                 stats.present += 1
                 continue
             try:
                 jpeg = crops.get(r["crop_ref"])
             except (NotFound, InvalidInput):
                 stats.missing_crop += 1
-                done.add(int(r["id"]))  # settled: a later pass need not look again
+                done[key] = ts  # settled: a later pass need not look again
                 continue
             image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
             if image is None:
                 stats.bad_crop += 1
-                done.add(int(r["id"]))
+                done[key] = ts
                 continue
             todo.append(r)
             images.append(image)
@@ -150,7 +157,7 @@ def copy_pass(cols: DetectionCollections, crops: CropStore, bundle: Bundle, sour
                     det_score=float(r["det_score"]), crop_ref=r["crop_ref"],
                     model_version=bundle.version, embedding=e, attributes=p)
                 for r, e, p in zip(todo, emb, probs)], bundle.schema)
-            done.update(int(r["id"]) for r in todo)
+            done.update((int(r["id"]), int(r["ts_us"])) for r in todo)
             stats.copied += len(todo)
         if progress is not None:
             progress(seen, max(total, seen))
@@ -179,7 +186,7 @@ def rollout(cols: DetectionCollections, crops: CropStore, bundle: Bundle, *,
     previous = cols.resolve_alias()
     stats = CopyStats()
     if copy and previous is not None and previous != target:
-        done = _ids(cols.client, target)
+        done = _stamps(cols.client, target)
         # the second pass takes what the old workers wrote while the first one ran
         for i, title in enumerate(("copying the indexed detections",
                                    "copying those that arrived meanwhile")):
@@ -249,7 +256,8 @@ def cmd_rollout(args) -> int:
         except MilvusException as exc:
             raise Unavailable(f"Milvus at {settings.milvus.uri} failed during the roll-out "
                               f"({exc.message}); the alias was not moved. Run the command "
-                              "again: it copies only what the new collection lacks") from None
+                              "again: it copies only what the new collection lacks or holds "
+                              "older") from None
     s = report.stats
     if not args.copy:
         console.print(f"{report.collection}: nothing copied (--no-copy)", highlight=False,

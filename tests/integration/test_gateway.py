@@ -10,6 +10,7 @@ rate limit; the ``pedsearch gateway serve`` command.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -748,11 +749,19 @@ def test_rollout_moves_queries_to_the_new_version_and_none_fails(indexed, server
                 except grpc.RpcError as exc:
                     failures.append((exc.code(), exc.details()))
 
+        crops, new_bundle = CropStore(settings.paths.crops_dir), load_bundle(new_path,
+                                                                            parts=("image",))
+        # the long copy first, the alias left alone (README's step 2)
+        first = rollout(cols, crops, new_bundle, switch=False)
+        assert not first.switched and cols.resolve_alias() == old
+        assert first.stats.copied == len(rows) and first.stats.missing_crop == 0
+        # the old workers then rewrite one detection with a later crop (its window's best)
+        later = dataclasses.replace(rows[0], ts_us=rows[0].ts_us + 1)
+        cols.upsert(old, [later], schema)
         searcher = threading.Thread(target=search_all_along)
         searcher.start()
         try:
-            report = rollout(cols, CropStore(settings.paths.crops_dir),
-                             load_bundle(new_path, parts=("image",)))
+            report = rollout(cols, crops, new_bundle)
             deadline = time.monotonic() + 30
             while not versions or versions[-1] != (new_version, len(rows)):
                 assert time.monotonic() < deadline, versions[-3:]
@@ -763,7 +772,8 @@ def test_rollout_moves_queries_to_the_new_version_and_none_fails(indexed, server
         assert failures == []
         assert versions[0][0] == servers.bundle.version and versions[-1][0] == new_version
         assert report.previous == old and report.switched
-        assert report.stats.copied == len(rows) and report.stats.missing_crop == 0
+        # only the rewritten detection was copied again
+        assert (report.stats.copied, report.stats.present) == (1, len(rows) - 1)
         # the copies: same detection, the new version's embedding of the stored crop
         new_name = collection_name(settings.milvus, new_version)
         copied = client.query(new_name, filter="id != 0", limit=16384,
@@ -771,6 +781,7 @@ def test_rollout_moves_queries_to_the_new_version_and_none_fails(indexed, server
                               output_fields=["id", "camera_id", "ts_us", "model_version"])
         assert sorted(r["id"] for r in copied) == sorted(r.id for r in rows)
         assert {r["model_version"] for r in copied} == {new_version}
+        assert {r["id"]: r["ts_us"] for r in copied}[later.id] == later.ts_us
         det = stub.GetDetection(search_pb2.GetDetectionRequest(id=rows[0].id),
                                 timeout=RPC_TIMEOUT_S).detection
         assert det.model_version == new_version and det.camera_id == rows[0].camera_id
