@@ -582,11 +582,13 @@ def lambda_g_points(res: dict[str, dict[str, float]]) -> list[tuple[str, float, 
 
 
 def _over_seeds(res: dict[str, dict[str, float]], row: str, key: str) -> list[float]:
+    """``key`` of every seed of ``row`` that ``res`` holds."""
     return [res[r][key] for r in (seeded(row, s) for s in range(len(T95) + 1))
             if r in res and key in res[r]]
 
 
 def _mean_sd(values: list[float]) -> str:
+    """Percent ``mean ± sd`` (one value alone; a dash for none)."""
     if not values:
         return "–"
     if len(values) == 1:
@@ -841,11 +843,7 @@ def seeds_section(res: dict[str, dict[str, float]]) -> list[str]:
         have = [s for s in seeds if seeded(row, s) in res]
         if not have:
             continue
-        cells = []
-        for key in keys:
-            v = [res[seeded(row, s)][key] for s in have if key in res[seeded(row, s)]]
-            cells.append(f"{100 * statistics.fmean(v):.1f} ± {100 * statistics.stdev(v):.1f}"
-                         if len(v) > 1 else f"{100 * v[0]:.1f}" if v else "–")
+        cells = [_mean_sd(_over_seeds(res, row, key)) for key in keys]
         rows.append([ROWS[row][0], ", ".join(map(str, have)), *cells])
     out = [
         "## Across training seeds",

@@ -187,17 +187,17 @@ def rollout(cols: DetectionCollections, crops: CropStore, bundle: Bundle, *,
     stats = CopyStats()
     if copy and previous is not None and previous != target:
         done = _stamps(cols.client, target)
-        # the second pass takes what the old workers wrote while the first one ran
-        for i, title in enumerate(("copying the indexed detections",
-                                   "copying those that arrived meanwhile")):
+
+        def run(title: str) -> CopyStats:
             got = copy_pass(cols, crops, bundle, previous, target, done=done,
                             progress=progress(title) if progress else None)
-            if i == 0:
-                stats = got
-            else:
-                stats.add(got)
             log.info("%s: %d copied, %d without a usable crop", title, got.copied,
                      got.missing_crop + got.bad_crop)
+            return got
+
+        stats = run("copying the indexed detections")
+        # the second pass takes what the old workers wrote while the first one ran
+        stats.add(run("copying those that arrived meanwhile"))
     switched = switch and previous != target
     if switched:
         cols.switch_alias(target)

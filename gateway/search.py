@@ -261,6 +261,12 @@ def _rpc_details(exc: grpc.RpcError) -> str:
     return str(details() if callable(details) else exc)
 
 
+def no_index(cfg: MilvusConfig) -> NotReady:
+    """The error of a search before anything was indexed (the alias does not exist yet)."""
+    return NotReady(f"no index yet: alias {cfg.alias!r} does not exist; start the workers so "
+                    "detections are indexed")
+
+
 class Searcher:
     """Searches the live detection index with one model bundle.
 
@@ -331,8 +337,7 @@ class Searcher:
         """
         name = self.resolve_alias(timeout_s=timeout_s)
         if name is None:
-            raise NotReady(f"no index yet: alias {self.cfg.alias!r} does not exist; start "
-                           "the workers so detections are indexed")
+            raise no_index(self.cfg)
         return self.check_version(name)
 
     # -- encoders --------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from gateway.convert import (
     parse_filter,
     top_k,
 )
-from gateway.search import Constraint, Searcher
+from gateway.search import Constraint, Searcher, no_index
 from gateway.status import DeadlineExceeded
 from gateway.watch import Heartbeat, WatchQuery, WatchSlots, run_watch
 from pedsearch.bundle import Bundle
@@ -127,7 +127,7 @@ class MilvusLink:
         primary = self.searcher()
         name = primary.resolve_alias(timeout_s=timeout_s)
         if name is None:
-            return primary, primary.collection(timeout_s=timeout_s)  # NotReady: no index yet
+            raise no_index(self.settings.milvus)
         for version in self.bundles:
             if collection_name(self.settings.milvus, version) == name:
                 return self.searcher(version), name
