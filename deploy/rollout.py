@@ -3,17 +3,17 @@
 Each model version has its own Milvus collection (``detections_<version>``) and queries go
 through one alias. A roll-out of a retrained bundle, in the order that loses nothing:
 
-1. Gateways hold both versions: ``pedsearch gateway serve --bundle OLD --bundle NEW`` (or
-   ``gateway.bundles``), restarted one at a time behind the load balancer. Each request is
-   answered whole by the version the alias points at, so queries never stop.
-2. ``pedsearch rollout --bundle NEW --no-switch`` copies into the new collection every
-   detection of the aliased one, embedding its stored crop again with NEW (the detection's id,
-   camera, time, box and crop stay), while queries and the workers go on with OLD.
-3. The workers restart with ``model.bundle`` = NEW: from then on they write the new
+1. ``pedsearch rollout --bundle NEW --no-switch`` stages NEW in Redis (:mod:`pedsearch.fleet`):
+   every running gateway loads it within seconds, beside the version it answers with, no
+   restart. Then it copies into the new collection every detection of the aliased one,
+   embedding its stored crop again with NEW (the detection's id, camera, time, box and crop
+   stay), while queries and the workers go on with OLD.
+2. The workers restart with ``model.bundle`` = NEW: from then on they write the new
    collection (they create it if need be; the alias stays where it is).
-4. ``pedsearch rollout --bundle NEW`` copies what the old workers wrote since (a copy takes
-   only the detections the new collection lacks, or holds with an earlier crop), then moves
-   the alias in one atomic step.
+3. ``pedsearch rollout --bundle NEW`` copies what the old workers wrote since (a copy takes
+   only the detections the new collection lacks, or holds with an earlier crop), waits until
+   every running gateway reports holding NEW, then moves the alias in one atomic step. Each
+   request is answered whole by the version the alias points at, so queries never stop.
 
 A detection whose crop is gone from the crop store cannot be embedded again: it is counted
 and reported, not copied. The old collection is kept (drop it when no client needs it); moving
@@ -23,16 +23,19 @@ the alias back is the way to roll back.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import cv2
 import numpy as np
 from pymilvus.exceptions import MilvusException
 
+from pedsearch.argtypes import bounded
 from pedsearch.bundle import Bundle
 from pedsearch.cropstore import CropStore
-from pedsearch.errors import InvalidInput, NotFound, Unavailable
+from pedsearch.errors import InvalidInput, NotFound, NotReady, Unavailable
+from pedsearch.fleet import Fleet, GatewayReport, lacking
 from pedsearch.schema import SCALAR_FIELDS, DetectionCollections, DetectionRow
 
 log = logging.getLogger("pedsearch.rollout")
@@ -79,6 +82,8 @@ class RolloutReport:
     version: str
     stats: CopyStats
     switched: bool
+    gateways: list[GatewayReport] = field(default_factory=list)  # reporting at the switch
+    unstaged: list[str] = field(default_factory=list)  # versions gateways may now drop
 
 
 def _count(client, name: str) -> int:
@@ -164,23 +169,53 @@ def copy_pass(cols: DetectionCollections, crops: CropStore, bundle: Bundle, sour
     return stats
 
 
+def wait_for_gateways(fleet: Fleet, version: str, *, timeout_s: float,
+                      poll_s: float = 1.0) -> tuple[list[GatewayReport], list[GatewayReport]]:
+    """Wait up to ``timeout_s`` until every gateway reporting in ``fleet`` holds ``version``.
+
+    Returns:
+        (the gateways reporting, those of them still without ``version``).
+    """
+    end = time.monotonic() + timeout_s
+    while True:
+        reports = fleet.gateways()
+        behind = lacking(reports, version)
+        if not behind or time.monotonic() >= end:
+            return reports, behind
+        time.sleep(poll_s)
+
+
 def rollout(cols: DetectionCollections, crops: CropStore, bundle: Bundle, *,
-            copy: bool = True, switch: bool = True,
+            fleet: Fleet | None = None, bundle_path: str | None = None,
+            copy: bool = True, switch: bool = True, wait_s: float = 120.0,
+            force: bool = False,
             progress: Callable[[str], ProgressFn] | None = None) -> RolloutReport:
-    """Fill the collection of ``bundle``'s version from the aliased one, then move the alias.
+    """Stage ``bundle`` for the gateways, fill its version's collection from the aliased one,
+    then move the alias once every gateway holds the version.
 
     Args:
         cols: the detection collections of the deployment's Milvus.
         crops: the crop store the workers write (``paths.crops_dir``).
         bundle: the new version's bundle, loaded with its ``image`` part.
+        fleet: the deployment's staged bundles and gateway reports in Redis (``None``: no
+            gateway is told or waited for).
+        bundle_path: the bundle's folder as the gateways read it (staged in ``fleet``).
         copy: copy the aliased collection's detections (False: the new version starts with
             what its workers have written).
         switch: move the alias at the end (False: fill only, e.g. to check it first).
+        wait_s: how long to wait for the gateways to hold the version before switching.
+        force: switch even if some gateway does not hold it by then.
         progress: ``progress(pass title)`` returns the progress callback of that pass.
 
     Returns:
         what was done.
+
+    Raises:
+        NotReady: some gateway does not hold the version after ``wait_s`` (and not ``force``);
+            the copy is kept, the alias not moved.
     """
+    if fleet is not None and bundle_path is not None:
+        fleet.stage(bundle.version, bundle_path)  # first: the gateways load it during the copy
     target = cols.ensure(bundle.version, embed_dim=bundle.embed_dim, attributes=bundle.schema,
                          make_alias=False)
     previous = cols.resolve_alias()
@@ -199,11 +234,30 @@ def rollout(cols: DetectionCollections, crops: CropStore, bundle: Bundle, *,
         # the second pass takes what the old workers wrote while the first one ran
         stats.add(run("copying those that arrived meanwhile"))
     switched = switch and previous != target
+    gateways: list[GatewayReport] = []
+    unstaged: list[str] = []
+    if switched and fleet is not None:
+        gateways, behind = wait_for_gateways(fleet, bundle.version, timeout_s=wait_s)
+        if behind and not force:
+            lines = "\n".join(f"  - {g.describe(bundle.version)}" for g in behind)
+            raise NotReady(
+                f"the alias was not moved: {len(behind)} of {len(gateways)} running gateways do "
+                f"not hold model version {bundle.version} after {wait_s:.0f} s, and would "
+                f"answer every query FAILED_PRECONDITION:\n{lines}\nMake the bundle readable "
+                "there (the same path) and run the command again (the copy is kept), or pass "
+                "--force to switch anyway")
     if switched:
         cols.switch_alias(target)
         log.info("alias %s: %s -> %s", cols.cfg.alias, previous, target)
+        if fleet is not None:
+            # keep the previous version staged for a roll-back; gateways drop older ones
+            keep = {bundle.version}
+            prefix = cols.cfg.collection_prefix
+            if previous is not None and previous.startswith(prefix):
+                keep.add(previous[len(prefix):])
+            unstaged = fleet.keep_staged(keep)
     return RolloutReport(previous=previous, collection=target, version=bundle.version,
-                         stats=stats, switched=switched)
+                         stats=stats, switched=switched, gateways=gateways, unstaged=unstaged)
 
 
 
@@ -211,15 +265,25 @@ def rollout(cols: DetectionCollections, crops: CropStore, bundle: Bundle, *,
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "rollout", help="move the index to a new model version with no query downtime",
-        description="Copy the detections of the collection behind the Milvus alias into the "
-        "collection of --bundle's model version, each embedded again from its stored crop, "
-        "then move the alias there in one atomic step. The order that fails no query and "
-        "misses no detection: gateways holding both bundles (gateway serve --bundle OLD "
-        "--bundle NEW); `rollout --no-switch` (the long copy); the workers restarted on the new "
-        "bundle; `rollout` (the rest, and the switch). See README, Rolling out.",
+        description="Stage --bundle for the gateways (each loads it within seconds, no "
+        "restart), copy the detections of the collection behind the Milvus alias into the "
+        "collection of its model version, each embedded again from its stored crop, then move "
+        "the alias there in one atomic step once every running gateway holds the version. The "
+        "order that fails no query and misses no detection: `rollout --no-switch` (the long "
+        "copy); the workers restarted on the new bundle; `rollout` (the rest, and the switch). "
+        "See README, Rolling out.",
     )
     p.add_argument("--bundle", required=True, metavar="DIR",
-                   help="the new model bundle folder (from `pedsearch train --export`)")
+                   help="the new model bundle folder (from `pedsearch train --export`); "
+                   "gateways load it from the same path, so on several machines it must be on "
+                   "a shared volume")
+    p.add_argument("--wait", type=bounded(float, 0, 3600, unit=" seconds"), default=120.0,
+                   metavar="SECONDS",
+                   help="how long to wait for every running gateway to hold the new version "
+                   "before switching (0..3600, default 120)")
+    p.add_argument("--force", action="store_true",
+                   help="switch even if some gateway does not hold the new version by then "
+                   "(it answers FAILED_PRECONDITION until it does)")
     p.add_argument("--no-copy", dest="copy", action="store_false",
                    help="do not copy the indexed detections: the new version starts with what "
                    "its workers have written")
@@ -233,6 +297,10 @@ def cmd_rollout(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.progress import TimeElapsedColumn, TimeRemainingColumn
 
+    import pathlib
+
+    import redis
+
     from pedsearch.bundle import load_bundle
     from pedsearch.config import load_settings
     from pedsearch.schema import connect
@@ -241,6 +309,17 @@ def cmd_rollout(args) -> int:
     settings = load_settings(args.config)
     with console.status("loading the model bundle..."):
         bundle = load_bundle(args.bundle, parts=("image",))
+    fleet = Fleet(redis.Redis.from_url(settings.redis.url, socket_timeout=5.0,
+                                       socket_connect_timeout=2.0), settings.milvus.alias)
+    try:
+        running = fleet.gateways()
+    except redis.RedisError as exc:
+        raise Unavailable(f"cannot reach Redis at {settings.redis.url} ({exc}): the roll-out "
+                          "stages the bundle there for the gateways; start Redis (pedsearch "
+                          "stack up) or set redis.url") from None
+    console.print(f"staged {bundle.version} for the gateways ({len(running)} running)"
+                  if running else f"staged {bundle.version}: no gateway is running now (each "
+                  "loads it when it starts)", highlight=False, soft_wrap=True)
     cols = DetectionCollections(connect(settings.milvus), settings.milvus)
     crops = CropStore(settings.paths.crops_dir)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -251,8 +330,13 @@ def cmd_rollout(args) -> int:
             return lambda done, total: bar.update(task, completed=done, total=total)
 
         try:
-            report = rollout(cols, crops, bundle, copy=args.copy, switch=args.switch,
-                             progress=progress)
+            report = rollout(cols, crops, bundle, fleet=fleet,
+                             bundle_path=str(pathlib.Path(args.bundle).resolve()),
+                             copy=args.copy, switch=args.switch, wait_s=args.wait,
+                             force=args.force, progress=progress)
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis at {settings.redis.url} failed during the roll-out "
+                              f"({exc}); the alias was not moved. Run the command again") from None
         except MilvusException as exc:
             raise Unavailable(f"Milvus at {settings.milvus.uri} failed during the roll-out "
                               f"({exc.message}); the alias was not moved. Run the command "
@@ -270,10 +354,19 @@ def cmd_rollout(args) -> int:
                          if s.missing_crop + s.bad_crop else ""), highlight=False, soft_wrap=True)
     alias = settings.milvus.alias
     if report.switched:
+        behind = lacking(report.gateways, report.version)
+        held = (f"{len(report.gateways) - len(behind)} of {len(report.gateways)} running gateways"
+                if report.gateways else "no gateway was running; each")
         console.print(f"alias {alias}: {report.previous or '(none)'} -> {report.collection}. "
-                      f"Gateways holding {report.version} answer with it from now on; roll back "
+                      f"{held} hold {report.version} and answer with it from now on; roll back "
                       f"with `pedsearch rollout --no-copy --bundle <the old bundle>`.",
                       highlight=False, soft_wrap=True)
+        for g in behind:  # only with --force
+            console.print(f"warning: {g.describe(report.version)}", highlight=False,
+                          soft_wrap=True)
+        if report.unstaged:
+            console.print(f"unstaged {', '.join(report.unstaged)}: gateways drop them unless "
+                          "started with them", highlight=False, soft_wrap=True)
     elif report.previous == report.collection:
         console.print(f"alias {alias} points at {report.collection} already: nothing to switch",
                       highlight=False, soft_wrap=True)

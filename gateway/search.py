@@ -324,8 +324,8 @@ class Searcher:
         expected = collection_name(self.cfg, self.bundle.version)
         if name != expected:
             raise NotReady(f"alias {self.cfg.alias!r} points at {name}, but the loaded model is "
-                           f"{self.bundle.version}; restart the gateway with the bundle of that "
-                           "collection (--bundle) or switch the alias")
+                           f"{self.bundle.version}; load the bundle of that collection's "
+                           "version or switch the alias")
         return name
 
     def collection(self, *, timeout_s: float | None = None) -> str:

@@ -8,9 +8,10 @@ Example:
     >>> server.stop(grace=2.0)
 
 Health (``grpc.health.v1``) reports SERVING for ``""`` and ``pedsearch.v1.Search`` once the
-bundle is loaded and Milvus answers, NOT_SERVING otherwise; a monitor thread re-checks every
-:data:`HEALTH_INTERVAL_S` seconds (and loads the aliased collection again after a Milvus
-restart, when searches would fail until it is).
+bundle is loaded, Milvus answers and the gateway holds the version the alias points at,
+NOT_SERVING otherwise. A monitor thread re-checks every :data:`HEALTH_INTERVAL_S` seconds: it
+loads the bundles a roll-out stages and reports the versions held (:mod:`gateway.bundles`), and
+loads the aliased collection again after a Milvus restart, when searches would fail until it is.
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway.address import listen_address, local_host
+from gateway.bundles import BundleSync
 from gateway.auth import TokenAuth
 from gateway.interceptor import GatewayInterceptor
 from gateway.ratelimit import RateLimiter
-from gateway.service import SearchService
+from gateway.service import SearchService, not_held
 from pedsearch.bundle import Bundle, default_bundle_path, load_bundle
 from pedsearch.config import Settings
 from pedsearch.errors import ConfigError, PedsearchError
+from pedsearch.fleet import Fleet
 from pedsearch.schema import DetectionCollections
 from pedsearch.v1 import search_pb2, search_pb2_grpc
 
@@ -97,7 +100,12 @@ class GatewayServer:
         self.tls = tls
         self._stopping = service.stopping
         self._monitor: threading.Thread | None = None
+        self._unheld: str | None = None  # the unheld aliased collection last logged
         self.serving = False
+        #: follows the bundles a roll-out stages (none without a primary bundle to answer with)
+        self.sync = (BundleSync(service.milvus, Fleet(service.redis, service.settings.milvus.alias),
+                                address=self.address, load=load_query_bundle)
+                     if service.bundle is not None else None)
 
     def start(self) -> "GatewayServer":
         """Check health once, start serving and the health monitor."""
@@ -117,6 +125,8 @@ class GatewayServer:
         self.server.stop(grace).wait()
         if self._monitor is not None:
             self._monitor.join(timeout=HEALTH_INTERVAL_S + 5)
+        if self.sync is not None:
+            self.sync.withdraw()
         self.service.close()
         if self.limiter is not None:
             self.limiter.close()
@@ -131,11 +141,21 @@ class GatewayServer:
         self.stop()
 
     def check_health(self, *, wait: bool = True) -> bool:
-        """SERVING iff the bundle is loaded, Milvus answers and the aliased collection is
-        loaded; returns that. ``wait``: load the collection if it is not (up to 60 s)."""
+        """Follow the staged bundles, then set SERVING iff the bundle is loaded, Milvus answers,
+        the gateway holds the version the alias points at and its collection is loaded; returns
+        that. ``wait``: load the collection if it is not (up to 60 s)."""
         ok = self.service.bundle is not None and self.service.milvus.ping()
+        name, known = None, False
         if ok:
-            ok = self._aliased_collection_serves(wait=wait)
+            try:
+                name, known = self.service.milvus.searcher().resolve_alias(timeout_s=2.0), True
+            except PedsearchError as exc:
+                log.debug("alias lookup failed: %s", exc.message)
+                ok = False
+        if self.sync is not None:
+            self.sync.step(name, alias_known=known)
+        if ok:
+            ok = self._aliased_collection_serves(name, wait=wait)
         self._set_serving(ok)
         return ok
 
@@ -148,15 +168,23 @@ class GatewayServer:
         for name in ("", SERVICE_NAME):
             self.health.set(name, status)
 
-    def _aliased_collection_serves(self, *, wait: bool) -> bool:
-        """Whether the aliased collection answers searches (true when there is none yet: the
-        gateway then answers FAILED_PRECONDITION, which no reload fixes). After a Milvus restart
-        searches fail until the collection is loaded again: NOT_SERVING while this loads it."""
+    def _aliased_collection_serves(self, name: str | None, *, wait: bool) -> bool:
+        """Whether the aliased collection ``name`` answers searches (true when there is none
+        yet: the gateway then answers FAILED_PRECONDITION, which no reload fixes). False when
+        it is of a version the gateway holds no bundle of. After a Milvus restart searches fail
+        until the collection is loaded again: NOT_SERVING while this loads it."""
+        if name is None:
+            return True
+        milvus = self.service.milvus
+        if milvus.version_of(name) is None:
+            if name != self._unheld:
+                log.error("%s", not_held(self.service.settings.milvus.alias, name,
+                                         milvus.bundles).message)
+            self._unheld = name
+            return False
+        self._unheld = None
         try:
-            searcher = self.service.milvus.searcher()
-            name = searcher.resolve_alias(timeout_s=2.0)
-            if name is None:
-                return True
+            searcher = milvus.searcher()
             state = str(searcher.client.get_load_state(name, timeout=2.0).get("state"))
             if state.endswith("Loaded"):
                 return True
@@ -181,12 +209,17 @@ class GatewayServer:
                 log.exception("health check failed")
 
 
+def load_query_bundle(path) -> Bundle:
+    """A bundle folder with the parts a gateway answers with."""
+    return load_bundle(path, parts=BUNDLE_PARTS)
+
+
 def load_gateway_bundle(settings: Settings) -> tuple[Bundle | None, str | None]:
     """The bundle of ``model.bundle`` (default: the shipped one) with every query part, or
     ``(None, why)`` -- the server then runs NOT_SERVING and answers FAILED_PRECONDITION."""
     path = settings.model.bundle or default_bundle_path()
     try:
-        return load_bundle(path, parts=BUNDLE_PARTS), None
+        return load_query_bundle(path), None
     except PedsearchError as exc:
         log.error("cannot load the model bundle: %s", exc.message)
         return None, exc.message
@@ -203,7 +236,7 @@ def load_extra_bundles(settings: Settings, primary: Bundle | None) -> list[Bundl
     out = []
     for path in settings.gateway.bundles:
         try:
-            extra = load_bundle(path, parts=BUNDLE_PARTS)
+            extra = load_query_bundle(path)
         except PedsearchError as exc:
             raise ConfigError(f"gateway.bundles: cannot load {path}: {exc.message}") from None
         if extra.version in seen:

@@ -75,6 +75,14 @@ class Deadline:
         return exc
 
 
+def not_held(alias: str, name: str, held) -> NotReady:
+    """The alias points at ``name``, a collection of a version this gateway holds no bundle of."""
+    return NotReady(f"alias {alias!r} points at {name}, a model version this gateway holds no "
+                    f"bundle of (it holds {', '.join(held)}); stage its bundle with `pedsearch "
+                    "rollout --no-switch --bundle DIR` (gateways load it within seconds), "
+                    "restart the gateway with it (--bundle), or switch the alias back")
+
+
 class MilvusLink:
     """A Milvus client made on first use and again after a failed connect (Milvus may start
     after the gateway), shared by all requests, with one :class:`Searcher` per model version
@@ -93,6 +101,7 @@ class MilvusLink:
         #: version -> bundle, the primary first
         self.bundles: dict[str, Bundle] = {b.version: b for b in (bundle, *extra) if b}
         self._searchers: dict[str, Searcher] = {}
+        self._encoders: dict[str, Searcher] = {}  # version -> query encoders without Milvus
         self._client = None
         self._lock = threading.Lock()
 
@@ -108,11 +117,58 @@ class MilvusLink:
         with self._lock:
             searcher = self._searchers.get(version)
             if searcher is None:
+                bundle = self.bundles.get(version)
+                if bundle is None:  # unloaded between the routing and now
+                    raise NotReady(f"model version {version} is no longer held by this "
+                                   "gateway; retry")
                 if self._client is None:
                     self._client = connect(self.settings.milvus)
                 searcher = self._searchers[version] = Searcher(
-                    client=self._client, cfg=self.settings.milvus, bundle=self.bundles[version])
+                    client=self._client, cfg=self.settings.milvus, bundle=bundle)
             return searcher
+
+    def encoder(self, version: str | None = None) -> Searcher:
+        """The query encoders of ``version`` (default: the primary bundle's): they need the
+        bundle, not Milvus, so this is a searcher without a live client.
+
+        Raises:
+            NotReady: no bundle of that version is held.
+        """
+        if self.bundle is None:
+            raise NotReady("no model bundle is loaded")
+        version = version or self.bundle.version
+        with self._lock:
+            enc = self._encoders.get(version)
+            if enc is None:
+                bundle = self.bundles.get(version)
+                if bundle is None:
+                    raise NotReady(f"model version {version} is no longer held by this "
+                                   "gateway; retry")
+                enc = self._encoders[version] = Searcher(client=None, cfg=self.settings.milvus,
+                                                         bundle=bundle)
+            return enc
+
+    def hold(self, bundle: Bundle) -> None:
+        """Answer with ``bundle``'s version too (a bundle a roll-out staged)."""
+        with self._lock:
+            # a new dict, never one changed in place: requests iterate the one they read
+            self.bundles = {**self.bundles, bundle.version: bundle}
+
+    def drop(self, version: str) -> None:
+        """Stop holding ``version`` (never the primary's)."""
+        if self.bundle is not None and version == self.bundle.version:
+            raise ValueError("the primary bundle cannot be dropped")
+        with self._lock:
+            self.bundles = {v: b for v, b in self.bundles.items() if v != version}
+            self._searchers.pop(version, None)
+            self._encoders.pop(version, None)
+
+    def version_of(self, name: str) -> str | None:
+        """The held model version whose collection is ``name``, if any."""
+        for version in self.bundles:
+            if collection_name(self.settings.milvus, version) == name:
+                return version
+        return None
 
     def route(self, *, timeout_s: float | None = None) -> tuple[Searcher, str]:
         """The searcher of the model version the alias points at now, and its collection.
@@ -128,13 +184,10 @@ class MilvusLink:
         name = primary.resolve_alias(timeout_s=timeout_s)
         if name is None:
             raise no_index(self.settings.milvus)
-        for version in self.bundles:
-            if collection_name(self.settings.milvus, version) == name:
-                return self.searcher(version), name
-        held = ", ".join(self.bundles)
-        raise NotReady(f"alias {self.settings.milvus.alias!r} points at {name}, a model version "
-                       f"this gateway holds no bundle of (it holds {held}); restart it with that "
-                       "version's bundle (--bundle), or switch the alias back")
+        version = self.version_of(name)
+        if version is not None:
+            return self.searcher(version), name
+        raise not_held(self.settings.milvus.alias, name, self.bundles)
 
     def ping(self, timeout_s: float = 2.0) -> bool:
         """Whether Milvus answers now."""
@@ -177,7 +230,6 @@ class SearchService(search_pb2_grpc.SearchServicer):
         self.bundle = bundle
         self.bundle_error = bundle_error or "no model bundle is loaded"
         self.milvus = MilvusLink(settings, bundle, extra_bundles)
-        self._offline: dict[str, Searcher] = {}  # version -> query encoders without Milvus
         self.crops = CropStore(settings.paths.crops_dir)
         # XREAD blocks up to a second: the socket timeout must exceed it
         self.redis = redis.Redis.from_url(settings.redis.url, socket_timeout=5.0,
@@ -211,7 +263,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
         deadline = Deadline(context)
         deadline.remaining()
         t0 = time.perf_counter()
-        vector = encode(self._encoder(), constraints)
+        vector = encode(self.milvus.encoder(), constraints)
         encode_ms = (time.perf_counter() - t0) * 1000
         try:
             searcher, name = self.milvus.route(timeout_s=deadline.remaining())
@@ -220,7 +272,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
                 constraints = parse_constraints(bundle.schema, constraint_protos,
                                                 unspecified="soft")
                 t0 = time.perf_counter()
-                vector = encode(self._encoder(bundle.version), constraints)
+                vector = encode(self.milvus.encoder(bundle.version), constraints)
                 encode_ms += (time.perf_counter() - t0) * 1000
             t0 = time.perf_counter()
             hits = searcher.search_vector(
@@ -283,18 +335,23 @@ class SearchService(search_pb2_grpc.SearchServicer):
                                                crop_jpeg=crop)
 
     def ListCameras(self, request, context):
-        bundle = self._bundle()
-        Deadline(context).remaining()
+        version = self._bundle().version
+        deadline = Deadline(context)
+        deadline.remaining()
         try:
             cams = self.feed.cameras()
         except redis.RedisError as exc:
             raise Unavailable(f"Redis at {self.settings.redis.url} cannot be read: {exc}") from exc
+        try:  # the version that answers searches now: the one the alias points at
+            version = self.milvus.route(timeout_s=deadline.remaining())[0].bundle.version
+        except (NotReady, Unavailable):
+            pass  # no index yet, or Milvus down: the cameras are still worth listing
         return search_pb2.ListCamerasResponse(
             cameras=[search_pb2.CameraInfo(camera_id=cam, detections=max(0, v.get("count", 0)),
                                            first_ts_us=v.get("first", 0),
                                            last_ts_us=v.get("last", 0))
                      for cam, v in sorted(cams.items())],
-            model_version=bundle.version,
+            model_version=version,
         )
 
     def Watch(self, request, context) -> Iterator[search_pb2.WatchEvent]:
@@ -336,16 +393,25 @@ class SearchService(search_pb2_grpc.SearchServicer):
 
             def encode(enc: Searcher) -> np.ndarray:
                 return enc.encode_constraints(constraints)
-        vector = encode(self._encoder())
-        # the other versions held, in their own spaces; the constraints and the hits' attribute
-        # fields are the primary bundle's, so only versions of the same schema can be matched
-        others = {v: encode(self._encoder(v)) for v, b in self.milvus.bundles.items()
-                  if b is not bundle and b.schema == bundle.schema}
+        vector = encode(self.milvus.encoder())
+
+        def encode_other(version: str) -> np.ndarray | None:
+            # a version held now (also one loaded after the watch began), in its own space; the
+            # constraints and the hits' attribute fields are the primary bundle's, so only
+            # versions of the same schema can be matched
+            other = self.milvus.bundles.get(version)
+            if other is None or other.schema != bundle.schema:
+                return None
+            try:
+                return encode(self.milvus.encoder(version))
+            except NotReady:  # dropped meanwhile
+                return None
+
         self._check_watch_version()
         return WatchQuery(vector=vector, model_version=bundle.version, threshold=threshold,
                           filter=flt, constraints=constraints, max_matches=request.max_matches,
                           duration_s=float(duration), soft_weight=self.cfg.soft_weight,
-                          others=others)
+                          encode_other=encode_other)
 
     def _check_watch_version(self) -> None:
         """A watch may start before anything is indexed (or while Milvus is down: it reads the
@@ -356,14 +422,3 @@ class SearchService(search_pb2_grpc.SearchServicer):
             return
         if name is not None:
             self.milvus.route(timeout_s=2.0)  # NotReady: a version this gateway does not hold
-
-    def _encoder(self, version: str | None = None) -> Searcher:
-        """The query encoders of ``version`` (default: the primary bundle's) need the bundle,
-        not Milvus: a searcher without a live client."""
-        bundle = self._bundle()
-        version = version or bundle.version
-        enc = self._offline.get(version)
-        if enc is None:
-            enc = self._offline[version] = Searcher(client=None, cfg=self.settings.milvus,
-                                               bundle=self.milvus.bundles[version])
-        return enc

@@ -99,8 +99,11 @@ class WatchQuery:
         constraints: HARD ones filter, SOFT ones add to the score.
         max_matches: 0 = unbounded.
         duration_s: the watch ends after this.
-        others: the same query encoded by the gateway's other bundles (version -> vector), so
-            a watch goes on matching when a roll-out moves the workers to another version.
+        encode_other: ``encode_other(version)`` is the same query in another model version's
+            space, or ``None`` while the gateway holds no bundle of it; asked at the first row
+            of each other version (again at later rows while it answers ``None``), so a watch
+            goes on matching when a roll-out moves the workers to a version the gateway loaded
+            after the watch began.
     """
 
     vector: np.ndarray
@@ -111,7 +114,7 @@ class WatchQuery:
     max_matches: int
     duration_s: float
     soft_weight: float
-    others: dict[str, np.ndarray] = field(default_factory=dict)
+    encode_other: Callable[[str], np.ndarray | None] = lambda _version: None
 
 
 def run_watch(query: WatchQuery, *, feed: LiveFeed, schema: AttributeSchema,
@@ -128,8 +131,8 @@ def run_watch(query: WatchQuery, *, feed: LiveFeed, schema: AttributeSchema,
             ended would not tell it).
     """
     fields = schema.field_names()
-    spaces = {version: np.atleast_2d(np.asarray(v, np.float32))  # version -> (A, D)
-              for version, v in {**query.others, query.model_version: query.vector}.items()}
+    # version -> (A, D) query vectors
+    spaces = {query.model_version: np.atleast_2d(np.asarray(query.vector, np.float32))}
     try:
         cursor = feed.tail_id()
     except redis.RedisError as exc:
@@ -153,6 +156,11 @@ def run_watch(query: WatchQuery, *, feed: LiveFeed, schema: AttributeSchema,
             scanned += 1
             row = entry.row
             vecs = spaces.get(row.model_version)
+            if vecs is None:
+                other = query.encode_other(row.model_version)
+                if other is not None:
+                    vecs = spaces[row.model_version] = np.atleast_2d(
+                        np.asarray(other, np.float32))
             if vecs is None or len(row.embedding) != vecs.shape[1]:
                 continue  # a model's space the query was not encoded in: scores mean nothing
             if not query.filter.admits(row.camera_id, int(row.ts_us)):

@@ -251,9 +251,10 @@ class GatewayConfig(Strict):
     # at the median with 2 threads than a 1-thread encoder timed in the same run)
     bundles: list[pathlib.Path] = Field(
         default_factory=list,
-        description="further model bundles the gateway holds beside model.bundle: each request "
-        "is answered by the bundle of the version the Milvus alias points at, so a roll-out "
-        "(`pedsearch rollout`) switches versions with no query downtime",
+        description="further model bundles the gateway holds from its start beside "
+        "model.bundle (never dropped): each request is answered by the bundle of the version "
+        "the Milvus alias points at; the bundles `pedsearch rollout` stages are loaded while "
+        "the gateway runs without being listed here",
     )
     encoder_threads: int = Field(
         1, ge=0, le=1024,

@@ -41,6 +41,8 @@ from gateway.server import create_server
 from pedsearch.bundle import load_bundle
 from pedsearch.config import ENV_PREFIX, Settings
 from pedsearch.cropstore import CropStore
+from pedsearch.errors import NotReady
+from pedsearch.fleet import Fleet
 from pedsearch.live import LiveFeed
 from pedsearch.schema import SCALAR_FIELDS, DetectionCollections, DetectionRow, collection_name
 from pedsearch.synthetic.captions import describe
@@ -718,8 +720,10 @@ def _bundle_copy(src, dst, version: str):
 
 
 def test_rollout_moves_queries_to_the_new_version_and_none_fails(indexed, servers, tmp_path):
-    """The roll-out order of deploy/rollout.py: a gateway holding both versions, the copy, the
-    atomic alias switch; a client searching all along never gets an error."""
+    """The roll-out order of deploy/rollout.py against a gateway started with the old version
+    only: the bundle staged (the gateway loads it, no restart), the copy, the atomic alias
+    switch once the gateway reports the new version; a client searching all along never gets
+    an error."""
     settings = gateway_settings(servers, tmp_path)
     settings.paths.crops_dir = indexed.settings.paths.crops_dir  # the indexed crops
     schema = servers.bundle.schema
@@ -731,9 +735,10 @@ def test_rollout_moves_queries_to_the_new_version_and_none_fails(indexed, server
     cols.upsert(old, rows, schema)
     new_version = f"vNew_{uuid.uuid4().hex[:8]}"
     new_path = _bundle_copy(servers.bundle_path, tmp_path / "new-bundle", new_version)
-    settings.gateway.bundles = [new_path]
+    fleet = Fleet(redis.Redis.from_url(servers.redis), settings.milvus.alias)
     versions, failures, stop = [], [], threading.Event()
     with create_server("127.0.0.1:0", settings=settings, bundle=servers.bundle) as server:
+        assert [g.versions for g in fleet.gateways()] == [[servers.bundle.version]]
         channel, stub, _health = connect(server.address)
         req = search_pb2.SearchTextRequest(text="a person", top_k=1000)
         deadline = time.monotonic() + 30  # bounded staleness: until every row is seen
@@ -751,17 +756,19 @@ def test_rollout_moves_queries_to_the_new_version_and_none_fails(indexed, server
 
         crops, new_bundle = CropStore(settings.paths.crops_dir), load_bundle(new_path,
                                                                             parts=("image",))
-        # the long copy first, the alias left alone (README's step 2)
-        first = rollout(cols, crops, new_bundle, switch=False)
+        # the bundle staged and the long copy, the alias left alone (README's step 1)
+        first = rollout(cols, crops, new_bundle, fleet=fleet, bundle_path=str(new_path),
+                        switch=False)
         assert not first.switched and cols.resolve_alias() == old
         assert first.stats.copied == len(rows) and first.stats.missing_crop == 0
+        assert fleet.staged() == {new_version: str(new_path)}
         # the old workers then rewrite one detection with a later crop (its window's best)
         later = dataclasses.replace(rows[0], ts_us=rows[0].ts_us + 1)
         cols.upsert(old, [later], schema)
         searcher = threading.Thread(target=search_all_along)
         searcher.start()
         try:
-            report = rollout(cols, crops, new_bundle)
+            report = rollout(cols, crops, new_bundle, fleet=fleet, bundle_path=str(new_path))
             deadline = time.monotonic() + 30
             while not versions or versions[-1] != (new_version, len(rows)):
                 assert time.monotonic() < deadline, versions[-3:]
@@ -772,6 +779,10 @@ def test_rollout_moves_queries_to_the_new_version_and_none_fails(indexed, server
         assert failures == []
         assert versions[0][0] == servers.bundle.version and versions[-1][0] == new_version
         assert report.previous == old and report.switched
+        # the switch waited for the gateway, which had loaded the staged bundle by itself
+        assert [g.versions for g in report.gateways] == [[servers.bundle.version, new_version]]
+        assert stub.ListCameras(search_pb2.ListCamerasRequest(),
+                                timeout=RPC_TIMEOUT_S).model_version == new_version
         # only the rewritten detection was copied again
         assert (report.stats.copied, report.stats.present) == (1, len(rows) - 1)
         # the copies: same detection, the new version's embedding of the stored crop
@@ -789,18 +800,84 @@ def test_rollout_moves_queries_to_the_new_version_and_none_fails(indexed, server
         env = {**os.environ, "PEDSEARCH_MILVUS__URI": settings.milvus.uri,
                "PEDSEARCH_MILVUS__ALIAS": settings.milvus.alias,
                "PEDSEARCH_MILVUS__COLLECTION_PREFIX": settings.milvus.collection_prefix,
+               "PEDSEARCH_REDIS__URL": servers.redis,
                "PEDSEARCH_PATHS__CROPS_DIR": str(settings.paths.crops_dir)}
         proc = subprocess.run([sys.executable, "-m", "pedsearch.cli", "rollout", "--no-copy",
                                "--bundle", str(servers.bundle_path)], env=env, text=True,
                               capture_output=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
-        assert f"-> {old}" in proc.stdout
+        assert f"-> {old}" in proc.stdout and "1 of 1 running gateways hold" in proc.stdout
         assert cols.resolve_alias() == old
+        # both versions stay staged (the one just left is kept for a roll-back); unstaged, the
+        # loaded one is dropped, the one the gateway was started with is not
+        assert set(fleet.staged()) == {servers.bundle.version, new_version}
+        fleet.keep_staged(set())
+        deadline = time.monotonic() + 20  # the health monitor's next rounds
+        while [g.versions for g in fleet.gateways()] != [[servers.bundle.version]]:
+            assert time.monotonic() < deadline, fleet.gateways()
+            time.sleep(0.5)
         channel.close()
+    assert fleet.gateways() == []  # a stopped gateway withdraws its report
     client.drop_alias(settings.milvus.alias)
     for name in (old, collection_name(settings.milvus, new_version)):
         client.drop_collection(name)
     client.close()
+
+
+def test_rollout_does_not_switch_while_a_gateway_cannot_load_the_bundle(servers, tmp_path):
+    """A staged bundle a gateway cannot read: the switch is refused with the gateway's reason
+    and the alias stays; forced, that gateway is NOT_SERVING and says what to do, until it can
+    load the bundle."""
+    settings = gateway_settings(servers, tmp_path)
+    client = MilvusClient(uri=settings.milvus.uri)
+    cols = DetectionCollections(client, settings.milvus)
+    old = cols.ensure(servers.bundle.version, embed_dim=servers.bundle.embed_dim,
+                      attributes=servers.bundle.schema)
+    new_version = f"vNew_{uuid.uuid4().hex[:8]}"
+    new_path = _bundle_copy(servers.bundle_path, tmp_path / "new-bundle", new_version)
+    new_bundle = load_bundle(new_path, parts=("image",))
+    fleet = Fleet(redis.Redis.from_url(servers.redis), settings.milvus.alias)
+    crops = CropStore(settings.paths.crops_dir)
+    text = search_pb2.SearchTextRequest(text="a man")
+    try:
+        with create_server("127.0.0.1:0", settings=settings, bundle=servers.bundle) as server:
+            channel, stub, health = connect(server.address)
+            # the path the gateways are given is not where the bundle is (no shared volume)
+            with pytest.raises(NotReady) as err:
+                rollout(cols, crops, new_bundle, fleet=fleet, copy=False, wait_s=6,
+                        bundle_path=str(tmp_path / "elsewhere"))
+            assert "1 of 1 running gateways" in err.value.message
+            assert f"loading {new_version} failed" in err.value.message
+            assert "elsewhere" in err.value.message and "--force" in err.value.message
+            assert cols.resolve_alias() == old and health_of(health) == "SERVING"
+            # forced: the gateway cannot answer with the aliased version and says so
+            forced = rollout(cols, crops, new_bundle, fleet=fleet, copy=False, wait_s=0,
+                             force=True, bundle_path=str(tmp_path / "elsewhere"))
+            assert forced.switched and [g.versions for g in forced.gateways] == [
+                [servers.bundle.version]]
+            deadline = time.monotonic() + 20
+            while health_of(health) != "NOT_SERVING":
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.SearchText(text, timeout=RPC_TIMEOUT_S)
+            assert err.value.code() == CODE.FAILED_PRECONDITION
+            assert "rollout --no-switch" in err.value.details()
+            assert stub.ListCameras(search_pb2.ListCamerasRequest(),
+                                    timeout=RPC_TIMEOUT_S).model_version == servers.bundle.version
+            # staged where the gateway can read it: loaded at once (not after the retry delay)
+            fleet.stage(new_version, str(new_path))
+            deadline = time.monotonic() + 20
+            while health_of(health) != "SERVING":
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+            assert stub.SearchText(text, timeout=RPC_TIMEOUT_S).model_version == new_version
+            channel.close()
+    finally:
+        client.drop_alias(settings.milvus.alias)
+        for name in (old, collection_name(settings.milvus, new_version)):
+            client.drop_collection(name)
+        client.close()
 
 
 def test_no_index_yet_is_failed_precondition(servers, tmp_path):

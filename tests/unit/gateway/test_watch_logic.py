@@ -129,5 +129,22 @@ def test_a_watch_matches_each_version_in_its_own_space():
     # with the query as v2 encoded it; rows of a version the gateway does not hold are skipped
     feed = ListFeed([[row(1, [1.0, 0.0]), row(2, [0.0, 1.0], version="v2"),
                       row(3, [1.0, 0.0], version="v2"), row(4, [0.0, 1.0], version="v9")]])
-    out = events(query(others={"v2": np.array([0.0, 1.0], np.float32)}), feed)
+    asked = []
+
+    def encode_other(version):
+        asked.append(version)
+        return np.array([0.0, 1.0], np.float32) if version == "v2" else None
+
+    out = events(query(encode_other=encode_other), feed)
     assert [(h.id, h.model_version) for h in out if isinstance(h, Hit)] == [(1, "v1"), (2, "v2")]
+    # v2 is encoded once and kept; v9 is asked again at each of its rows (it may be loaded yet)
+    assert asked == ["v2", "v9"]
+
+
+def test_a_watch_picks_up_a_version_loaded_after_it_began():
+    # the gateway loads v2 (a staged bundle) while the watch runs: the v2 row that arrives
+    # before that is skipped, the one after it is matched in v2's space
+    feed = ListFeed([[row(1, [0.0, 1.0], version="v2")], [row(2, [0.0, 1.0], version="v2")]])
+    answers = iter([None, np.array([0.0, 1.0], np.float32)])  # not held yet, then held
+    out = events(query(encode_other=lambda version: next(answers)), feed)
+    assert [h.id for h in out if isinstance(h, Hit)] == [2]
