@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import pathlib
 import shlex
+import signal
 import threading
 import time
 
@@ -89,6 +90,18 @@ def train_bundle(bundle_path: pathlib.Path, args) -> None:
         raise NotReady(f"training a bundle into {bundle_path} failed (its output is above)")
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM (``kill``, a service manager) stops the demo as Ctrl-C does: the ``finally``
+    blocks stop the gateway and the stack. Called again once Ray is up, since Ray installs its
+    own SIGTERM handler, which ends the process at once and leaves the stack running; SIGINT
+    is set too, because a shell starts background jobs with it ignored."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
+
+
 def cmd_demo(args) -> int:
     from rich.progress import Progress
 
@@ -99,6 +112,7 @@ def cmd_demo(args) -> int:
     from workers.runtime import IngestWorkers, init_ray
 
     _check(args)
+    _stop_on_signals()
     out = pathlib.Path(args.out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     bundle_path = pathlib.Path(args.bundle) if args.bundle else default_bundle_path()
@@ -146,6 +160,7 @@ def cmd_demo(args) -> int:
 
         # -- ingest -------------------------------------------------------------------------------
         init_ray(settings)
+        _stop_on_signals()
         t0 = time.monotonic()
         with console.status(f"ingesting {publisher.stats.acked} frames: detect, track, crop, "
                             "embed, index (pedsearch status shows the counters)..."):
@@ -305,7 +320,7 @@ def _serve_until_interrupted(settings, gateway: str, report: dict) -> None:
                  ("PATHS__CROPS_DIR", pathlib.Path(settings.paths.crops_dir).absolute()),
                  ("MODEL__BUNDLE", pathlib.Path(settings.model.bundle).absolute())):
         console.print(f"  export PEDSEARCH_{k}={shlex.quote(str(v))}", soft_wrap=True)
-    console.print("[bold]Ctrl-C stops the gateway and the stack.[/]")
+    console.print("[bold]Ctrl-C (or SIGTERM) stops the gateway and the stack.[/]")
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

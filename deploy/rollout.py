@@ -7,17 +7,19 @@ through one alias. A roll-out of a retrained bundle, in the order that loses not
    every running gateway loads it within seconds, beside the version it answers with, no
    restart. Then it copies into the new collection every detection of the aliased one,
    embedding its stored crop again with NEW (the detection's id, camera, time, box and crop
-   stay), while queries and the workers go on with OLD.
+   stay), while queries and the workers go on with OLD. It names any gateway that has not
+   loaded NEW by then.
 2. The workers restart with ``model.bundle`` = NEW: from then on they write the new
    collection (they create it if need be; the alias stays where it is).
 3. ``pedsearch rollout --bundle NEW`` copies what the old workers wrote since (a copy takes
    only the detections the new collection lacks, or holds with an earlier crop), waits until
-   every running gateway reports holding NEW, then moves the alias in one atomic step. Each
+   every gateway reporting in Redis holds NEW, then moves the alias in one atomic step. Each
    request is answered whole by the version the alias points at, so queries never stop.
 
 A detection whose crop is gone from the crop store cannot be embedded again: it is counted
 and reported, not copied. The old collection is kept (drop it when no client needs it); moving
-the alias back is the way to roll back.
+the alias back is the way to roll back; ``--unstage VERSION`` abandons a roll-out before its
+switch.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Callable, Iterator
 
 import cv2
 import numpy as np
+import redis
 from pymilvus.exceptions import MilvusException
 
 from pedsearch.argtypes import bounded
@@ -36,7 +39,12 @@ from pedsearch.bundle import Bundle
 from pedsearch.cropstore import CropStore
 from pedsearch.errors import InvalidInput, NotFound, NotReady, Unavailable
 from pedsearch.fleet import Fleet, GatewayReport, lacking
-from pedsearch.schema import SCALAR_FIELDS, DetectionCollections, DetectionRow
+from pedsearch.schema import (
+    SCALAR_FIELDS,
+    DetectionCollections,
+    DetectionRow,
+    version_of_collection,
+)
 
 log = logging.getLogger("pedsearch.rollout")
 
@@ -226,8 +234,8 @@ def rollout(cols: DetectionCollections, crops: CropStore, bundle: Bundle, *,
         def run(title: str) -> CopyStats:
             got = copy_pass(cols, crops, bundle, previous, target, done=done,
                             progress=progress(title) if progress else None)
-            log.info("%s: %d copied, %d without a usable crop", title, got.copied,
-                     got.missing_crop + got.bad_crop)
+            log.debug("%s: %d copied, %d without a usable crop", title, got.copied,
+                      got.missing_crop + got.bad_crop)
             return got
 
         stats = run("copying the indexed detections")
@@ -236,28 +244,51 @@ def rollout(cols: DetectionCollections, crops: CropStore, bundle: Bundle, *,
     switched = switch and previous != target
     gateways: list[GatewayReport] = []
     unstaged: list[str] = []
-    if switched and fleet is not None:
+    if fleet is not None:
+        # also without the switch: the workers restart on the new version next, and a gateway
+        # that cannot load it is better known now than at the switch
         gateways, behind = wait_for_gateways(fleet, bundle.version, timeout_s=wait_s)
-        if behind and not force:
+        if behind and switched and not force:
             lines = "\n".join(f"  - {g.describe(bundle.version)}" for g in behind)
             raise NotReady(
-                f"the alias was not moved: {len(behind)} of {len(gateways)} running gateways do "
-                f"not hold model version {bundle.version} after {wait_s:.0f} s, and would "
+                f"the alias was not moved: {len(behind)} of {len(gateways)} reporting gateways "
+                f"do not hold model version {bundle.version} after {wait_s:.0f} s, and would "
                 f"answer every query FAILED_PRECONDITION:\n{lines}\nMake the bundle readable "
                 "there (the same path) and run the command again (the copy is kept), or pass "
                 "--force to switch anyway")
     if switched:
         cols.switch_alias(target)
-        log.info("alias %s: %s -> %s", cols.cfg.alias, previous, target)
+        log.debug("alias %s: %s -> %s", cols.cfg.alias, previous, target)
         if fleet is not None:
-            # keep the previous version staged for a roll-back; gateways drop older ones
-            keep = {bundle.version}
-            prefix = cols.cfg.collection_prefix
-            if previous is not None and previous.startswith(prefix):
-                keep.add(previous[len(prefix):])
-            unstaged = fleet.keep_staged(keep)
+            # keep the version just left staged for a roll-back; gateways drop older ones
+            keep = {bundle.version, version_of_collection(cols.cfg, previous or "")}
+            try:
+                unstaged = fleet.keep_staged({v for v in keep if v})
+            except redis.RedisError as exc:  # the switch is done: say so, do not fail it
+                log.warning("the alias moved, but the older staged bundles could not be "
+                            "unstaged (%s); gateways keep holding them", exc)
     return RolloutReport(previous=previous, collection=target, version=bundle.version,
                          stats=stats, switched=switched, gateways=gateways, unstaged=unstaged)
+
+
+def unstage(fleet: Fleet, cols: DetectionCollections, version: str) -> list[GatewayReport]:
+    """Take ``version`` off the staged bundles (an abandoned roll-out); gateways then drop it.
+
+    Returns:
+        the gateways reporting now.
+
+    Raises:
+        InvalidInput: the alias points at that version, or it is not staged.
+    """
+    aliased = cols.resolve_alias()
+    if aliased is not None and version_of_collection(cols.cfg, aliased) == version:
+        raise InvalidInput(f"the alias {cols.cfg.alias!r} points at {version}: move it to "
+                           "another version first (pedsearch rollout --no-copy --bundle DIR)")
+    staged = fleet.staged()
+    if version not in staged:
+        raise InvalidInput(f"{version} is not staged (staged: {', '.join(staged) or 'none'})")
+    fleet.keep_staged(set(staged) - {version})
+    return fleet.gateways()
 
 
 
@@ -268,19 +299,23 @@ def register(subparsers) -> None:
         description="Stage --bundle for the gateways (each loads it within seconds, no "
         "restart), copy the detections of the collection behind the Milvus alias into the "
         "collection of its model version, each embedded again from its stored crop, then move "
-        "the alias there in one atomic step once every running gateway holds the version. The "
+        "the alias there in one atomic step once every reporting gateway holds the version. The "
         "order that fails no query and misses no detection: `rollout --no-switch` (the long "
         "copy); the workers restarted on the new bundle; `rollout` (the rest, and the switch). "
         "See README, Rolling out.",
     )
-    p.add_argument("--bundle", required=True, metavar="DIR",
-                   help="the new model bundle folder (from `pedsearch train --export`); "
-                   "gateways load it from the same path, so on several machines it must be on "
-                   "a shared volume")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--bundle", metavar="DIR",
+                      help="the new model bundle folder (from `pedsearch train --export`); "
+                      "gateways load it from the same path, so on several machines it must be "
+                      "on a shared volume")
+    what.add_argument("--unstage", metavar="VERSION",
+                      help="abandon a roll-out: take VERSION off the staged bundles (gateways "
+                      "drop it); its collection is left as it is")
     p.add_argument("--wait", type=bounded(float, 0, 3600, unit=" seconds"), default=120.0,
                    metavar="SECONDS",
-                   help="how long to wait for every running gateway to hold the new version "
-                   "before switching (0..3600, default 120)")
+                   help="how long to wait for every reporting gateway to hold the new version "
+                   "(0..3600, default 120); the alias moves only when they all do")
     p.add_argument("--force", action="store_true",
                    help="switch even if some gateway does not hold the new version by then "
                    "(it answers FAILED_PRECONDITION until it does)")
@@ -294,34 +329,54 @@ def register(subparsers) -> None:
 
 def cmd_rollout(args) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.progress import TimeElapsedColumn, TimeRemainingColumn
 
-    import pathlib
-
-    import redis
-
-    from pedsearch.bundle import load_bundle
     from pedsearch.config import load_settings
     from pedsearch.schema import connect
 
     console = Console()  # soft_wrap: names and paths are never broken across lines
     settings = load_settings(args.config)
-    with console.status("loading the model bundle..."):
-        bundle = load_bundle(args.bundle, parts=("image",))
     fleet = Fleet(redis.Redis.from_url(settings.redis.url, socket_timeout=5.0,
                                        socket_connect_timeout=2.0), settings.milvus.alias)
     try:
-        running = fleet.gateways()
+        fleet.gateways()
     except redis.RedisError as exc:
         raise Unavailable(f"cannot reach Redis at {settings.redis.url} ({exc}): the roll-out "
                           "stages the bundle there for the gateways; start Redis (pedsearch "
                           "stack up) or set redis.url") from None
-    console.print(f"staged {bundle.version} for the gateways ({len(running)} running)"
-                  if running else f"staged {bundle.version}: no gateway is running now (each "
-                  "loads it when it starts)", highlight=False, soft_wrap=True)
     cols = DetectionCollections(connect(settings.milvus), settings.milvus)
-    crops = CropStore(settings.paths.crops_dir)
+    try:
+        if args.unstage:
+            reports = unstage(fleet, cols, args.unstage)
+            console.print(f"unstaged {args.unstage}: {len(reports)} reporting gateways drop it "
+                          "unless started with it", highlight=False, soft_wrap=True)
+            return 0
+        return _roll_out(args, settings, fleet, cols, console)
+    except redis.RedisError as exc:
+        raise Unavailable(f"Redis at {settings.redis.url} failed during the roll-out "
+                          f"({exc}); the alias was not moved. Run the command again") from None
+    except MilvusException as exc:
+        raise Unavailable(f"Milvus at {settings.milvus.uri} failed during the roll-out "
+                          f"({exc.message}); the alias was not moved. Run the command "
+                          "again: it copies only what the new collection lacks or holds "
+                          "older") from None
+
+
+def _roll_out(args, settings, fleet: Fleet, cols: DetectionCollections, console) -> int:
+    """``rollout --bundle DIR``: the copy and the switch, with progress and a summary."""
+    import pathlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+
+    from pedsearch.bundle import load_bundle
+
+    with console.status("loading the model bundle..."):
+        bundle = load_bundle(args.bundle, parts=("image",))
+    # absolute, but symlinks kept: the gateways' machines may mount the folder elsewhere
+    path = str(pathlib.Path(args.bundle).absolute())
+    console.print(f"staging {bundle.version} ({path}) for the gateways; after the copy, up to "
+                  f"{args.wait:.0f} s for each reporting gateway to hold it", highlight=False,
+                  soft_wrap=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as bar:
@@ -329,48 +384,41 @@ def cmd_rollout(args) -> int:
             task = bar.add_task(title, total=None)
             return lambda done, total: bar.update(task, completed=done, total=total)
 
-        try:
-            report = rollout(cols, crops, bundle, fleet=fleet,
-                             bundle_path=str(pathlib.Path(args.bundle).resolve()),
-                             copy=args.copy, switch=args.switch, wait_s=args.wait,
-                             force=args.force, progress=progress)
-        except redis.RedisError as exc:
-            raise Unavailable(f"Redis at {settings.redis.url} failed during the roll-out "
-                              f"({exc}); the alias was not moved. Run the command again") from None
-        except MilvusException as exc:
-            raise Unavailable(f"Milvus at {settings.milvus.uri} failed during the roll-out "
-                              f"({exc.message}); the alias was not moved. Run the command "
-                              "again: it copies only what the new collection lacks or holds "
-                              "older") from None
+        report = rollout(cols, CropStore(settings.paths.crops_dir), bundle, fleet=fleet,
+                         bundle_path=path, copy=args.copy, switch=args.switch,
+                         wait_s=args.wait, force=args.force, progress=progress)
+    _summary(report, args, settings, console)
+    return 0
+
+
+def _summary(report: RolloutReport, args, settings, console) -> None:
+    def say(text: str) -> None:
+        console.print(text, highlight=False, soft_wrap=True)
+
     s = report.stats
     if not args.copy:
-        console.print(f"{report.collection}: nothing copied (--no-copy)", highlight=False,
-                      soft_wrap=True)
+        say(f"{report.collection}: nothing copied (--no-copy)")
     elif report.previous not in (None, report.collection):
-        console.print(f"{report.collection}: {s.copied} detections copied from "
-                      f"{report.previous}, {s.present} there already"
-                      + (f"; {s.missing_crop + s.bad_crop} without a usable crop in "
-                         f"{settings.paths.crops_dir} were not copied"
-                         if s.missing_crop + s.bad_crop else ""), highlight=False, soft_wrap=True)
+        say(f"{report.collection}: {s.copied} detections copied from {report.previous}, "
+            f"{s.present} there already"
+            + (f"; {s.missing_crop + s.bad_crop} without a usable crop in "
+               f"{settings.paths.crops_dir} were not copied" if s.missing_crop + s.bad_crop
+               else ""))
+    behind = lacking(report.gateways, report.version)
+    held = (f"{len(report.gateways) - len(behind)} of {len(report.gateways)} reporting gateways "
+            f"hold {report.version}" if report.gateways else
+            "no gateway reports in Redis (gateways of an older release, or without Redis, are "
+            "not waited for; one started later loads the staged bundle when it starts)")
     alias = settings.milvus.alias
     if report.switched:
-        behind = lacking(report.gateways, report.version)
-        held = (f"{len(report.gateways) - len(behind)} of {len(report.gateways)} running gateways"
-                if report.gateways else "no gateway was running; each")
-        console.print(f"alias {alias}: {report.previous or '(none)'} -> {report.collection}. "
-                      f"{held} hold {report.version} and answer with it from now on; roll back "
-                      f"with `pedsearch rollout --no-copy --bundle <the old bundle>`.",
-                      highlight=False, soft_wrap=True)
-        for g in behind:  # only with --force
-            console.print(f"warning: {g.describe(report.version)}", highlight=False,
-                          soft_wrap=True)
-        if report.unstaged:
-            console.print(f"unstaged {', '.join(report.unstaged)}: gateways drop them unless "
-                          "started with them", highlight=False, soft_wrap=True)
+        say(f"alias {alias}: {report.previous or '(none)'} -> {report.collection}; {held}. "
+            "Roll back with `pedsearch rollout --no-copy --bundle <the old bundle>`.")
     elif report.previous == report.collection:
-        console.print(f"alias {alias} points at {report.collection} already: nothing to switch",
-                      highlight=False, soft_wrap=True)
+        say(f"alias {alias} points at {report.collection} already: nothing to switch; {held}")
     else:
-        console.print(f"alias {alias} left on {report.previous} (--no-switch)", highlight=False,
-                      soft_wrap=True)
-    return 0
+        say(f"alias {alias} left on {report.previous} (--no-switch); {held}")
+    for g in behind:  # with --force or --no-switch
+        say(f"warning: {g.describe(report.version)}")
+    if report.unstaged:
+        say(f"unstaged {', '.join(report.unstaged)}: gateways drop them unless started with "
+            "them")

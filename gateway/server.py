@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import socket
 import ssl
 import threading
 from concurrent import futures
@@ -26,7 +27,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gateway.address import listen_address, local_host
+from gateway.address import WILDCARD_HOSTS, listen_address, local_host
 from gateway.bundles import BundleSync
 from gateway.auth import TokenAuth
 from gateway.interceptor import GatewayInterceptor
@@ -104,8 +105,10 @@ class GatewayServer:
         self.serving = False
         #: follows the bundles a roll-out stages (none without a primary bundle to answer with)
         self.sync = (BundleSync(service.milvus, Fleet(service.redis, service.settings.milvus.alias),
-                                address=self.address, load=load_query_bundle)
+                                address=reported_address(bind_host or host, port),
+                                load=load_query_bundle)
                      if service.bundle is not None else None)
+        self._reporter: threading.Thread | None = None
 
     def start(self) -> "GatewayServer":
         """Check health once, start serving and the health monitor."""
@@ -114,6 +117,10 @@ class GatewayServer:
         self._monitor = threading.Thread(target=self._watch_health, name="gateway-health",
                                          daemon=True)
         self._monitor.start()
+        if self.sync is not None:
+            self._reporter = threading.Thread(target=self.sync.run_reports, daemon=True,
+                                              name="gateway-report")
+            self._reporter.start()
         log.info("gateway listening on %s (%s)", self.bind_address,
                  "TLS" if self.tls else "plaintext")
         return self
@@ -121,12 +128,13 @@ class GatewayServer:
     def stop(self, grace: float | None = 2.0) -> None:
         """End open watches, stop accepting RPCs and wait up to ``grace`` s for those running."""
         self._stopping.set()
+        if self.sync is not None:  # first: no roll-out waits for a gateway going away
+            self.sync.withdraw()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
-        if self._monitor is not None:
-            self._monitor.join(timeout=HEALTH_INTERVAL_S + 5)
-        if self.sync is not None:
-            self.sync.withdraw()
+        for thread in (self._monitor, self._reporter):
+            if thread is not None:
+                thread.join(timeout=HEALTH_INTERVAL_S + 5)
         self.service.close()
         if self.limiter is not None:
             self.limiter.close()
@@ -207,6 +215,13 @@ class GatewayServer:
                 self.check_health()
             except Exception:  # noqa: BLE001
                 log.exception("health check failed")
+
+
+def reported_address(bind_host: str, port: int) -> str:
+    """``host:port`` another machine reaches a gateway bound to ``bind_host`` at (for the
+    roll-out's messages): the machine's name for a wildcard bind."""
+    host = socket.gethostname() if bind_host in WILDCARD_HOSTS else bind_host
+    return f"{host}:{port}"
 
 
 def load_query_bundle(path) -> Bundle:

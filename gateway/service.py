@@ -38,7 +38,7 @@ from pedsearch.config import Settings
 from pedsearch.cropstore import CropStore
 from pedsearch.errors import InvalidInput, NotFound, NotReady, PedsearchError, Unavailable
 from pedsearch.live import LiveFeed
-from pedsearch.schema import collection_name, connect
+from pedsearch.schema import collection_name, connect, version_of_collection
 from pedsearch.v1 import search_pb2, search_pb2_grpc
 
 log = logging.getLogger("pedsearch.gateway")
@@ -109,7 +109,8 @@ class MilvusLink:
         """The searcher of ``version`` (default: the primary bundle's).
 
         Raises:
-            Unavailable: Milvus cannot be reached. NotReady: no bundle is loaded.
+            Unavailable: Milvus cannot be reached, or ``version`` was dropped meanwhile (a
+                roll-out unstaged it). NotReady: no bundle is loaded.
         """
         if self.bundle is None:
             raise NotReady("no model bundle is loaded")
@@ -119,8 +120,8 @@ class MilvusLink:
             if searcher is None:
                 bundle = self.bundles.get(version)
                 if bundle is None:  # unloaded between the routing and now
-                    raise NotReady(f"model version {version} is no longer held by this "
-                                   "gateway; retry")
+                    raise Unavailable(f"model version {version} was just dropped by this "
+                                      "gateway; retry")
                 if self._client is None:
                     self._client = connect(self.settings.milvus)
                 searcher = self._searchers[version] = Searcher(
@@ -132,7 +133,7 @@ class MilvusLink:
         bundle, not Milvus, so this is a searcher without a live client.
 
         Raises:
-            NotReady: no bundle of that version is held.
+            NotReady: no bundle is loaded. Unavailable: ``version`` was dropped meanwhile.
         """
         if self.bundle is None:
             raise NotReady("no model bundle is loaded")
@@ -142,8 +143,8 @@ class MilvusLink:
             if enc is None:
                 bundle = self.bundles.get(version)
                 if bundle is None:
-                    raise NotReady(f"model version {version} is no longer held by this "
-                                   "gateway; retry")
+                    raise Unavailable(f"model version {version} was just dropped by this "
+                                      "gateway; retry")
                 enc = self._encoders[version] = Searcher(client=None, cfg=self.settings.milvus,
                                                          bundle=bundle)
             return enc
@@ -343,9 +344,10 @@ class SearchService(search_pb2_grpc.SearchServicer):
         except redis.RedisError as exc:
             raise Unavailable(f"Redis at {self.settings.redis.url} cannot be read: {exc}") from exc
         try:  # the version that answers searches now: the one the alias points at
-            version = self.milvus.route(timeout_s=deadline.remaining())[0].bundle.version
-        except (NotReady, Unavailable):
-            pass  # no index yet, or Milvus down: the cameras are still worth listing
+            name = self.milvus.searcher().resolve_alias(timeout_s=deadline.remaining())
+            version = version_of_collection(self.settings.milvus, name or "") or version
+        except Unavailable:
+            pass  # Milvus down: the cameras are still worth listing
         return search_pb2.ListCamerasResponse(
             cameras=[search_pb2.CameraInfo(camera_id=cam, detections=max(0, v.get("count", 0)),
                                            first_ts_us=v.get("first", 0),
@@ -404,7 +406,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
                 return None
             try:
                 return encode(self.milvus.encoder(version))
-            except NotReady:  # dropped meanwhile
+            except Unavailable:  # dropped meanwhile
                 return None
 
         self._check_watch_version()

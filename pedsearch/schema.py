@@ -83,6 +83,12 @@ class DetectionRow:
         return row
 
 
+def version_of_collection(cfg: MilvusConfig, name: str) -> str | None:
+    """The model version whose collection is ``name`` (``None``: not one of ``cfg``'s)."""
+    prefix = cfg.collection_prefix
+    return name[len(prefix):] if name.startswith(prefix) and len(name) > len(prefix) else None
+
+
 def collection_name(cfg: MilvusConfig, model_version: str) -> str:
     """``detections_<model version>``; raises if the result is not a legal Milvus name."""
     name = f"{cfg.collection_prefix}{model_version}"

@@ -36,12 +36,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
 from pymilvus import MilvusClient
 
-from deploy.rollout import rollout
+from deploy.rollout import rollout, unstage
 from gateway.server import create_server
 from pedsearch.bundle import load_bundle
 from pedsearch.config import ENV_PREFIX, Settings
 from pedsearch.cropstore import CropStore
-from pedsearch.errors import NotReady
+from pedsearch.errors import InvalidInput, NotReady
 from pedsearch.fleet import Fleet
 from pedsearch.live import LiveFeed
 from pedsearch.schema import SCALAR_FIELDS, DetectionCollections, DetectionRow, collection_name
@@ -806,12 +806,16 @@ def test_rollout_moves_queries_to_the_new_version_and_none_fails(indexed, server
                                "--bundle", str(servers.bundle_path)], env=env, text=True,
                               capture_output=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
-        assert f"-> {old}" in proc.stdout and "1 of 1 running gateways hold" in proc.stdout
+        assert f"-> {old}" in proc.stdout and "1 of 1 reporting gateways hold" in proc.stdout
         assert cols.resolve_alias() == old
         # both versions stay staged (the one just left is kept for a roll-back); unstaged, the
         # loaded one is dropped, the one the gateway was started with is not
         assert set(fleet.staged()) == {servers.bundle.version, new_version}
-        fleet.keep_staged(set())
+        proc = subprocess.run([sys.executable, "-m", "pedsearch.cli", "rollout", "--unstage",
+                               new_version], env=env, text=True, capture_output=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert fleet.staged() == {servers.bundle.version: str(servers.bundle_path.absolute())}
         deadline = time.monotonic() + 20  # the health monitor's next rounds
         while [g.versions for g in fleet.gateways()] != [[servers.bundle.version]]:
             assert time.monotonic() < deadline, fleet.gateways()
@@ -846,7 +850,7 @@ def test_rollout_does_not_switch_while_a_gateway_cannot_load_the_bundle(servers,
             with pytest.raises(NotReady) as err:
                 rollout(cols, crops, new_bundle, fleet=fleet, copy=False, wait_s=6,
                         bundle_path=str(tmp_path / "elsewhere"))
-            assert "1 of 1 running gateways" in err.value.message
+            assert "1 of 1 reporting gateways" in err.value.message
             assert f"loading {new_version} failed" in err.value.message
             assert "elsewhere" in err.value.message and "--force" in err.value.message
             assert cols.resolve_alias() == old and health_of(health) == "SERVING"
@@ -864,7 +868,7 @@ def test_rollout_does_not_switch_while_a_gateway_cannot_load_the_bundle(servers,
             assert err.value.code() == CODE.FAILED_PRECONDITION
             assert "rollout --no-switch" in err.value.details()
             assert stub.ListCameras(search_pb2.ListCamerasRequest(),
-                                    timeout=RPC_TIMEOUT_S).model_version == servers.bundle.version
+                                    timeout=RPC_TIMEOUT_S).model_version == new_version
             # staged where the gateway can read it: loaded at once (not after the retry delay)
             fleet.stage(new_version, str(new_path))
             deadline = time.monotonic() + 20
@@ -872,8 +876,14 @@ def test_rollout_does_not_switch_while_a_gateway_cannot_load_the_bundle(servers,
                 assert time.monotonic() < deadline
                 time.sleep(0.5)
             assert stub.SearchText(text, timeout=RPC_TIMEOUT_S).model_version == new_version
+            # the version the alias is on cannot be unstaged, nor one never staged
+            with pytest.raises(InvalidInput, match="points at"):
+                unstage(fleet, cols, new_version)
+            with pytest.raises(InvalidInput, match="not staged"):
+                unstage(fleet, cols, "vNever")
             channel.close()
     finally:
+        fleet.keep_staged(set())
         client.drop_alias(settings.milvus.alias)
         for name in (old, collection_name(settings.milvus, new_version)):
             client.drop_collection(name)

@@ -9,12 +9,12 @@ from types import SimpleNamespace
 import pytest
 import redis
 
-from gateway import bundles as bundles_mod
-from gateway.bundles import BundleSync
+from gateway.bundles import RETRY_S, BundleSync
 from gateway.service import MilvusLink
 from pedsearch.config import Settings
-from pedsearch.errors import NotFound
+from pedsearch.errors import NotFound, Unavailable
 from pedsearch.fleet import GatewayReport, lacking
+from pedsearch.schema import version_of_collection
 
 SETTINGS = Settings(milvus={"collection_prefix": "det_"})
 
@@ -59,9 +59,9 @@ class Loader:
 @pytest.fixture
 def world():
     link = MilvusLink(SETTINGS, bundle("v1"), [bundle("v0")])
-    fleet, load = MemoryFleet(), Loader()
-    sync = BundleSync(link, fleet, address="10.0.0.7:50051", load=load)
-    return SimpleNamespace(link=link, fleet=fleet, load=load, sync=sync)
+    fleet, load, now = MemoryFleet(), Loader(), [100.0]
+    sync = BundleSync(link, fleet, address="10.0.0.7:50051", load=load, clock=lambda: now[0])
+    return SimpleNamespace(link=link, fleet=fleet, load=load, sync=sync, now=now)
 
 
 def held(world):
@@ -91,7 +91,7 @@ def test_unstaged_bundles_are_dropped_unless_aliased_or_started_with(world):
     assert held(world) == ["v1", "v0"]  # v1 and v0 were given at start: never dropped
 
 
-def test_a_failed_load_is_reported_and_retried_later_or_at_a_new_path(world, monkeypatch):
+def test_a_failed_load_is_reported_and_retried_later_or_at_a_new_path(world):
     world.fleet.staged_bundles = {"v2": "/mnt/models/v2"}
     world.sync.step("det_v1")
     world.sync.step("det_v1")  # within the retry delay: not tried again
@@ -100,8 +100,7 @@ def test_a_failed_load_is_reported_and_retried_later_or_at_a_new_path(world, mon
     assert report.versions == ["v1", "v0"]
     assert report.errors == {"v2": "no model bundle at /mnt/models/v2"}
     assert "loading v2 failed: no model bundle at /mnt/models/v2" in report.describe("v2")
-    now = bundles_mod.time.monotonic()
-    monkeypatch.setattr(bundles_mod.time, "monotonic", lambda: now + bundles_mod.RETRY_S + 1)
+    world.now[0] += RETRY_S + 1
     world.sync.step("det_v1")
     assert world.load.calls == ["/mnt/models/v2"] * 2  # after the delay: tried again
     world.fleet.staged_bundles = {"v2": "/ok/v2"}  # a new path: tried at once
@@ -125,13 +124,21 @@ def test_redis_down_keeps_what_is_held(world):
     assert held(world) == ["v1", "v0", "v2"]
     world.sync.withdraw()
     assert world.fleet.reports == {}
+    world.sync.step("det_v1")  # a monitor round after the withdrawal writes no report
+    world.sync.publish()
+    assert world.fleet.reports == {}
 
 
-def test_the_primary_is_never_dropped():
-    link = MilvusLink(SETTINGS, bundle("v1"))
+def test_the_primary_is_never_dropped_and_a_dropped_version_is_retryable():
+    link = MilvusLink(SETTINGS, bundle("v1"), [bundle("v2")])
     with pytest.raises(ValueError):
         link.drop("v1")
-    assert link.version_of("det_v1") == "v1" and link.version_of("det_v2") is None
+    assert link.version_of("det_v1") == "v1" and link.version_of("det_v3") is None
+    link.drop("v2")
+    with pytest.raises(Unavailable, match="just dropped"):  # a request routed just before
+        link.encoder("v2")
+    assert version_of_collection(SETTINGS.milvus, "det_v2") == "v2"
+    assert version_of_collection(SETTINGS.milvus, "other_v2") is None
 
 
 def test_reports_round_trip_and_foreign_values_are_ignored():
