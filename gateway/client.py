@@ -237,16 +237,7 @@ class GatewayClient:
                      attributes: Mapping | Sequence[Constraint] | None = None,
                      mode: str = "soft") -> SearchResult:
         """Query by an example crop: JPEG/PNG bytes or the path of such a file."""
-        if not isinstance(image, bytes):
-            path = pathlib.Path(image)
-            try:
-                image = path.read_bytes()
-            except OSError as exc:
-                raise InvalidInput(f"cannot read the query image {path}: {exc.strerror}") from None
-        if len(image) > MAX_IMAGE_BYTES:
-            raise InvalidInput(f"the query image has {len(image) / 2**20:.1f} MiB; at most "
-                               f"{MAX_IMAGE_BYTES // 2**20} MiB (a crop of one person is far "
-                               "smaller: crop or shrink it)")
+        image = _image_bytes(image)
         with _building("SearchImage"):
             req = search_pb2.SearchImageRequest(
                 image=image, top_k=k, filter=_filter(cameras, since_us, until_us, min_score),
@@ -271,10 +262,12 @@ class GatewayClient:
     # -- standing query ----------------------------------------------------------------------------
     def watch(self, text: str | None = None, *,
               attributes: Mapping | Sequence[Constraint] | None = None, mode: str = "soft",
+              image: bytes | str | pathlib.Path | None = None,
               threshold: float, cameras: Sequence[str] = (), since_us: int | None = None,
               until_us: int | None = None, max_matches: int = 0,
               max_duration_s: int = 0) -> "WatchStream":
-        """Start a standing query (text, or attributes when ``text`` is None).
+        """Start a standing query: a text, attributes, or an example crop of the person
+        (``image``: JPEG/PNG bytes or a file's path; matches are that person appearing again).
 
         Returns a :class:`WatchStream`: iterate it for :class:`Hit` (a new match) and
         :class:`Heartbeat` events; ``cancel()`` (or leaving a ``with`` block) ends it.
@@ -283,15 +276,18 @@ class GatewayClient:
             req = search_pb2.WatchRequest(threshold=threshold, max_matches=max_matches,
                                           max_duration_s=max_duration_s,
                                           filter=_filter(cameras, since_us, until_us, None))
-        if text is not None and attributes:
-            raise InvalidInput("a watch is a text query or an attribute query, not both")
+        if sum((text is not None, bool(attributes), image is not None)) > 1:
+            raise InvalidInput("a watch is a text query, an attribute query or an image query: "
+                               "give one of them")
         if text is not None:
             req.text = text
         elif attributes:
             req.attributes.constraints.extend(
                 c.to_proto() for c in constraints_of(attributes, mode))
+        elif image is not None:
+            req.image = _image_bytes(image)
         else:
-            raise InvalidInput("a watch needs a text or at least one attribute")
+            raise InvalidInput("a watch needs a text, at least one attribute or an image")
         # no deadline: the server bounds the stream by max_duration_s; the caller cancels
         call = self.stub.Watch(req, metadata=self._metadata)
         return WatchStream(call, self)
@@ -302,6 +298,21 @@ class GatewayClient:
             return method(request, timeout=self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, self.address) from None
+
+
+def _image_bytes(image: bytes | str | pathlib.Path) -> bytes:
+    """A query image's bytes (read from a path), checked against the gateway's size limit."""
+    if not isinstance(image, bytes):
+        path = pathlib.Path(image)
+        try:
+            image = path.read_bytes()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read the query image {path}: {exc.strerror}") from None
+    if len(image) > MAX_IMAGE_BYTES:
+        raise InvalidInput(f"the query image has {len(image) / 2**20:.1f} MiB; at most "
+                           f"{MAX_IMAGE_BYTES // 2**20} MiB (a crop of one person is far "
+                           "smaller: crop or shrink it)")
+    return image
 
 
 class WatchStream:

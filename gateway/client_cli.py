@@ -6,6 +6,7 @@ Examples::
     pedsearch search --attr upper_color=red --attr backpack=yes --hard --camera gate-3
     pedsearch search --image crop.jpg --since 2026-12-01T08:00:00Z --until 2026-12-01T09:00
     pedsearch watch "a woman in a long red coat" --threshold 0.45
+    pedsearch watch --like 1131817532143570622 --threshold 0.8 --camera gate-3
     pedsearch cameras
 
 ``search`` prints a table of the hits and writes ``<out>/contact_sheet.html`` and
@@ -133,6 +134,13 @@ def _query_args(p: argparse.ArgumentParser) -> None:
                    help="captured at or before (same forms as --since)")
 
 
+def _example_args(p: argparse.ArgumentParser, verb: str) -> None:
+    p.add_argument("--image", metavar="FILE", default=None,
+                   help=f"{verb} an example crop (JPEG or PNG of one person)")
+    p.add_argument("--like", type=bounded(int, 1, 2**63 - 1), default=None, metavar="ID",
+                   help=f"{verb} a stored detection's crop (an id from a search or a watch)")
+
+
 #: ``search --help``'s epilog: the examples of this module's docstring
 EXAMPLES = "examples:\n" + __doc__.split("Examples::\n\n", 1)[1].split("\n\n", 1)[0]
 
@@ -144,8 +152,7 @@ def register(subparsers) -> None:
                     "contact sheet (HTML and PNG) of the top crops.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _query_args(p)
-    p.add_argument("--image", metavar="FILE", default=None,
-                   help="query by an example crop (JPEG or PNG of one person)")
+    _example_args(p, "query by")
     p.add_argument("-k", "--top-k", dest="k", type=bounded(int, 1, MAX_K), default=10,
                    help=f"hits to return, 1..{MAX_K} (default 10)")
     p.add_argument("--min-score", type=_SCORE, default=None, help="drop hits scoring below this")
@@ -159,8 +166,10 @@ def register(subparsers) -> None:
     w = subparsers.add_parser(
         "watch", help="print matches of a standing query as new detections are indexed",
         description="A standing query: prints each newly indexed detection that scores at least "
-                    "the threshold, until Ctrl-C, --max-matches or --duration.")
+                    "the threshold, until Ctrl-C, --max-matches or --duration. With --image or "
+                    "--like: tells when that person appears again.")
     _query_args(w)
+    _example_args(w, "watch for the person of")
     w.add_argument("--threshold", type=_SCORE, required=True,
                    help="a new detection matches when its score >= this")
     w.add_argument("--max-matches", type=bounded(int, 0, UINT32_MAX), default=0,
@@ -194,19 +203,30 @@ def _connect(args):
                    timeout_s=args.timeout)
 
 
-def _check_query(args, *, image: bool) -> None:
+def _check_query(args) -> None:
     parser = args._parser
     if args.since is not None and args.until is not None and args.since > args.until:
         parser.error("--since is after --until: the time range is inverted")
     if args.text is not None and not args.text.strip():
         parser.error("the query text is empty")
-    if image and args.image and args.text is not None:
-        parser.error("give a text or --image, not both")
-    if args.text is None and not args.attr and not (image and args.image):
-        what = "a text, --attr or --image" if image else "a text or --attr"
-        parser.error(f"nothing to search for: give {what}")
+    if sum((args.text is not None, args.image is not None, args.like is not None)) > 1:
+        parser.error("give one of a text, --image and --like")
+    if args.text is None and not args.attr and args.image is None and args.like is None:
+        parser.error("nothing to search for: give a text, --attr, --image or --like")
     if args.hard and not args.attr:
         parser.error("--hard needs at least one --attr")
+    if args.image is not None and not pathlib.Path(args.image).is_file():
+        parser.error(f"--image {args.image}: no such file")
+
+
+def _example(gw, args) -> tuple[bytes | str | None, str]:
+    """The query image of ``--image`` or ``--like`` (a stored detection's crop, fetched from
+    the gateway) and how to name the query; ``(None, "")`` without either."""
+    if args.image is not None:
+        return args.image, f"image {pathlib.Path(args.image).name}"
+    if args.like is not None:
+        return _fetch_crop(gw, args.like), f"like detection {args.like}"
+    return None, ""
 
 
 def _unavailable(exc: Unavailable) -> int:
@@ -221,9 +241,7 @@ def _apply_mode(args) -> None:
 
 
 def cmd_search(args) -> int:
-    _check_query(args, image=True)
-    if args.image and not pathlib.Path(args.image).is_file():
-        args._parser.error(f"--image {args.image}: no such file")
+    _check_query(args)
     if not 0 <= args.sheet <= MAX_SHEET:
         args._parser.error(f"--sheet must be 0..{MAX_SHEET}")
     out = pathlib.Path(args.out)
@@ -237,9 +255,9 @@ def cmd_search(args) -> int:
                   min_score=args.min_score)
     try:
         with _connect(args) as gw:
-            if args.image:
-                query = f"image {pathlib.Path(args.image).name}"
-                result = gw.search_image(args.image, attributes=args.attr, **common)
+            image, query = _example(gw, args)
+            if image is not None:
+                result = gw.search_image(image, attributes=args.attr, **common)
             elif args.text is not None:
                 query = args.text
                 result = gw.search_text(args.text, attributes=args.attr, **common)
@@ -352,19 +370,20 @@ def _fetch_crop(gw, detection_id: int, *, tries: int = 3) -> bytes:
 def cmd_watch(args) -> int:
     from gateway.client import Heartbeat
 
-    _check_query(args, image=False)
-    if args.text is not None and args.attr:
-        args._parser.error("a watch is a text query or an --attr query, not both")
+    _check_query(args)
+    if args.attr and (args.text is not None or args.image is not None or args.like is not None):
+        args._parser.error("a watch is one query: a text, --attr, --image or --like")
     _apply_mode(args)
     matches = 0
     try:
         with _connect(args) as gw:
-            stream = gw.watch(args.text, attributes=args.attr,
+            image, what = _example(gw, args)
+            stream = gw.watch(args.text, attributes=args.attr, image=image,
                               threshold=args.threshold, cameras=args.camera,
                               since_us=args.since, until_us=args.until,
                               max_matches=args.max_matches, max_duration_s=args.duration)
-            what = args.text if args.text is not None else " ".join(
-                f"{c.family}={','.join(c.values)}" for c in args.attr)
+            what = what or (args.text if args.text is not None else " ".join(
+                f"{c.family}={','.join(c.values)}" for c in args.attr))
             established = False
             try:
                 with console.status("starting the watch...") as status:

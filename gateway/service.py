@@ -377,7 +377,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
     def _watch_query(self, request, bundle: Bundle) -> WatchQuery:
         kind = request.WhichOneof("query")
         if kind is None:
-            raise InvalidInput("Watch needs a query: set text or attributes")
+            raise InvalidInput("Watch needs a query: set text, attributes or image")
         threshold = finite(request.threshold, "threshold", low=-MAX_ABS_THRESHOLD,
                            high=MAX_ABS_THRESHOLD)
         flt = parse_filter(request.filter)
@@ -387,6 +387,11 @@ class SearchService(search_pb2_grpc.SearchServicer):
         if kind == "text":
             def encode(enc: Searcher) -> np.ndarray:
                 return enc.encode_text(request.text)
+        elif kind == "image":
+            image = decode_image(request.image)
+
+            def encode(enc: Searcher) -> np.ndarray:
+                return enc.encode_image(image)
         else:
             if not request.attributes.constraints:
                 raise InvalidInput("Watch.attributes needs at least one attribute constraint")

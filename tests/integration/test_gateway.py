@@ -36,6 +36,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
 from pymilvus import MilvusClient
 
+from deploy.demo import person_of
 from deploy.rollout import rollout, unstage
 from gateway.server import create_server
 from pedsearch.bundle import load_bundle
@@ -575,6 +576,8 @@ requests = st.one_of(
     st.builds(lambda c, th: ("Watch", search_pb2.WatchRequest(
         attributes=search_pb2.AttributeQuery(constraints=c), threshold=th)),
         st.lists(constraint, max_size=3), floats),
+    st.builds(lambda i, th: ("Watch", search_pb2.WatchRequest(image=i, threshold=th)),
+              images, floats),
 )
 
 
@@ -663,6 +666,46 @@ def test_watch_receives_a_person_who_appears_after_the_query_began(indexed):
     for m in matches:
         assert m.detection.camera_id in late_cams and m.detection.id not in old
         assert m.score >= threshold and m.detection.model_version == indexed.version
+
+
+def test_watch_by_an_example_crop_tells_when_that_person_appears_again(indexed):
+    """"Tell me when this person shows up again": a Watch whose query is a stored crop of one
+    person matches that person's detections on other tracks and no one else's."""
+    rows = stored_rows_as_detections(indexed)
+    who = {r.id: person_of(SimpleNamespace(camera_id=r.camera_id, frame_seq=r.frame_seq,
+                                           box=r.box), indexed.truth) for r in rows}
+    for example in rows:  # a person the model tells from everyone else, seen on two tracks
+        pid = who[example.id]
+        if pid is None:
+            continue
+        crop = indexed.stub.GetDetection(search_pb2.GetDetectionRequest(
+            id=example.id, include_crop=True), timeout=RPC_TIMEOUT_S).crop_jpeg
+        scores = {h.detection.id: h.score for h in indexed.stub.SearchImage(
+            search_pb2.SearchImageRequest(image=crop, top_k=1000), timeout=RPC_TIMEOUT_S).hits}
+        threshold = max(scores[r.id] for r in rows if who[r.id] != pid) + 0.01
+        again = {r.id for r in rows if who[r.id] == pid and r.track_id != example.track_id
+                 and scores[r.id] > threshold + 0.01}
+        if again:
+            break
+    else:
+        pytest.fail("no stored crop scores its person's other tracks above everyone else")
+    feed = LiveFeed(redis.Redis.from_url(indexed.settings.redis.url),
+                    indexed.settings.milvus.alias)
+    reader = WatchReader(indexed.stub, search_pb2.WatchRequest(
+        image=crop, threshold=threshold, filter=search_pb2.Filter(camera_ids=indexed.cameras)))
+    assert reader.next().WhichOneof("event") == "heartbeat"
+    try:
+        feed.publish([r for r in rows if r.id != example.id])  # everyone shows up (again)
+        expected = {r.id for r in rows if r.id != example.id and scores[r.id] >= threshold}
+        matches = reader.matches_until(lambda m: len(m) >= len(expected), timeout=30)
+    finally:
+        reader.call.cancel()
+    got = {m.detection.id for m in matches}
+    assert again <= got and {who[i] for i in got} == {pid}
+    assert all(m.score >= threshold for m in matches)
+    # an example that is no image is refused like SearchImage's
+    assert code_of(lambda: _watch_first(indexed.stub, search_pb2.WatchRequest(
+        image=b"GIF89a" + bytes(99), threshold=0.5))) == CODE.INVALID_ARGUMENT
 
 
 def test_watch_ends_after_max_matches_and_each_id_comes_once(indexed):

@@ -190,6 +190,12 @@ def test_image_search_with_a_time_filter(indexed, tmp_path):
     proc = cli("search", "--image", str(image), "--until", "1h", "--gateway", indexed.address)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert table_rows(proc.stdout) == [] and "0 hits" in proc.stdout
+    # the same by the detection's id: its stored crop is the example, and finds it first
+    proc = cli("search", "--like", str(hit.detection.id), "-k", "3", "--sheet", "0",
+               "--gateway", indexed.address)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert table_rows(proc.stdout)[0]["id"] == hit.detection.id
+    assert f"like detection {hit.detection.id}" in proc.stdout
 
 
 def test_camera_filter_keeps_only_that_camera(indexed):
@@ -210,12 +216,14 @@ def test_cameras_lists_the_scene(indexed):
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "nothing to search for: give a text, --attr or --image"),
+    ([], "nothing to search for: give a text, --attr, --image or --like"),
     (["a man", "--since", "yesterday"], "'yesterday' is not a time"),
     (["a man", "-k", "0"], "argument -k/--top-k: must be 1..1000, got 0"),
     (["--attr", "upper_color"], "must look like family=value"),
     (["a man", "--since", "1h", "--until", "2h"], "--since is after --until"),
-    (["a man", "--image", "x.jpg"], "give a text or --image, not both"),
+    (["a man", "--image", "x.jpg"], "give one of a text, --image and --like"),
+    (["--image", "x.jpg", "--like", "7"], "give one of a text, --image and --like"),
+    (["--like", "0"], "argument --like: must be 1..9223372036854775807, got 0"),
     (["a man", "--hard"], "--hard needs at least one --attr"),
     (["a man", "--min-score", "nan"],
      "must be -10.0..10.0 (a similarity score, about -1..1), got nan"),
@@ -292,11 +300,31 @@ def test_watch_ends_cleanly_on_ctrl_c(indexed):
     assert "stopped after 0 match(es)" in "".join(lines)
 
 
+def test_watch_for_the_person_of_a_stored_detection(indexed):
+    with connect(indexed.address) as gw:
+        hit = gw.search_text(_text_of(indexed.scene, 0), k=1).hits[0]
+    proc, lines = _start_watch("--like", str(hit.detection.id), "--threshold", "0.8",
+                               "--gateway", indexed.address)
+    try:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0, "".join(lines)
+    finally:
+        proc.kill()
+    assert f"watching for like detection {hit.detection.id}" in "".join(lines)
+    # an id that names no stored detection: nothing to watch for, and said so
+    proc = cli("watch", "--like", "12345", "--threshold", "0.8", "--gateway", indexed.address)
+    assert proc.returncode == 2 and "12345" in proc.stderr, proc.stdout + proc.stderr
+
+
 def test_bad_watch_arguments_exit_2():
     proc = cli("watch", "a man", "--gateway", "127.0.0.1:1")
     assert proc.returncode == 2 and "--threshold" in proc.stderr
     proc = cli("watch", "--threshold", "0.4", "--gateway", "127.0.0.1:1")
-    assert proc.returncode == 2 and "nothing to search for: give a text or --attr" in proc.stderr
+    assert proc.returncode == 2 and "nothing to search for: give a text, --attr, --image or " \
+        "--like" in " ".join(proc.stderr.split())
+    proc = cli("watch", "--like", "7", "--attr", "hat=yes", "--threshold", "0.4", "--gateway",
+               "127.0.0.1:1")
+    assert proc.returncode == 2 and "a watch is one query" in proc.stderr
 
 
 def test_default_gateway_address_comes_from_the_configuration(tmp_path):
