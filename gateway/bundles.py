@@ -68,6 +68,9 @@ class BundleSync:
         self._redis_down = False
         self._lock = threading.Lock()  # the monitor and a direct health check may overlap
         self._closed = threading.Event()
+        #: reported beside the versions: the aliased collection last seen, and the health
+        self.aliased = ""
+        self.serving = False
 
     def step(self, aliased: str | None, *, alias_known: bool = True) -> None:
         """Load what is staged, drop what no longer is, report.
@@ -76,6 +79,8 @@ class BundleSync:
             aliased: the collection the alias points at now (``None``: none yet).
             alias_known: False when Milvus could not say: then nothing is dropped.
         """
+        if alias_known:
+            self.aliased = aliased or ""
         with self._lock:
             if not self._closed.is_set():
                 self._step(aliased, alias_known)
@@ -107,7 +112,8 @@ class BundleSync:
     def report(self) -> GatewayReport:
         return GatewayReport(gateway_id=self.gateway_id, address=self.address,
                              versions=list(self.milvus.bundles),
-                             errors={v: why for v, (_path, why, _when) in self._failed.items()})
+                             errors={v: why for v, (_path, why, _when) in self._failed.items()},
+                             aliased=self.aliased, serving=self.serving)
 
     def publish(self) -> None:
         """Write the report (nothing once withdrawn; a Redis failure is only logged)."""

@@ -173,6 +173,8 @@ class GatewayServer:
         if ok != self.serving:
             log.info("gateway health: %s", "SERVING" if ok else "NOT_SERVING")
         self.serving = ok
+        if self.sync is not None:
+            self.sync.serving = ok  # in its next report
         for name in ("", SERVICE_NAME):
             self.health.set(name, status)
 

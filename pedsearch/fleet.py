@@ -45,12 +45,17 @@ class GatewayReport:
         address: ``host:port`` it serves on.
         versions: the model versions it holds, its primary first.
         errors: version -> why a staged bundle could not be loaded.
+        aliased: the collection behind the alias as the gateway last saw it ("" if none yet,
+            or Milvus did not answer).
+        serving: its health: SERVING (True) or NOT_SERVING.
     """
 
     gateway_id: str
     address: str
     versions: list[str]
     errors: dict[str, str] = field(default_factory=dict)
+    aliased: str = ""
+    serving: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -62,7 +67,9 @@ class GatewayReport:
             data = json.loads(raw)
             report = cls(gateway_id=str(data["gateway_id"]), address=str(data["address"]),
                          versions=[str(v) for v in data["versions"]],
-                         errors={str(k): str(v) for k, v in data.get("errors", {}).items()})
+                         errors={str(k): str(v) for k, v in data.get("errors", {}).items()},
+                         aliased=str(data.get("aliased", "")),
+                         serving=bool(data.get("serving", False)))
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
         return report

@@ -62,7 +62,11 @@ def register(subparsers) -> None:
                     help="serve the workers' Prometheus metrics on http://127.0.0.1:PORT/metrics")
     wk.set_defaults(handler=cmd_workers)
 
-    st = subparsers.add_parser("status", help="ingest metrics of the running workers")
+    st = subparsers.add_parser(
+        "status", help="ingest metrics of the running workers, and the gateways' model versions",
+        description="Reads Redis: the workers' ingest counters and latencies, then each running "
+        "gateway (its health, the collection the alias is on as it sees it, the model versions "
+        "it holds, bundles it could not load) and the bundles a roll-out staged.")
     st.add_argument("--watch", action="store_true", help="refresh every 2 s until Ctrl-C")
     st.set_defaults(handler=cmd_status)
 
@@ -196,9 +200,27 @@ def status_table(snapshots) -> Table:
     return table
 
 
+def versions_table(fleet) -> Table:
+    """The gateways reporting in Redis (:mod:`pedsearch.fleet`): what each holds and serves,
+    and the bundles a roll-out staged."""
+    staged = fleet.staged()
+    table = Table(title="pedsearch gateways and model versions")
+    for name in ("gateway", "health", "alias on", "holds", "problems"):
+        table.add_column(name, overflow="fold")
+    for g in fleet.gateways():
+        table.add_row(g.address, "SERVING" if g.serving else "NOT_SERVING", g.aliased or "-",
+                      ", ".join(g.versions),
+                      "; ".join(f"{v}: {why}" for v, why in g.errors.items()) or "-")
+    table.caption = ("staged: " + ", ".join(f"{v} ({path})" for v, path in staged.items())
+                     if staged else "staged: none (no roll-out under way)")
+    return table
+
+
 def cmd_status(args) -> int:
     import redis
+    from rich.console import Group
 
+    from pedsearch.fleet import Fleet
     from workers.metrics import read_snapshots
 
     settings = load_settings(args.config)
@@ -210,13 +232,18 @@ def cmd_status(args) -> int:
             f"cannot reach Redis at {settings.redis.url} ({exc}); is the stack up "
             "(`pedsearch stack status`)?"
         ) from exc
+    fleet = Fleet(client, settings.milvus.alias)
+
+    def view() -> Group:
+        return Group(status_table(read_snapshots(client)), versions_table(fleet))
+
     if not args.watch:
-        console.print(status_table(read_snapshots(client)))
+        console.print(view())
         return 0
-    with Live(status_table(read_snapshots(client)), console=console) as live:
+    with Live(view(), console=console) as live:
         try:
             while True:
                 time.sleep(2)
-                live.update(status_table(read_snapshots(client)))
+                live.update(view())
         except KeyboardInterrupt:
             return 0

@@ -851,6 +851,14 @@ def test_rollout_moves_queries_to_the_new_version_and_none_fails(indexed, server
         assert proc.returncode == 0, proc.stderr
         assert f"-> {old}" in proc.stdout and "1 of 1 reporting gateways hold" in proc.stdout
         assert cols.resolve_alias() == old
+        # `pedsearch status` shows the gateway, the versions it holds and what is staged
+        proc = subprocess.run([sys.executable, "-m", "pedsearch.cli", "status"],
+                              env={**env, "COLUMNS": "250"}, text=True, capture_output=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        gateway_line = next(x for x in proc.stdout.splitlines() if server.address in x)
+        assert "SERVING" in gateway_line and new_version in gateway_line
+        assert f"{new_version} ({new_path})" in " ".join(proc.stdout.split())
         # both versions stay staged (the one just left is kept for a roll-back); unstaged, the
         # loaded one is dropped, the one the gateway was started with is not
         assert set(fleet.staged()) == {servers.bundle.version, new_version}

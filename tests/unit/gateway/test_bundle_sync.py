@@ -74,6 +74,9 @@ def test_staged_bundles_are_loaded_and_reported(world):
     assert held(world) == ["v1", "v0", "v2"]
     (report,) = world.fleet.reports.values()
     assert report.address == "10.0.0.7:50051" and report.versions == ["v1", "v0", "v2"]
+    assert report.aliased == "det_v1"
+    world.sync.step(None, alias_known=False)  # Milvus did not answer: the last one seen stays
+    assert world.fleet.reports[world.sync.gateway_id].aliased == "det_v1"
     world.sync.step("det_v1")
     assert world.load.calls == ["/ok/v2"]  # held: not loaded again
 
@@ -143,8 +146,11 @@ def test_the_primary_is_never_dropped_and_a_dropped_version_is_retryable():
 
 def test_reports_round_trip_and_foreign_values_are_ignored():
     report = GatewayReport(gateway_id="h:1:2", address="h:1", versions=["v1", "v2"],
-                           errors={"v3": "missing"})
+                           errors={"v3": "missing"}, aliased="det_v2", serving=True)
     assert GatewayReport.from_json(report.to_json()) == report
+    # an older gateway's report, without the later fields
+    assert GatewayReport.from_json(b'{"gateway_id": "x", "address": "a", "versions": []}') == \
+        GatewayReport(gateway_id="x", address="a", versions=[])
     for raw in (b"{", b"[]", b'{"gateway_id": "x"}', b'{"gateway_id": "x", "address": "a", '
                 b'"versions": 3}'):
         assert GatewayReport.from_json(raw) is None
