@@ -109,13 +109,14 @@ def bare_rate(bundle, images: list[np.ndarray], batch: int) -> float:
 
 
 class Searcher(threading.Thread):
-    """Searches without pause; records (phase, seconds, model version or error code)."""
+    """Searches without pause; records (phase, seconds, model version or error, monotonic
+    time the answer came)."""
 
     def __init__(self, address: str) -> None:
         super().__init__(daemon=True)
         self.address = address
         self.phase = "before"
-        self.records: list[tuple[str, float, str]] = []
+        self.records: list[tuple[str, float, str, float]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -134,10 +135,11 @@ class Searcher(threading.Thread):
                     outcome = stub.SearchText(req, timeout=30).model_version
                 except grpc.RpcError as exc:
                     outcome = f"error {exc.code().name}: {exc.details()}"
-                self.records.append((self.phase, time.perf_counter() - t, outcome))
+                done = time.perf_counter()
+                self.records.append((self.phase, done - t, outcome, done))
 
 
-def phase_table(records: list[tuple[str, float, str]]) -> Table:
+def phase_table(records: list[tuple]) -> Table:
     table = Table(title="SearchText through the gateway during a roll-out")
     for col in ("phase", "queries", "failed", "p50 (ms)", "p99 (ms)", "answered by"):
         table.add_column(col, justify="left" if col in ("phase", "answered by") else "right")
@@ -215,12 +217,19 @@ def main(argv: list[str] | None = None) -> int:
                                bundle_path=str(path_b))
                 rollout_s = time.perf_counter() - t
             searcher.phase = "after"
+            switched_at = time.perf_counter()  # the switch is the roll-out's last Milvus call
             time.sleep(args.phase_s)
         finally:
             searcher.stop.set()
             searcher.join(timeout=60)
             stop_gateway()
         console.print(phase_table(searcher.records))
+        old_after = [r[3] - switched_at for r in searcher.records
+                     if r[0] == "after" and r[2] == old.version]
+        if old_after:
+            console.print(f"after the roll-out returned, {len(old_after)} queries were still "
+                          f"answered by {old.version}, the last {max(old_after):.2f} s after it "
+                          "(the gateway caches the alias for 1 s)")
         failed = [r[2] for r in searcher.records if r[2].startswith("error")]
         console.print(f"roll-out to vBenchB (stage, copy, wait for the gateway, switch): "
                       f"{rollout_s:.1f} s, {done.stats.copied:,} copied, switched "

@@ -96,6 +96,8 @@ def _stop_on_signals() -> None:
     own SIGTERM handler, which ends the process at once and leaves the stack running; SIGINT
     is set too, because a shell starts background jobs with it ignored."""
     def interrupt(signum: int, frame: object) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second one must not cut the clean-up
+            signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     for sig in (signal.SIGINT, signal.SIGTERM):

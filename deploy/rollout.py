@@ -53,6 +53,9 @@ BATCH = 256
 #: the fields a copy keeps; the embedding and the attribute probabilities are the new model's
 KEPT_FIELDS = [f for f in SCALAR_FIELDS if f != "model_version"]
 
+#: seconds ``pedsearch rollout`` waits for the gateways by default
+WAIT_S = 120.0
+
 #: ``progress(rows_done, rows_total)`` after every batch of a pass
 ProgressFn = Callable[[int, int], None]
 
@@ -284,10 +287,9 @@ def unstage(fleet: Fleet, cols: DetectionCollections, version: str) -> list[Gate
     if aliased is not None and version_of_collection(cols.cfg, aliased) == version:
         raise InvalidInput(f"the alias {cols.cfg.alias!r} points at {version}: move it to "
                            "another version first (pedsearch rollout --no-copy --bundle DIR)")
-    staged = fleet.staged()
-    if version not in staged:
+    if not fleet.unstage(version):
+        staged = fleet.staged()
         raise InvalidInput(f"{version} is not staged (staged: {', '.join(staged) or 'none'})")
-    fleet.keep_staged(set(staged) - {version})
     return fleet.gateways()
 
 
@@ -312,10 +314,10 @@ def register(subparsers) -> None:
     what.add_argument("--unstage", metavar="VERSION",
                       help="abandon a roll-out: take VERSION off the staged bundles (gateways "
                       "drop it); its collection is left as it is")
-    p.add_argument("--wait", type=bounded(float, 0, 3600, unit=" seconds"), default=120.0,
+    p.add_argument("--wait", type=bounded(float, 0, 3600, unit=" seconds"), default=None,
                    metavar="SECONDS",
                    help="how long to wait for every reporting gateway to hold the new version "
-                   "(0..3600, default 120); the alias moves only when they all do")
+                   f"(0..3600, default {WAIT_S:.0f}); the alias moves only when they all do")
     p.add_argument("--force", action="store_true",
                    help="switch even if some gateway does not hold the new version by then "
                    "(it answers FAILED_PRECONDITION until it does)")
@@ -324,7 +326,7 @@ def register(subparsers) -> None:
                    "its workers have written")
     p.add_argument("--no-switch", dest="switch", action="store_false",
                    help="fill the new collection but leave the alias where it is")
-    p.set_defaults(handler=cmd_rollout)
+    p.set_defaults(handler=cmd_rollout, _parser=p)
 
 
 def cmd_rollout(args) -> int:
@@ -334,7 +336,16 @@ def cmd_rollout(args) -> int:
     from pedsearch.schema import connect
 
     console = Console()  # soft_wrap: names and paths are never broken across lines
+    if args.unstage:
+        given = [flag for flag, on in (("--wait", args.wait is not None), ("--force", args.force),
+                                       ("--no-copy", not args.copy),
+                                       ("--no-switch", not args.switch)) if on]
+        if given:
+            args._parser.error(f"{', '.join(given)} "
+                               f"{'does' if len(given) == 1 else 'do'} not apply to --unstage")
     settings = load_settings(args.config)
+    if args.wait is None:
+        args.wait = WAIT_S
     fleet = Fleet(redis.Redis.from_url(settings.redis.url, socket_timeout=5.0,
                                        socket_connect_timeout=2.0), settings.milvus.alias)
     try:
@@ -344,12 +355,18 @@ def cmd_rollout(args) -> int:
                           "stages the bundle there for the gateways; start Redis (pedsearch "
                           "stack up) or set redis.url") from None
     cols = DetectionCollections(connect(settings.milvus), settings.milvus)
-    try:
-        if args.unstage:
+    if args.unstage:
+        try:
             reports = unstage(fleet, cols, args.unstage)
-            console.print(f"unstaged {args.unstage}: {len(reports)} reporting gateways drop it "
-                          "unless started with it", highlight=False, soft_wrap=True)
-            return 0
+        except (redis.RedisError, MilvusException) as exc:
+            raise Unavailable(f"cannot unstage {args.unstage} ({exc}): Redis at "
+                              f"{settings.redis.url} or Milvus at {settings.milvus.uri} failed; "
+                              "nothing was changed unless the message says otherwise; run the "
+                              "command again") from None
+        console.print(f"unstaged {args.unstage}: {len(reports)} reporting gateways drop it "
+                      "unless started with it", highlight=False, soft_wrap=True)
+        return 0
+    try:
         return _roll_out(args, settings, fleet, cols, console)
     except redis.RedisError as exc:
         raise Unavailable(f"Redis at {settings.redis.url} failed during the roll-out "

@@ -68,6 +68,7 @@ class BundleSync:
         self._redis_down = False
         self._lock = threading.Lock()  # the monitor and a direct health check may overlap
         self._closed = threading.Event()
+        self._report_lock = threading.Lock()
         #: reported beside the versions: the aliased collection last seen, and the health
         self.aliased = ""
         self.serving = False
@@ -117,12 +118,13 @@ class BundleSync:
 
     def publish(self) -> None:
         """Write the report (nothing once withdrawn; a Redis failure is only logged)."""
-        if self._closed.is_set():
-            return
-        try:
-            self.fleet.report(self.report())
-        except redis.RedisError as exc:
-            log.debug("cannot report the held versions: %s", exc)
+        with self._report_lock:  # never a report written after the withdrawal
+            if self._closed.is_set():
+                return
+            try:
+                self.fleet.report(self.report())
+            except redis.RedisError as exc:
+                log.debug("cannot report the held versions: %s", exc)
 
     def run_reports(self, interval_s: float = REPORT_INTERVAL_S) -> None:
         """Publish every ``interval_s`` seconds until :meth:`withdraw` (a thread's target)."""
@@ -133,11 +135,12 @@ class BundleSync:
     def withdraw(self) -> None:
         """The gateway stops: its report goes at once, so no roll-out waits for it, and no
         later step or report writes it again."""
-        self._closed.set()
-        try:
-            self.fleet.withdraw(self.gateway_id)
-        except redis.RedisError:
-            pass  # it expires with its TTL
+        with self._report_lock:
+            self._closed.set()
+            try:
+                self.fleet.withdraw(self.gateway_id)
+            except redis.RedisError:
+                pass  # it expires with its TTL
 
     def _try_load(self, version: str, path: str) -> None:
         failed = self._failed.get(version)

@@ -265,9 +265,12 @@ class GatewayClient:
               image: bytes | str | pathlib.Path | None = None,
               threshold: float, cameras: Sequence[str] = (), since_us: int | None = None,
               until_us: int | None = None, max_matches: int = 0,
-              max_duration_s: int = 0) -> "WatchStream":
+              max_duration_s: int = 0,
+              skip_tracks: Sequence[tuple[str, int]] = ()) -> "WatchStream":
         """Start a standing query: a text, attributes, or an example crop of the person
         (``image``: JPEG/PNG bytes or a file's path; matches are that person appearing again).
+        ``skip_tracks``: ``(camera_id, track_id)`` pairs never reported (the example's own
+        track, whose later crops would match it).
 
         Returns a :class:`WatchStream`: iterate it for :class:`Hit` (a new match) and
         :class:`Heartbeat` events; ``cancel()`` (or leaving a ``with`` block) ends it.
@@ -275,7 +278,10 @@ class GatewayClient:
         with _building("Watch"):
             req = search_pb2.WatchRequest(threshold=threshold, max_matches=max_matches,
                                           max_duration_s=max_duration_s,
-                                          filter=_filter(cameras, since_us, until_us, None))
+                                          filter=_filter(cameras, since_us, until_us, None),
+                                          skip_tracks=[search_pb2.TrackRef(camera_id=c,
+                                                                           track_id=t)
+                                                       for c, t in skip_tracks])
         if sum((text is not None, bool(attributes), image is not None)) > 1:
             raise InvalidInput("a watch is a text query, an attribute query or an image query: "
                                "give one of them")

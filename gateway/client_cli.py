@@ -219,14 +219,30 @@ def _check_query(args) -> None:
         parser.error(f"--image {args.image}: no such file")
 
 
-def _example(gw, args) -> tuple[bytes | str | None, str]:
-    """The query image of ``--image`` or ``--like`` (a stored detection's crop, fetched from
-    the gateway) and how to name the query; ``(None, "")`` without either."""
+@dataclasses.dataclass
+class Example:
+    """The query image of ``--image`` or ``--like``.
+
+    Attributes:
+        image: JPEG/PNG bytes or a file's path; ``None`` without either option.
+        name: how the query is named in tables and messages.
+        track: ``(camera_id, track_id)`` of the ``--like`` detection: a watch skips that track,
+            whose later crops (the person still in view) would match its own example.
+    """
+
+    image: bytes | str | None = None
+    name: str = ""
+    track: tuple[str, int] | None = None
+
+
+def _example(gw, args) -> Example:
     if args.image is not None:
-        return args.image, f"image {pathlib.Path(args.image).name}"
-    if args.like is not None:
-        return _fetch_crop(gw, args.like), f"like detection {args.like}"
-    return None, ""
+        return Example(args.image, f"image {pathlib.Path(args.image).name}")
+    if args.like is not None:  # its crop and its track, from the gateway (GetDetection)
+        got = _fetch_detection(gw, args.like)
+        return Example(got.crop_jpeg, f"like detection {args.like}",
+                       (got.detection.camera_id, got.detection.track_id))
+    return Example()
 
 
 def _unavailable(exc: Unavailable) -> int:
@@ -255,9 +271,10 @@ def cmd_search(args) -> int:
                   min_score=args.min_score)
     try:
         with _connect(args) as gw:
-            image, query = _example(gw, args)
-            if image is not None:
-                result = gw.search_image(image, attributes=args.attr, **common)
+            example = _example(gw, args)
+            query = example.name
+            if example.image is not None:
+                result = gw.search_image(example.image, attributes=args.attr, **common)
             elif args.text is not None:
                 query = args.text
                 result = gw.search_text(args.text, attributes=args.attr, **common)
@@ -354,17 +371,21 @@ def write_sheets(gw, result, out: pathlib.Path, query: str, n: int) -> tuple[pat
     return html, png
 
 
-def _fetch_crop(gw, detection_id: int, *, tries: int = 3) -> bytes:
-    """The crop JPEG of a detection; waits out the rate limit as the gateway asks (a sheet
+def _fetch_detection(gw, detection_id: int, *, tries: int = 3):
+    """A detection with its crop JPEG; waits out the rate limit as the gateway asks (a sheet
     costs one GetDetection per crop, on top of the search)."""
     for _ in range(tries - 1):
         try:
-            return gw.get_detection(detection_id, include_crop=True).crop_jpeg
+            return gw.get_detection(detection_id, include_crop=True)
         except ResourceExhausted as exc:
             if exc.retry_after_s is None or exc.retry_after_s > MAX_RATE_WAIT_S:
                 raise
             time.sleep(exc.retry_after_s)
-    return gw.get_detection(detection_id, include_crop=True).crop_jpeg
+    return gw.get_detection(detection_id, include_crop=True)
+
+
+def _fetch_crop(gw, detection_id: int) -> bytes:
+    return _fetch_detection(gw, detection_id).crop_jpeg
 
 
 def cmd_watch(args) -> int:
@@ -377,13 +398,16 @@ def cmd_watch(args) -> int:
     matches = 0
     try:
         with _connect(args) as gw:
-            image, what = _example(gw, args)
-            stream = gw.watch(args.text, attributes=args.attr, image=image,
+            example = _example(gw, args)
+            stream = gw.watch(args.text, attributes=args.attr, image=example.image,
                               threshold=args.threshold, cameras=args.camera,
                               since_us=args.since, until_us=args.until,
-                              max_matches=args.max_matches, max_duration_s=args.duration)
-            what = what or (args.text if args.text is not None else " ".join(
+                              max_matches=args.max_matches, max_duration_s=args.duration,
+                              skip_tracks=[example.track] if example.track else [])
+            what = example.name or (args.text if args.text is not None else " ".join(
                 f"{c.family}={','.join(c.values)}" for c in args.attr))
+            if example.track:
+                what += f" (its own track {example.track[1]} on {example.track[0]} skipped)"
             established = False
             try:
                 with console.status("starting the watch...") as status:

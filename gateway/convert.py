@@ -23,6 +23,8 @@ from pedsearch.v1 import frame_pb2, search_pb2
 
 DEFAULT_K = 10
 MAX_CAMERAS = 1000
+#: tracks a Watch may skip (the example's own, a few more at most)
+MAX_SKIP_TRACKS = 100
 MAX_CONSTRAINTS = 64
 MAX_VALUES = 64
 #: a decoded query image larger than this is refused before decoding (decompression bombs)
@@ -85,6 +87,18 @@ def parse_filter(msg: search_pb2.Filter) -> FilterParams:
         raise InvalidInput(f"filter time range is inverted: since_us {since} > until_us {until}")
     min_score = finite(msg.min_score, "filter.min_score") if msg.HasField("min_score") else None
     return FilterParams(cams, since, until, min_score)
+
+
+def skip_tracks(msgs: Sequence[search_pb2.TrackRef]) -> frozenset[tuple[str, int]]:
+    """Check ``WatchRequest.skip_tracks`` (valid camera ids, at most :data:`MAX_SKIP_TRACKS`)."""
+    if len(msgs) > MAX_SKIP_TRACKS:
+        raise InvalidInput(f"skip_tracks lists {len(msgs)} tracks; at most {MAX_SKIP_TRACKS}")
+    for i, t in enumerate(msgs):
+        if not CAMERA_ID.match(t.camera_id):
+            raise InvalidInput(f"skip_tracks[{i}].camera_id {t.camera_id[:80]!r} is not a camera "
+                               "id (1-64 letters, digits or '_.:-', starting with a letter or "
+                               "digit)")
+    return frozenset((t.camera_id, int(t.track_id)) for t in msgs)
 
 
 def parse_constraints(schema: AttributeSchema,

@@ -28,6 +28,7 @@ from gateway.convert import (
     hit_proto,
     parse_constraints,
     parse_filter,
+    skip_tracks,
     top_k,
 )
 from gateway.search import Constraint, Searcher, no_index
@@ -414,11 +415,12 @@ class SearchService(search_pb2_grpc.SearchServicer):
             except Unavailable:  # dropped meanwhile
                 return None
 
+        skip = skip_tracks(request.skip_tracks)
         self._check_watch_version()
         return WatchQuery(vector=vector, model_version=bundle.version, threshold=threshold,
                           filter=flt, constraints=constraints, max_matches=request.max_matches,
                           duration_s=float(duration), soft_weight=self.cfg.soft_weight,
-                          encode_other=encode_other)
+                          encode_other=encode_other, skip_tracks=skip)
 
     def _check_watch_version(self) -> None:
         """A watch may start before anything is indexed (or while Milvus is down: it reads the

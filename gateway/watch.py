@@ -104,6 +104,8 @@ class WatchQuery:
             of each other version (again at later rows while it answers ``None``), so a watch
             goes on matching when a roll-out moves the workers to a version the gateway loaded
             after the watch began.
+        skip_tracks: ``(camera_id, track_id)`` pairs whose detections are never matches (the
+            track an example image comes from).
     """
 
     vector: np.ndarray
@@ -115,6 +117,7 @@ class WatchQuery:
     duration_s: float
     soft_weight: float
     encode_other: Callable[[str], np.ndarray | None] = lambda _version: None
+    skip_tracks: frozenset[tuple[str, int]] = frozenset()
 
 
 def run_watch(query: WatchQuery, *, feed: LiveFeed, schema: AttributeSchema,
@@ -155,6 +158,8 @@ def run_watch(query: WatchQuery, *, feed: LiveFeed, schema: AttributeSchema,
             cursor = entry.entry_id
             scanned += 1
             row = entry.row
+            if (row.camera_id, int(row.track_id)) in query.skip_tracks:
+                continue
             vecs = spaces.get(row.model_version)
             if vecs is None:
                 other = query.encode_other(row.model_version)

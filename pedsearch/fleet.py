@@ -109,6 +109,10 @@ class Fleet:
         raw = self.redis.hgetall(staged_key(self.alias))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
+    def unstage(self, version: str) -> bool:
+        """Take ``version`` off the staged bundles; whether it was staged."""
+        return bool(self.redis.hdel(staged_key(self.alias), version))
+
     def keep_staged(self, versions: set[str]) -> list[str]:
         """Unstage every version not in ``versions`` (gateways then drop them unless the alias
         points there or they were started with them); returns those unstaged."""

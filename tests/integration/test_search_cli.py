@@ -22,10 +22,15 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+import redis
+from pymilvus import MilvusClient
 
 from gateway.client import connect
+from pedsearch.attributes import AttributeSchema
 from pedsearch.config import ENV_PREFIX, load_settings
 from pedsearch.contact_sheet import sheet_size
+from pedsearch.live import LiveFeed
+from pedsearch.schema import DetectionRow
 from pedsearch.synthetic.captions import describe
 from workers.camera.publisher import FramePublisher, make_producer
 from workers.camera.sources import SyntheticSource
@@ -301,16 +306,38 @@ def test_watch_ends_cleanly_on_ctrl_c(indexed):
 
 
 def test_watch_for_the_person_of_a_stored_detection(indexed):
+    """``watch --like ID``: the detection's stored crop is the example and its own track is
+    skipped: a later crop of that track is not printed, the same look on another camera is."""
     with connect(indexed.address) as gw:
-        hit = gw.search_text(_text_of(indexed.scene, 0), k=1).hits[0]
-    proc, lines = _start_watch("--like", str(hit.detection.id), "--threshold", "0.8",
+        d = gw.search_text(_text_of(indexed.scene, 0), k=1).hits[0].detection
+    client = MilvusClient(uri=indexed.settings.milvus.uri)
+    (stored,) = client.query(indexed.settings.milvus.alias, filter=f"id == {d.id}",
+                             output_fields=["embedding", "model_version", "crop_ref"])
+    client.close()
+
+    def sighting(new_id: int, camera: str, track: int) -> DetectionRow:
+        return DetectionRow(
+            id=new_id, camera_id=camera, ts_us=d.ts_us + 1_000_000, track_id=track,
+            frame_seq=0, box=(0.0, 0.0, 64.0, 128.0), det_score=0.9,
+            crop_ref=stored["crop_ref"], model_version=stored["model_version"],
+            embedding=np.asarray(stored["embedding"], np.float32),
+            attributes=np.zeros(AttributeSchema.default().dim, np.float32))
+
+    proc, lines = _start_watch("--like", str(d.id), "--threshold", "0.9", "--max-matches", "1",
                                "--gateway", indexed.address)
     try:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0, "".join(lines)
+        feed = LiveFeed(redis.Redis.from_url(indexed.settings.redis.url),
+                        indexed.settings.milvus.alias)
+        feed.publish([sighting(d.id + 1, d.camera_id, d.track_id),  # still in view: skipped
+                      sighting(d.id + 2, "again-0", 1)])            # appears again elsewhere
+        assert proc.wait(timeout=CLI_TIMEOUT_S) == 0, "".join(lines)
     finally:
         proc.kill()
-    assert f"watching for like detection {hit.detection.id}" in "".join(lines)
+    out = "".join(lines)
+    assert f"watching for like detection {d.id} (its own track {d.track_id} on " \
+           f"{d.camera_id} skipped)" in " ".join(out.split()), out
+    assert re.search(r"match 1 score \d\.\d{3}\s+again-0\s", out), out
+    assert "the watch ended after 1 match(es)" in out
     # an id that names no stored detection: nothing to watch for, and said so
     proc = cli("watch", "--like", "12345", "--threshold", "0.8", "--gateway", indexed.address)
     assert proc.returncode == 2 and "12345" in proc.stderr, proc.stdout + proc.stderr

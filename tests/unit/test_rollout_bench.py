@@ -7,9 +7,9 @@ from rich.console import Console
 
 def test_phase_table_counts_failures_and_the_versions_that_answered(benchmark_script):
     bench = benchmark_script("rollout")
-    records = ([("before", 0.010, "vOld")] * 9 + [("during", 0.020, "vOld")] * 5
-               + [("during", 0.030, "vNew"), ("during", 0.5, "error UNAVAILABLE: down")]
-               + [("after", 0.012, "vNew")] * 4)
+    records = ([("before", 0.010, "vOld", 0.0)] * 9 + [("during", 0.020, "vOld", 1.0)] * 5
+               + [("during", 0.030, "vNew", 2.0), ("during", 0.5, "error UNAVAILABLE: down", 3.0)]
+               + [("after", 0.012, "vNew", 4.0)] * 4)
     console = Console(width=200, record=True)
     console.print(bench.phase_table(records))
     rows = [[c.strip() for c in line.strip().strip("│").split("│")]

@@ -16,6 +16,7 @@ from gateway.convert import (
     image_size,
     parse_constraints,
     parse_filter,
+    skip_tracks,
     top_k,
 )
 from gateway.search import Hit
@@ -57,6 +58,18 @@ def test_parse_filter():
         parse_filter(search_pb2.Filter(min_score=float("nan")))
     with pytest.raises(InvalidInput, match="at most 1000"):
         parse_filter(search_pb2.Filter(camera_ids=[f"c{i}" for i in range(1001)]))
+
+
+def test_skip_tracks():
+    refs = [search_pb2.TrackRef(camera_id="gate-3", track_id=17),
+            search_pb2.TrackRef(camera_id="gate-3", track_id=17),
+            search_pb2.TrackRef(camera_id="lobby", track_id=-2)]
+    assert skip_tracks(refs) == {("gate-3", 17), ("lobby", -2)}
+    assert skip_tracks([]) == frozenset()
+    with pytest.raises(InvalidInput, match=r"skip_tracks\[0\].camera_id '' is not a camera id"):
+        skip_tracks([search_pb2.TrackRef(track_id=1)])
+    with pytest.raises(InvalidInput, match="101 tracks; at most 100"):
+        skip_tracks([search_pb2.TrackRef(camera_id="c", track_id=i) for i in range(101)])
 
 
 def test_filter_admits():

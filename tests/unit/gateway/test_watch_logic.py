@@ -141,6 +141,14 @@ def test_a_watch_matches_each_version_in_its_own_space():
     assert asked == ["v2", "v9"]
 
 
+def test_a_watch_skips_the_tracks_it_is_told_to():
+    # the example's own track (c1, 1) keeps matching while the person is in view: skipped;
+    # the same track number on another camera is another track
+    feed = ListFeed([[row(1, [1.0, 0.0]), row(2, [1.0, 0.0], cam="c2")]])
+    out = events(query(skip_tracks=frozenset({("c1", 1)})), feed)
+    assert [h.id for h in out if isinstance(h, Hit)] == [2]
+
+
 def test_a_watch_picks_up_a_version_loaded_after_it_began():
     # the gateway loads v2 (a staged bundle) while the watch runs: the v2 row that arrives
     # before that is skipped, the one after it is matched in v2's space
