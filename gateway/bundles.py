@@ -28,6 +28,7 @@ from typing import Callable
 
 import redis
 
+from gateway.metrics import held_versions
 from pedsearch.bundle import Bundle
 from pedsearch.errors import PedsearchError
 from pedsearch.fleet import REPORT_TTL_S, Fleet, GatewayReport
@@ -121,6 +122,7 @@ class BundleSync:
         with self._report_lock:  # never a report written after the withdrawal
             if self._closed.is_set():
                 return
+            held_versions(self.milvus.bundles)
             try:
                 self.fleet.report(self.report())
             except redis.RedisError as exc:

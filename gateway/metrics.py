@@ -4,7 +4,10 @@
   stream's whole life);
 - ``pedsearch_gateway_requests_total{method, code}``: finished RPCs by status code (``OK``,
   ``INVALID_ARGUMENT``, ...), so error rates per code are one query away;
-- ``pedsearch_gateway_watches``: Watch streams open now.
+- ``pedsearch_gateway_watches``: Watch streams open now;
+- ``pedsearch_gateway_model_versions{version}``: 1 for each model version the gateway holds
+  (its own bundles and those a roll-out staged), so a dashboard shows a roll-out reaching every
+  replica.
 
 The metrics live in one process-wide registry (several servers in one process, as in the tests,
 share it). ``pedsearch gateway serve --metrics-port`` exposes them over HTTP.
@@ -22,6 +25,22 @@ REQUESTS = Counter(
     "pedsearch_gateway_requests", "Finished gateway RPCs by status code", ["method", "code"],
 )
 WATCHES = Gauge("pedsearch_gateway_watches", "Watch streams open now")
+VERSIONS = Gauge("pedsearch_gateway_model_versions", "Model versions the gateway holds (1 each)",
+                 ["version"])
+
+
+_held: set[str] = set()
+
+
+def held_versions(versions) -> None:
+    """Set :data:`VERSIONS` to exactly ``versions`` (a version dropped leaves the metric)."""
+    now = set(versions)
+    for version in _held - now:
+        VERSIONS.remove(version)
+    for version in now - _held:
+        VERSIONS.labels(version).set(1)
+    _held.clear()
+    _held.update(now)
 
 
 def observe(method: str, code: str, seconds: float) -> None:

@@ -1216,6 +1216,8 @@ def test_gateway_serve_command_serves_until_sigterm(servers, tmp_path):
         assert re.search(r'pedsearch_gateway_requests_total\{code="INVALID_ARGUMENT",'
                          r'method="SearchText"\} [1-9]', body)
         assert 'pedsearch_gateway_request_seconds_count{method="ListCameras"}' in body
+        assert (f'pedsearch_gateway_model_versions{{version="{servers.bundle.version}"}} 1.0'
+                in body)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, "".join(lines) + out

@@ -81,6 +81,21 @@ def test_staged_bundles_are_loaded_and_reported(world):
     assert world.load.calls == ["/ok/v2"]  # held: not loaded again
 
 
+def test_the_versions_held_are_a_metric(world):
+    from prometheus_client import REGISTRY
+
+    def metric(version):
+        return REGISTRY.get_sample_value("pedsearch_gateway_model_versions",
+                                         {"version": version})
+
+    world.fleet.staged_bundles = {"v2": "/ok/v2"}
+    world.sync.step("det_v1")
+    assert (metric("v1"), metric("v0"), metric("v2")) == (1.0, 1.0, 1.0)
+    world.fleet.staged_bundles = {}
+    world.sync.step("det_v1")
+    assert metric("v2") is None and metric("v1") == 1.0
+
+
 def test_unstaged_bundles_are_dropped_unless_aliased_or_started_with(world):
     world.fleet.staged_bundles = {"v2": "/ok/v2", "v3": "/ok/v3"}
     world.sync.step("det_v1")
