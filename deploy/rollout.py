@@ -198,7 +198,7 @@ def wait_for_gateways(fleet: Fleet, version: str, *, timeout_s: float,
 
 def rollout(cols: DetectionCollections, crops: CropStore, bundle: Bundle, *,
             fleet: Fleet | None = None, bundle_path: str | None = None,
-            copy: bool = True, switch: bool = True, wait_s: float = 120.0,
+            copy: bool = True, switch: bool = True, wait_s: float = WAIT_S,
             force: bool = False,
             progress: Callable[[str], ProgressFn] | None = None) -> RolloutReport:
     """Stage ``bundle`` for the gateways, fill its version's collection from the aliased one,

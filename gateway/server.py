@@ -28,8 +28,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway.address import WILDCARD_HOSTS, listen_address, local_host
-from gateway.bundles import BundleSync
 from gateway.auth import TokenAuth
+from gateway.bundles import BundleSync
 from gateway.interceptor import GatewayInterceptor
 from gateway.ratelimit import RateLimiter
 from gateway.service import SearchService, not_held
