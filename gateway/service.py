@@ -113,21 +113,12 @@ class MilvusLink:
             Unavailable: Milvus cannot be reached, or ``version`` was dropped meanwhile (a
                 roll-out unstaged it). NotReady: no bundle is loaded.
         """
-        if self.bundle is None:
-            raise NotReady("no model bundle is loaded")
-        version = version or self.bundle.version
-        with self._lock:
-            searcher = self._searchers.get(version)
-            if searcher is None:
-                bundle = self.bundles.get(version)
-                if bundle is None:  # unloaded between the routing and now
-                    raise Unavailable(f"model version {version} was just dropped by this "
-                                      "gateway; retry")
-                if self._client is None:
-                    self._client = connect(self.settings.milvus)
-                searcher = self._searchers[version] = Searcher(
-                    client=self._client, cfg=self.settings.milvus, bundle=bundle)
-            return searcher
+        def make(bundle: Bundle) -> Searcher:
+            if self._client is None:
+                self._client = connect(self.settings.milvus)
+            return Searcher(client=self._client, cfg=self.settings.milvus, bundle=bundle)
+
+        return self._cached(self._searchers, version, make)
 
     def encoder(self, version: str | None = None) -> Searcher:
         """The query encoders of ``version`` (default: the primary bundle's): they need the
@@ -136,19 +127,24 @@ class MilvusLink:
         Raises:
             NotReady: no bundle is loaded. Unavailable: ``version`` was dropped meanwhile.
         """
+        return self._cached(self._encoders, version, lambda bundle: Searcher(
+            client=None, cfg=self.settings.milvus, bundle=bundle))
+
+    def _cached(self, cache: dict[str, Searcher], version: str | None,
+                make: Callable[[Bundle], Searcher]) -> Searcher:
+        """``cache[version]``, made by ``make(bundle)`` (under the lock) on first use."""
         if self.bundle is None:
             raise NotReady("no model bundle is loaded")
         version = version or self.bundle.version
         with self._lock:
-            enc = self._encoders.get(version)
-            if enc is None:
+            found = cache.get(version)
+            if found is None:
                 bundle = self.bundles.get(version)
-                if bundle is None:
+                if bundle is None:  # dropped between the routing and now
                     raise Unavailable(f"model version {version} was just dropped by this "
                                       "gateway; retry")
-                enc = self._encoders[version] = Searcher(client=None, cfg=self.settings.milvus,
-                                                         bundle=bundle)
-            return enc
+                found = cache[version] = make(bundle)
+            return found
 
     def hold(self, bundle: Bundle) -> None:
         """Answer with ``bundle``'s version too (a bundle a roll-out staged)."""
