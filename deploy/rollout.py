@@ -349,7 +349,7 @@ def cmd_rollout(args) -> int:
     fleet = Fleet(redis.Redis.from_url(settings.redis.url, socket_timeout=5.0,
                                        socket_connect_timeout=2.0), settings.milvus.alias)
     try:
-        fleet.gateways()
+        fleet.redis.ping()
     except redis.RedisError as exc:
         raise Unavailable(f"cannot reach Redis at {settings.redis.url} ({exc}): the roll-out "
                           "stages the bundle there for the gateways; start Redis (pedsearch "

@@ -33,7 +33,7 @@ from pedsearch.bundle import Bundle
 from pedsearch.config import DEFAULT_SOFT_WEIGHT, SOFT_PROBABILITY_FLOOR, MilvusConfig
 from pedsearch.envelope import CAMERA_ID
 from pedsearch.errors import InvalidInput, NotFound, NotReady, Unavailable
-from pedsearch.schema import SCALAR_FIELDS, collection_name
+from pedsearch.schema import SCALAR_FIELDS
 
 log = logging.getLogger("pedsearch.gateway.search")
 
@@ -274,7 +274,7 @@ class Searcher:
         client: a connected Milvus client.
         cfg: Milvus configuration (alias, prefix, search parameters).
         bundle: a bundle loaded with the ``text`` and ``attributes`` parts (``image`` too for
-            :meth:`search_image`).
+            :meth:`encode_image`).
     """
 
     def __init__(self, *, client: MilvusClient, cfg: MilvusConfig, bundle: Bundle,
@@ -319,27 +319,6 @@ class Searcher:
         finally:
             quiet.setLevel(level)
 
-    def check_version(self, name: str) -> str:
-        """``name`` if it is the collection of the bundle's model version, else NotReady."""
-        expected = collection_name(self.cfg, self.bundle.version)
-        if name != expected:
-            raise NotReady(f"alias {self.cfg.alias!r} points at {name}, but the loaded model is "
-                           f"{self.bundle.version}; load the bundle of that collection's "
-                           "version or switch the alias")
-        return name
-
-    def collection(self, *, timeout_s: float | None = None) -> str:
-        """The concrete collection behind the alias, checked against the bundle's version.
-
-        Raises:
-            NotReady: the alias does not exist yet, or points at another model version.
-            Unavailable: Milvus cannot be reached.
-        """
-        name = self.resolve_alias(timeout_s=timeout_s)
-        if name is None:
-            raise no_index(self.cfg)
-        return self.check_version(name)
-
     # -- encoders --------------------------------------------------------------------------------
     def encode_text(self, text: str) -> np.ndarray:
         """A query text -> ``(D,)`` unit vector; raises :class:`InvalidInput` if unusable."""
@@ -353,20 +332,6 @@ class Searcher:
         except InvalidInput as exc:
             raise InvalidInput(exc.message.replace("text 0 ", "query text ", 1)) from None
 
-    def encode_attributes(self, attributes: Mapping[str, str | list[str]]) -> np.ndarray:
-        """An attribute set -> ``(D,)`` unit vector (AAIPR generator)."""
-        if not attributes:
-            raise InvalidInput("no attributes given")
-        canonical = {}
-        for fam, val in attributes.items():
-            vals = [val] if isinstance(val, str) else list(val)
-            vs = [self.bundle.schema.canonical_value(fam, v) for v in vals]
-            canonical[fam] = vs[0] if self.bundle.schema.family(fam).kind == "single" else vs
-        try:
-            return self.bundle.encode_attribute_sets([canonical])[0]
-        except InvalidInput as exc:
-            raise InvalidInput(exc.message.replace("attribute set 0: ", "", 1)) from None
-
     def encode_constraints(self, constraints: Sequence[Constraint]) -> np.ndarray:
         """An attribute query -> ``(A, D)`` unit vectors: one concept per alternative its
         constraints allow (:func:`query_attribute_sets`), encoded in one batch."""
@@ -379,23 +344,12 @@ class Searcher:
         return emb[0]
 
     # -- searches --------------------------------------------------------------------------------
-    def search_text(self, text: str, *, k: int = 10, cameras: Sequence[str] = (),
-                    since_us: int | None = None, until_us: int | None = None) -> list[Hit]:
-        return self.search_vector(self.encode_text(text), k=k, cameras=cameras,
-                                  since_us=since_us, until_us=until_us)
-
-    def search_attributes(self, attributes: Mapping[str, str | list[str]], *, k: int = 10,
-                          cameras: Sequence[str] = (), since_us: int | None = None,
-                          until_us: int | None = None) -> list[Hit]:
-        return self.search_vector(self.encode_attributes(attributes), k=k, cameras=cameras,
-                                  since_us=since_us, until_us=until_us)
-
     def search_vector(
         self, vector: np.ndarray, *, k: int = 10, cameras: Sequence[str] = (),
         since_us: int | None = None, until_us: int | None = None,
         constraints: Sequence[Constraint] = (), min_score: float | None = None,
         soft_weight: float = DEFAULT_SOFT_WEIGHT, rerank_factor: int = 4,
-        collection: str | None = None, timeout_s: float | None = None,
+        collection: str, timeout_s: float | None = None,
     ) -> list[Hit]:
         """The ``k`` best stored detections for a query vector, or for the best of several.
 
@@ -408,7 +362,8 @@ class Searcher:
             constraints: attribute constraints (hard filter / soft re-rank, see the module).
             min_score: drop hits scoring below it (after re-ranking).
             soft_weight, rerank_factor: the re-ranking formula's weight and over-fetch factor.
-            collection: the concrete collection if the caller resolved the alias already.
+            collection: the concrete collection the alias points at (resolved once per
+                request by the caller, :meth:`gateway.service.MilvusLink.route`).
             timeout_s: Milvus call timeout (capped by ``cfg.timeout_s``).
 
         Returns:
@@ -421,10 +376,9 @@ class Searcher:
         expr = " and ".join(p for p in (expr, hard) if p)
         soft = any(c.mode == "soft" for c in constraints) and soft_weight > 0
         limit = min(MILVUS_MAX_LIMIT, int(k) * (rerank_factor if soft else 1))
-        name = collection or self.collection(timeout_s=timeout_s)
         try:
             res = self.client.search(
-                name, data=np.atleast_2d(np.asarray(vector, np.float32)).tolist(),
+                collection, data=np.atleast_2d(np.asarray(vector, np.float32)).tolist(),
                 anns_field="embedding",
                 limit=limit, filter=expr,
                 search_params={"metric_type": self.cfg.metric_type,
@@ -432,7 +386,7 @@ class Searcher:
                 output_fields=self.output_fields, timeout=self._timeout(timeout_s),
             )
         except MILVUS_FAILURES as exc:
-            raise _milvus_error(exc, f"search on {name}", self.cfg.uri) from exc
+            raise _milvus_error(exc, f"search on {collection}", self.cfg.uri) from exc
         best: dict[int, Hit] = {}
         for answers in res:  # one list per query vector
             for h in answers:
@@ -462,25 +416,24 @@ class Searcher:
             params["ef"] = max(params["ef"], limit)
         return params
 
-    def get(self, detection_id: int, *, collection: str | None = None,
+    def get(self, detection_id: int, *, collection: str,
             timeout_s: float | None = None) -> Hit:
         """One stored detection by id (score 0).
 
         Raises:
             NotFound: no detection has that id in the current collection.
         """
-        name = collection or self.collection(timeout_s=timeout_s)
         try:
             # Milvus' parser reads "-9223372036854775808" as minus an out-of-range literal
             expr = (f"id == {int(detection_id)}" if detection_id > -(2**63)
                     else f"id < {-(2**63) + 1}")
-            rows = self.client.query(name, filter=expr,
+            rows = self.client.query(collection, filter=expr,
                                      output_fields=self.output_fields,
                                      timeout=self._timeout(timeout_s))
         except MILVUS_FAILURES as exc:
-            raise _milvus_error(exc, f"query on {name}", self.cfg.uri) from exc
+            raise _milvus_error(exc, f"query on {collection}", self.cfg.uri) from exc
         if not rows:
-            raise NotFound(f"no detection with id {detection_id} in {name}")
+            raise NotFound(f"no detection with id {detection_id} in {collection}")
         return self._hit(rows[0], int(detection_id), 0.0)
 
     def _hit(self, e: Mapping, detection_id: int, score: float) -> Hit:

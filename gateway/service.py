@@ -251,27 +251,27 @@ class SearchService(search_pb2_grpc.SearchServicer):
         """Check, encode and search one query in the space of the version the alias points at.
 
         ``encode(searcher, constraints)`` turns the request into its ``(D,)`` or ``(A, D)``
-        query vector with that searcher's bundle. The request is checked and encoded with the
-        primary bundle first, before Milvus is asked, so bad input is INVALID_ARGUMENT even while
-        Milvus is down; when the alias is on another version the gateway holds (a roll-out),
-        the query is encoded again in that version's space.
+        query vector with that searcher's bundle. The query is encoded once, by the version the
+        alias points at. When Milvus cannot say which (down, or no index yet), the request is
+        still checked and encoded with the primary bundle before that error is answered, so
+        bad input is INVALID_ARGUMENT whatever state Milvus is in.
         """
         bundle = self._bundle()
         constraints = parse_constraints(bundle.schema, constraint_protos, unspecified="soft")
         deadline = Deadline(context)
         deadline.remaining()
-        t0 = time.perf_counter()
-        vector = encode(self.milvus.encoder(), constraints)
-        encode_ms = (time.perf_counter() - t0) * 1000
         try:
             searcher, name = self.milvus.route(timeout_s=deadline.remaining())
-            if searcher.bundle is not bundle:
-                bundle = searcher.bundle
-                constraints = parse_constraints(bundle.schema, constraint_protos,
-                                                unspecified="soft")
-                t0 = time.perf_counter()
-                vector = encode(self.milvus.encoder(bundle.version), constraints)
-                encode_ms += (time.perf_counter() - t0) * 1000
+        except PedsearchError as exc:
+            encode(self.milvus.encoder(), constraints)  # bad input first, then Milvus' state
+            raise deadline.guard(exc) if isinstance(exc, Unavailable) else exc from None
+        if searcher.bundle is not bundle:  # a roll-out: the alias is on another held version
+            bundle = searcher.bundle
+            constraints = parse_constraints(bundle.schema, constraint_protos, unspecified="soft")
+        t0 = time.perf_counter()
+        vector = encode(self.milvus.encoder(bundle.version), constraints)
+        encode_ms = (time.perf_counter() - t0) * 1000
+        try:
             t0 = time.perf_counter()
             hits = searcher.search_vector(
                 vector, k=k, cameras=flt.cameras, since_us=flt.since_us, until_us=flt.until_us,
@@ -425,5 +425,5 @@ class SearchService(search_pb2_grpc.SearchServicer):
             name = self.milvus.searcher().resolve_alias(timeout_s=2.0)
         except Unavailable:
             return
-        if name is not None:
-            self.milvus.route(timeout_s=2.0)  # NotReady: a version this gateway does not hold
+        if name is not None and self.milvus.version_of(name) is None:
+            raise not_held(self.settings.milvus.alias, name, self.milvus.bundles)
