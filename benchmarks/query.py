@@ -10,8 +10,9 @@ For each index size (default 100k and 1M stored detections), in one run:
 2. for each HNSW ``ef`` of ``--ef`` (a gateway started with it), times, query by query
    (sequential, after a warm-up), p50 / p99 of
    - the text encoder alone (the bundle's ``encode_texts`` of one caption),
-   - raw pymilvus ``search`` of the same query vectors, same limit, parameters and output fields
-     as the gateway,
+   - raw pymilvus ``search`` of the same query vectors, same limit (``k * rerank_factor``: the
+     gateway re-ranks a text query's candidates by CMAAM's latent + attribute similarity),
+     parameters and output fields as the gateway,
    - the gateway's ``SearchText`` over gRPC (encode + alias + search + response),
    - brute-force numpy (exact inner products over all rows, top-k by ``argpartition``),
    each without a filter and with a camera + time filter (2 of 16 cameras, a quarter of the day);
@@ -394,12 +395,19 @@ def bench_size(settings: Settings, bundle, n: int, args,
         for ef in args.ef or [settings.milvus.search_params.get("ef")]:
             if ef:
                 settings.milvus.search_params = {**settings.milvus.search_params, "ef": ef}
-            search_params = {"metric_type": settings.milvus.metric_type,
-                             "params": dict(settings.milvus.search_params)}
+            # a text query fetches k * rerank_factor candidates to re-rank them by CMAAM's
+            # latent + attribute similarity: raw Milvus is asked for as many, with the ef the
+            # gateway then uses (ef >= limit); recall@k reads the first k
+            limit = args.k * (settings.gateway.rerank_factor
+                              if settings.gateway.text_attribute_weight > 0 else 1)
+            params = dict(settings.milvus.search_params)
+            if "ef" in params:
+                params["ef"] = max(params["ef"], limit)
+            search_params = {"metric_type": settings.milvus.metric_type, "params": params}
 
-            def raw(v, expr, search_params=search_params):
+            def raw(v, expr, search_params=search_params, limit=limit):
                 res = client.search(name, data=[v.tolist()], anns_field="embedding",
-                                    limit=args.k, filter=expr, search_params=search_params,
+                                    limit=limit, filter=expr, search_params=search_params,
                                     output_fields=out_fields, timeout=60)
                 return [int(h["id"]) for h in res[0]]
 

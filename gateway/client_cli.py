@@ -5,7 +5,7 @@ Examples::
     pedsearch search "a man in a grey hoodie with a red backpack" -k 20 --since 2h
     pedsearch search --attr upper_color=red --attr backpack=yes --hard --camera gate-3
     pedsearch search --image crop.jpg --since 2026-12-01T08:00:00Z --until 2026-12-01T09:00
-    pedsearch watch "a woman in a long red coat" --threshold 0.45
+    pedsearch watch "a woman in a long red coat" --threshold 0.6
     pedsearch watch --like 1131817532143570622 --threshold 0.8 --camera gate-3
     pedsearch cameras
 

@@ -12,6 +12,12 @@ Attribute constraints (:class:`Constraint`) act in one of three ways:
   ``score = cosine + soft_weight * geomean_c(max_v P(c.family = v))`` over the soft
   constraints ``c`` and their values ``v`` (:func:`soft_bonus`);
 - ``query``: only part of an attribute query's embedding (no filter, no re-ranking).
+
+A text query is ranked as CMAAM ranks it (Eq. 19): ``k * rerank_factor`` candidates of the
+joint embedding's cosine are re-ranked by ``(cosine + w * S_a) / (1 + w)``, ``S_a`` being the
+attribute similarity of the caption's and the detection's predicted attributes
+(:class:`TextQuery`, :func:`pedsearch.attributes.latent_attribute_score`; ``w`` is the gateway's
+``text_attribute_weight``, 0 turns it off).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import numpy as np
 from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from pedsearch.attributes import AttributeSchema
+from pedsearch.attributes import AttributeSchema, latent_attribute_score
 from pedsearch.bundle import Bundle
 from pedsearch.config import DEFAULT_SOFT_WEIGHT, SOFT_PROBABILITY_FLOOR, MilvusConfig
 from pedsearch.envelope import CAMERA_ID
@@ -62,6 +68,20 @@ class Hit:
     model_version: str
     attributes: dict[str, float] = field(default_factory=dict)  # Milvus field name -> prob
     det_score: float = 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class TextQuery:
+    """A caption encoded for CMAAM's latent + attribute similarity (Eq. 19).
+
+    Attributes:
+        vector: ``(D,)`` unit joint embedding (what Milvus searches).
+        attributes: ``(A,)`` unit attribute-space vector of the caption's predicted attributes
+            (:meth:`AttributeSchema.attribute_space`), ``A`` the schema's ``dim``.
+    """
+
+    vector: np.ndarray
+    attributes: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -320,17 +340,18 @@ class Searcher:
             quiet.setLevel(level)
 
     # -- encoders --------------------------------------------------------------------------------
-    def encode_text(self, text: str) -> np.ndarray:
-        """A query text -> ``(D,)`` unit vector; raises :class:`InvalidInput` if unusable."""
+    def encode_text(self, text: str) -> TextQuery:
+        """A query text -> its :class:`TextQuery`; raises :class:`InvalidInput` if unusable."""
         if not isinstance(text, str) or not text.strip():
             raise InvalidInput("query text is empty")
         text = text.strip()
         if len(text) > MAX_TEXT_CHARS:
             raise InvalidInput(f"query text has {len(text)} characters; at most {MAX_TEXT_CHARS}")
         try:
-            return self.bundle.encode_texts([text])[0]
+            emb, probs = self.bundle.encode_texts_with_attributes([text])
         except InvalidInput as exc:
             raise InvalidInput(exc.message.replace("text 0 ", "query text ", 1)) from None
+        return TextQuery(emb[0], self.bundle.schema.attribute_space(probs)[0])
 
     def encode_constraints(self, constraints: Sequence[Constraint]) -> np.ndarray:
         """An attribute query -> ``(A, D)`` unit vectors: one concept per alternative its
@@ -349,6 +370,7 @@ class Searcher:
         since_us: int | None = None, until_us: int | None = None,
         constraints: Sequence[Constraint] = (), min_score: float | None = None,
         soft_weight: float = DEFAULT_SOFT_WEIGHT, rerank_factor: int = 4,
+        text_attributes: np.ndarray | None = None, text_attribute_weight: float = 0.0,
         collection: str, timeout_s: float | None = None,
     ) -> list[Hit]:
         """The ``k`` best stored detections for a query vector, or for the best of several.
@@ -362,6 +384,8 @@ class Searcher:
             constraints: attribute constraints (hard filter / soft re-rank, see the module).
             min_score: drop hits scoring below it (after re-ranking).
             soft_weight, rerank_factor: the re-ranking formula's weight and over-fetch factor.
+            text_attributes, text_attribute_weight: a text query's :attr:`TextQuery.attributes`
+                and the weight of their similarity (CMAAM Eq. 19); None or 0: cosine only.
             collection: the concrete collection the alias points at (resolved once per
                 request by the caller, :meth:`gateway.service.MilvusLink.route`).
             timeout_s: Milvus call timeout (capped by ``cfg.timeout_s``).
@@ -375,7 +399,8 @@ class Searcher:
         hard = hard_expression(constraints)
         expr = " and ".join(p for p in (expr, hard) if p)
         soft = any(c.mode == "soft" for c in constraints) and soft_weight > 0
-        limit = min(MILVUS_MAX_LIMIT, int(k) * (rerank_factor if soft else 1))
+        by_attributes = text_attributes is not None and text_attribute_weight > 0
+        limit = min(MILVUS_MAX_LIMIT, int(k) * (rerank_factor if soft or by_attributes else 1))
         try:
             res = self.client.search(
                 collection, data=np.atleast_2d(np.asarray(vector, np.float32)).tolist(),
@@ -387,20 +412,31 @@ class Searcher:
             )
         except MILVUS_FAILURES as exc:
             raise _milvus_error(exc, f"search on {collection}", self.cfg.uri) from exc
-        best: dict[int, Hit] = {}
+        # id -> (cosine, Milvus entity): a hit of several concepts scores its best
+        best: dict[int, tuple[float, Mapping]] = {}
         for answers in res:  # one list per query vector
             for h in answers:
-                hit = self._hit(h["entity"], int(h["id"]), self._similarity(float(h["distance"])))
-                if hit.id not in best or hit.score > best[hit.id].score:
-                    best[hit.id] = hit
-        hits = sorted(best.values(), key=lambda h: -h.score)
+                i, cos = int(h["id"]), self._similarity(float(h["distance"]))
+                if i not in best or cos > best[i][0]:
+                    best[i] = (cos, h["entity"])
+        ids = list(best)
+        scores = np.array([best[i][0] for i in ids], np.float64)
+        if by_attributes and ids:
+            probs = np.array([[best[i][1][f] for f in self.attribute_fields] for i in ids],
+                             np.float32)
+            s_a = self.bundle.schema.attribute_space(probs) @ np.asarray(text_attributes,
+                                                                         np.float32)
+            scores = latent_attribute_score(scores, s_a, text_attribute_weight)
         if soft:
-            for h in hits:
-                h.score += soft_weight * soft_bonus(h.attributes, constraints)
-            hits.sort(key=lambda h: -h.score)
-        if min_score is not None:
-            hits = [h for h in hits if h.score >= min_score]
-        return hits[: int(k)]
+            scores += soft_weight * np.array([soft_bonus(best[i][1], constraints) for i in ids])
+        hits: list[Hit] = []
+        # only the hits returned become Hit objects (48 attribute fields each): a re-ranked
+        # search reads k * rerank_factor candidates
+        for j in np.argsort(-scores, kind="stable").tolist():
+            if len(hits) == int(k) or (min_score is not None and scores[j] < min_score):
+                break
+            hits.append(self._hit(best[ids[j]][1], ids[j], float(scores[j])))
+        return hits
 
     def _similarity(self, distance: float) -> float:
         """Milvus' distance as the cosine similarity of unit vectors (higher is better).

@@ -31,7 +31,7 @@ from gateway.convert import (
     skip_tracks,
     top_k,
 )
-from gateway.search import Constraint, Searcher, no_index
+from gateway.search import Constraint, Searcher, TextQuery, no_index
 from gateway.status import DeadlineExceeded
 from gateway.watch import Heartbeat, WatchQuery, WatchSlots, run_watch
 from pedsearch.bundle import Bundle
@@ -246,12 +246,13 @@ class SearchService(search_pb2_grpc.SearchServicer):
             raise NotReady(f"no model bundle is loaded: {self.bundle_error}")
         return self.bundle
 
-    def _search(self, context, encode: Callable[[Searcher, list[Constraint]], np.ndarray], *,
+    def _search(self, context,
+                encode: Callable[[Searcher, list[Constraint]], np.ndarray | TextQuery], *,
                 k: int, flt: FilterParams, constraint_protos) -> search_pb2.SearchResponse:
         """Check, encode and search one query in the space of the version the alias points at.
 
         ``encode(searcher, constraints)`` turns the request into its ``(D,)`` or ``(A, D)``
-        query vector with that searcher's bundle. The query is encoded once, by the version the
+        query vector, or a text query's :class:`TextQuery`, with that searcher's bundle. The query is encoded once, by the version the
         alias points at. When Milvus cannot say which (down, or no index yet), the request is
         still checked and encoded with the primary bundle before that error is answered, so
         bad input is INVALID_ARGUMENT whatever state Milvus is in.
@@ -269,14 +270,19 @@ class SearchService(search_pb2_grpc.SearchServicer):
             bundle = searcher.bundle
             constraints = parse_constraints(bundle.schema, constraint_protos, unspecified="soft")
         t0 = time.perf_counter()
-        vector = encode(self.milvus.encoder(bundle.version), constraints)
+        query = encode(self.milvus.encoder(bundle.version), constraints)
         encode_ms = (time.perf_counter() - t0) * 1000
+        text_attributes = None
+        if isinstance(query, TextQuery):
+            query, text_attributes = query.vector, query.attributes
         try:
             t0 = time.perf_counter()
             hits = searcher.search_vector(
-                vector, k=k, cameras=flt.cameras, since_us=flt.since_us, until_us=flt.until_us,
+                query, k=k, cameras=flt.cameras, since_us=flt.since_us, until_us=flt.until_us,
                 constraints=constraints, min_score=flt.min_score,
                 soft_weight=self.cfg.soft_weight, rerank_factor=self.cfg.rerank_factor,
+                text_attributes=text_attributes,
+                text_attribute_weight=self.cfg.text_attribute_weight,
                 collection=name, timeout_s=deadline.remaining(),
             )
         except Unavailable as exc:
@@ -382,7 +388,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
         duration = min(duration, self.cfg.watch_max_s)
         constraints: list[Constraint] = []
         if kind == "text":
-            def encode(enc: Searcher) -> np.ndarray:
+            def encode(enc: Searcher) -> np.ndarray | TextQuery:
                 return enc.encode_text(request.text)
         elif kind == "image":
             image = decode_image(request.image)
@@ -399,7 +405,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
                 return enc.encode_constraints(constraints)
         vector = encode(self.milvus.encoder())
 
-        def encode_other(version: str) -> np.ndarray | None:
+        def encode_other(version: str) -> np.ndarray | TextQuery | None:
             # a version held now (also one loaded after the watch began), in its own space; the
             # constraints and the hits' attribute fields are the primary bundle's, so only
             # versions of the same schema can be matched
@@ -416,6 +422,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
         return WatchQuery(vector=vector, model_version=bundle.version, threshold=threshold,
                           filter=flt, constraints=constraints, max_matches=request.max_matches,
                           duration_s=float(duration), soft_weight=self.cfg.soft_weight,
+                          text_attribute_weight=self.cfg.text_attribute_weight,
                           encode_other=encode_other, skip_tracks=skip)
 
     def _check_watch_version(self) -> None:

@@ -2,8 +2,9 @@
 
 A watch remembers the feed's tail when it starts, so only detections indexed from then on are
 checked. Each new row of the bundle's model version that passes the camera/time filter and the
-HARD attribute constraints is scored exactly as a search scores it (cosine of the embeddings plus
-the SOFT re-ranking bonus) and yielded when the score reaches the threshold.
+HARD attribute constraints is scored exactly as a search scores it (cosine of the embeddings, for a
+text query blended with the attribute similarity of CMAAM's Eq. 19, plus the SOFT re-ranking
+bonus) and yielded when the score reaches the threshold.
 
 Duplicates: with early emission the indexer writes a window's first crop at once and overwrites
 it (same id) with the window's best crop later. A watch yields an id at most once **unless a
@@ -29,9 +30,9 @@ import redis
 
 from gateway.convert import FilterParams, row_hit
 from gateway.metrics import WATCHES
-from gateway.search import Constraint, Hit, passes_hard, soft_bonus
+from gateway.search import Constraint, Hit, TextQuery, passes_hard, soft_bonus
 from gateway.status import ResourceExhausted
-from pedsearch.attributes import AttributeSchema
+from pedsearch.attributes import AttributeSchema, latent_attribute_score
 from pedsearch.errors import Unavailable
 from pedsearch.live import LiveFeed
 
@@ -92,8 +93,10 @@ class WatchQuery:
     """A checked standing query.
 
     Attributes:
-        vector: ``(D,)`` unit query embedding of ``model_version``, or ``(A, D)`` alternatives
-            (an attribute query's concepts): a detection scores its best.
+        vector: ``(D,)`` unit query embedding of ``model_version``, ``(A, D)`` alternatives
+            (an attribute query's concepts: a detection scores its best), or a text query's
+            :class:`~gateway.search.TextQuery`, scored as a search scores it (CMAAM Eq. 19
+            with ``text_attribute_weight``).
         threshold: a detection matches when its score is at least this.
         filter: cameras and time.
         constraints: HARD ones filter, SOFT ones add to the score.
@@ -108,7 +111,7 @@ class WatchQuery:
             track an example image comes from).
     """
 
-    vector: np.ndarray
+    vector: np.ndarray | TextQuery
     model_version: str
     threshold: float
     filter: FilterParams
@@ -116,8 +119,17 @@ class WatchQuery:
     max_matches: int
     duration_s: float
     soft_weight: float
-    encode_other: Callable[[str], np.ndarray | None] = lambda _version: None
+    text_attribute_weight: float = 0.0
+    encode_other: Callable[[str], np.ndarray | TextQuery | None] = lambda _version: None
     skip_tracks: frozenset[tuple[str, int]] = frozenset()
+
+
+def _space(query: np.ndarray | TextQuery) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(A, D)`` query vectors and a text query's ``(A',)`` attribute-space vector (or None)."""
+    if isinstance(query, TextQuery):
+        return (np.atleast_2d(np.asarray(query.vector, np.float32)),
+                np.asarray(query.attributes, np.float32))
+    return np.atleast_2d(np.asarray(query, np.float32)), None
 
 
 def run_watch(query: WatchQuery, *, feed: LiveFeed, schema: AttributeSchema,
@@ -134,8 +146,8 @@ def run_watch(query: WatchQuery, *, feed: LiveFeed, schema: AttributeSchema,
             ended would not tell it).
     """
     fields = schema.field_names()
-    # version -> (A, D) query vectors
-    spaces = {query.model_version: np.atleast_2d(np.asarray(query.vector, np.float32))}
+    # version -> (A, D) query vectors and a text query's attribute-space vector
+    spaces = {query.model_version: _space(query.vector)}
     try:
         cursor = feed.tail_id()
     except redis.RedisError as exc:
@@ -160,12 +172,12 @@ def run_watch(query: WatchQuery, *, feed: LiveFeed, schema: AttributeSchema,
             row = entry.row
             if (row.camera_id, int(row.track_id)) in query.skip_tracks:
                 continue
-            vecs = spaces.get(row.model_version)
-            if vecs is None:
+            space = spaces.get(row.model_version)
+            if space is None:
                 other = query.encode_other(row.model_version)
                 if other is not None:
-                    vecs = spaces[row.model_version] = np.atleast_2d(
-                        np.asarray(other, np.float32))
+                    space = spaces[row.model_version] = _space(other)
+            vecs, text_attributes = space or (None, None)
             if vecs is None or len(row.embedding) != vecs.shape[1]:
                 continue  # a model's space the query was not encoded in: scores mean nothing
             if not query.filter.admits(row.camera_id, int(row.ts_us)):
@@ -174,6 +186,10 @@ def run_watch(query: WatchQuery, *, feed: LiveFeed, schema: AttributeSchema,
             if not passes_hard(probs, query.constraints):
                 continue
             score = float(np.max(vecs @ np.asarray(row.embedding, np.float32)))
+            if text_attributes is not None and query.text_attribute_weight > 0:
+                s_a = schema.attribute_space(np.asarray([row.attributes], np.float32))[0]
+                score = latent_attribute_score(score, float(s_a @ text_attributes),
+                                               query.text_attribute_weight)
             score += query.soft_weight * soft_bonus(probs, query.constraints)
             if score < query.threshold:
                 continue

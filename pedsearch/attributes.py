@@ -173,8 +173,54 @@ class AttributeSchema:
                 out[f.name] = hits or [f.values[int(p.argmax())]]
         return out
 
+    def attribute_space(self, probs: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+        """Predicted probabilities -> unit vectors of CMAAM's attribute space (Eqs. 3, 8).
+
+        Our towers' attribute logits are CMAAM's attribute-space embeddings ``a_I`` / ``a_T``,
+        and what is stored per detection is their probabilities, so the logits are recovered
+        from them: ``log(p / (1 - p))`` for a ``multi`` value, and ``log p`` minus the family's
+        mean for a ``single`` family (a softmax fixes its logits only up to a shift; the
+        centred ones are the representative with mean 0). ``S_a`` (Eq. 8) is then the inner
+        product of two rows.
+
+        Args:
+            probs: ``(N, dim)`` probabilities in the schema's layout.
+            eps: probabilities are clipped to ``[eps, 1 - eps]`` so a certain value stays finite.
+
+        Returns:
+            ``(N, dim)`` float32 rows of unit length (a row of all zeros stays zero).
+        """
+        p = np.clip(np.asarray(probs, np.float64), eps, 1.0 - eps)
+        if p.ndim != 2 or p.shape[1] != self.dim:
+            raise InvalidInput(f"attribute probabilities must be (N, {self.dim}), got {p.shape}")
+        out = np.empty_like(p)
+        for f in self.families:
+            part = p[:, f.slice]
+            if f.kind == "single":
+                logp = np.log(part)
+                out[:, f.slice] = logp - logp.mean(axis=1, keepdims=True)
+            else:
+                out[:, f.slice] = np.log(part) - np.log1p(-part)
+        norm = np.linalg.norm(out, axis=1, keepdims=True)
+        return (out / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, AttributeSchema) and self.to_dict() == other.to_dict()
 
     def __hash__(self) -> int:
         return hash(tuple((f.name, f.kind, f.values) for f in self.families))
+
+
+def latent_attribute_score(latent: Any, attribute: Any, weight: float) -> Any:
+    """CMAAM's latent + attribute similarity of a text query and an image (Eq. 19).
+
+    The paper ranks by ``S_l + S_a``; dividing by ``1 + weight`` ranks the same and keeps the
+    score a similarity in ``[-1, 1]``, so a threshold reads as it does for the other queries.
+
+    Args:
+        latent: cosine ``S_l`` of the joint embeddings (a float or an array).
+        attribute: ``S_a``, the inner product of their :meth:`AttributeSchema.attribute_space`
+            vectors (same shape as ``latent``).
+        weight: weight of ``S_a`` (1 in the paper; 0 leaves ``latent`` unchanged).
+    """
+    return (latent + weight * attribute) / (1.0 + weight)

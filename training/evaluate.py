@@ -18,6 +18,11 @@ Protocols (``training.metrics`` implements the arithmetic):
   likely the caption's and the image's predicted attributes agree (:func:`attribute_agreement`)
   instead of by the joint embedding -- what a search through an attribute classifier alone
   would find.
+- **latent + attribute similarity** (``textla``, CMAAM Eq. 19): the same captions, images
+  ranked by the joint embedding's cosine plus the attribute similarity of the two towers'
+  attribute predictions (:func:`pedsearch.attributes.latent_attribute_score`), as the gateway
+  ranks a text query (it re-ranks ``k * rerank_factor`` candidates of the cosine; this scores
+  the whole gallery).
 - **concept + soft re-ranking** (``attrsoft``): what the gateway answers for an attribute
   query with soft constraints -- the concept cosine plus its probability bonus
   (:func:`soft_attribute_scores`).
@@ -46,8 +51,12 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 import torch
 
-from pedsearch.attributes import AttributeSchema
-from pedsearch.config import DEFAULT_SOFT_WEIGHT, SOFT_PROBABILITY_FLOOR
+from pedsearch.attributes import AttributeSchema, latent_attribute_score
+from pedsearch.config import (
+    DEFAULT_SOFT_WEIGHT,
+    DEFAULT_TEXT_ATTRIBUTE_WEIGHT,
+    SOFT_PROBABILITY_FLOOR,
+)
 from pedsearch.errors import InvalidInput
 from training.datasets import ImageRecord, encode_record
 from training.metrics import (
@@ -63,9 +72,12 @@ log = logging.getLogger("pedsearch.training")
 PROTOCOLS = {"text": "text -> image", "attr": "attribute -> image", "image": "image -> image",
              "attrpred": "attribute -> image (attribute prediction)",
              "attrsoft": "attribute -> image (concept + soft re-ranking)",
-             "textpred": "text -> image (attribute prediction)"}
+             "textpred": "text -> image (attribute prediction)",
+             "textla": "text -> image (latent + attribute similarity)"}
 #: the gateway's default ``soft_weight``
 SOFT_WEIGHT = DEFAULT_SOFT_WEIGHT
+#: the gateway's default ``text_attribute_weight``
+TEXT_ATTRIBUTE_WEIGHT = DEFAULT_TEXT_ATTRIBUTE_WEIGHT
 #: Metrics averaged into ``score``, the number that ranks checkpoints.
 SCORE_KEYS = ("text_mAP", "attr_mAP", "image_mAP")
 
@@ -398,7 +410,8 @@ def evaluate_encoders(
 
     Returns:
         Flat metrics: ``text_R@1/5/10``, ``text_mAP``, ``attr_R@1/5/10``, ``attr_mAP``,
-        ``image_R@1/5/10``, ``image_mAP``, the same of ``textpred`` / ``attrpred`` / ``attrsoft``
+        ``image_R@1/5/10``, ``image_mAP``, the same of ``textpred`` / ``textla`` / ``attrpred`` /
+        ``attrsoft``
         (fractions), ``*_queries`` (counts), ``attr_mA``,
         ``attr_mean_accuracy``, ``attr_instance_f1``, ``score`` (mean of the mAPs measured),
         ``images`` and ``ids`` (identities, so chance R@1 is about ``1 / ids``). A protocol
@@ -421,6 +434,11 @@ def evaluate_encoders(
                             owners, data.pids)
         metrics.update(m)
         curves[PROTOCOLS["textpred"]] = cmc
+        cos_a = schema.attribute_space(txt_probs) @ schema.attribute_space(img_probs).T
+        m, cmc = _retrieval("textla", latent_attribute_score(
+            txt @ img_emb.T, cos_a, TEXT_ATTRIBUTE_WEIGHT), owners, data.pids)
+        metrics.update(m)
+        curves[PROTOCOLS["textla"]] = cmc
     else:
         log.info("text -> image skipped: the images have no captions and no labels")
 

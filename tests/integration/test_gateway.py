@@ -222,6 +222,34 @@ def test_search_text_ranks_stored_detections_of_the_loaded_model(indexed):
     assert len(resp.hits) == min(10, len(indexed.rows))
 
 
+def test_search_text_scores_by_latent_plus_attribute_similarity(indexed):
+    """CMAAM Eq. 19 as the gateway serves it: (cosine + w * S_a) / (1 + w) of the caption and
+    each stored detection, S_a from both towers' predicted attributes."""
+    schema, bundle = indexed.bundle.schema, indexed.bundle
+    w = indexed.settings.gateway.text_attribute_weight
+    assert w > 0
+    text = text_of(indexed.scene, people_in(indexed.truth)[0])
+    emb, probs = bundle.encode_texts_with_attributes([text])
+    stored = schema.attribute_space(np.array([[r[f] for f in schema.field_names()]
+                                              for r in indexed.rows]))
+    s_a = stored @ schema.attribute_space(probs)[0]
+    s_l = np.array([r["embedding"] for r in indexed.rows], np.float32) @ emb[0]
+    expected = {r["id"]: (float(l) + w * float(a)) / (1 + w)
+                for r, l, a in zip(indexed.rows, s_l, s_a)}
+    resp = indexed.stub.SearchText(search_pb2.SearchTextRequest(text=text, top_k=1000),
+                                   timeout=RPC_TIMEOUT_S)
+    assert {h.detection.id for h in resp.hits} == set(expected)
+    for h in resp.hits:
+        assert h.score == pytest.approx(expected[h.detection.id], abs=1e-3)
+    # a short list is re-ranked from k * rerank_factor cosine candidates: the same scores, and
+    # where the attributes lift a detection above a better cosine, the order says so
+    top = indexed.stub.SearchText(search_pb2.SearchTextRequest(text=text, top_k=3),
+                                  timeout=RPC_TIMEOUT_S).hits
+    assert [h.score for h in top] == sorted((h.score for h in top), reverse=True)
+    for h in top:
+        assert h.score == pytest.approx(expected[h.detection.id], abs=1e-3)
+
+
 def test_camera_time_and_score_filters_are_respected(indexed):
     # the filters run on the scalar indexes: seal the rows and wait until they are indexed
     client = MilvusClient(uri=indexed.settings.milvus.uri)
@@ -264,7 +292,7 @@ def test_hard_constraints_filter_and_soft_constraints_rerank_by_the_documented_f
         text="a person", top_k=1000, constraints=[hard]), timeout=RPC_TIMEOUT_S)
     assert {h.detection.id for h in resp.hits} == {r["id"] for r in indexed.rows
                                                    if r[field] >= 0.5}
-    # SOFT: score = cosine + soft_weight * P(value), re-ranked
+    # SOFT: score = text score + soft_weight * P(value), re-ranked
     raw = {h.detection.id: h.score for h in indexed.stub.SearchText(
         search_pb2.SearchTextRequest(text="a person", top_k=1000), timeout=RPC_TIMEOUT_S).hits}
     soft = search_pb2.AttributeConstraint(family=family, values=[value],

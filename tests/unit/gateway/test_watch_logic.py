@@ -156,3 +156,30 @@ def test_a_watch_picks_up_a_version_loaded_after_it_began():
     answers = iter([None, np.array([0.0, 1.0], np.float32)])  # not held yet, then held
     out = events(query(encode_other=lambda version: next(answers)), feed)
     assert [h.id for h in out if isinstance(h, Hit)] == [2]
+
+def test_a_text_watch_scores_as_search_text_does():
+    """(cosine + w * S_a) / (1 + w): a detection whose predicted attributes fit the caption's
+    passes a threshold its cosine alone misses, and one that contradicts them falls below."""
+    from gateway.search import TextQuery
+    from pedsearch.attributes import latent_attribute_score
+
+    no_hat = SCHEMA.field_names().index("attr_hat_no")
+
+    def hat(p):  # uncertain everywhere (every logit 0) but the hat
+        probs = np.full(SCHEMA.dim, 0.5, np.float32)
+        probs[HAT], probs[no_hat] = p, 1 - p
+        return probs
+
+    text = TextQuery(np.array([1.0, 0.0], np.float32), SCHEMA.attribute_space(hat(0.9)[None])[0])
+    fits, contradicts = row(1, [0.6, 0.8]), row(2, [0.6, 0.8])
+    fits.row.attributes[:], contradicts.row.attributes[:] = hat(0.8), hat(0.1)
+    out = events(query(vector=text, threshold=0.65, soft_weight=0.0, text_attribute_weight=1.0),
+                 ListFeed([[fits, contradicts]]))
+    hits = [e for e in out if isinstance(e, Hit)]
+    s_a = SCHEMA.attribute_space(np.stack([fits.row.attributes]))[0] @ text.attributes
+    assert [h.id for h in hits] == [1]
+    assert hits[0].score == pytest.approx(latent_attribute_score(0.6, float(s_a), 1.0))
+    # weight 0: the cosine alone (0.6) is below the threshold for both
+    out = events(query(vector=text, threshold=0.65, soft_weight=0.0, text_attribute_weight=0.0),
+                 ListFeed([[fits, contradicts]]))
+    assert not [e for e in out if isinstance(e, Hit)]
