@@ -931,8 +931,8 @@ def shipped_section(shipped: dict[str, Any]) -> list[str]:
         "(`gateway/search.py`).",
         "",
         table(["test source", "images / ids", "chance R@1", "text R@1", "text R@10", "text mAP",
-               "text LA R@1", "text LA mAP", "text attr-prediction mAP", "attr R@1", "attr mAP", "attr-prediction mAP",
-               "attr + soft mAP", "image rank-1", "attr mA"], rows),
+               "text LA R@1", "text LA mAP", "text attr-prediction mAP", "attr R@1", "attr mAP",
+               "attr-prediction mAP", "attr + soft mAP", "image rank-1", "attr mA"], rows),
         "",
         *concept_paragraph(shipped),
     ]

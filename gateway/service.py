@@ -252,10 +252,11 @@ class SearchService(search_pb2_grpc.SearchServicer):
         """Check, encode and search one query in the space of the version the alias points at.
 
         ``encode(searcher, constraints)`` turns the request into its ``(D,)`` or ``(A, D)``
-        query vector, or a text query's :class:`TextQuery`, with that searcher's bundle. The query is encoded once, by the version the
-        alias points at. When Milvus cannot say which (down, or no index yet), the request is
-        still checked and encoded with the primary bundle before that error is answered, so
-        bad input is INVALID_ARGUMENT whatever state Milvus is in.
+        query vector, or a text query's :class:`TextQuery`, with that searcher's bundle. The
+        query is encoded once, by the version the alias points at. When Milvus cannot say
+        which (down, or no index yet), the request is still checked and encoded with the
+        primary bundle before that error is answered, so bad input is INVALID_ARGUMENT
+        whatever state Milvus is in.
         """
         bundle = self._bundle()
         constraints = parse_constraints(bundle.schema, constraint_protos, unspecified="soft")

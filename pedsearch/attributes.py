@@ -188,7 +188,8 @@ class AttributeSchema:
             eps: probabilities are clipped to ``[eps, 1 - eps]`` so a certain value stays finite.
 
         Returns:
-            ``(N, dim)`` float32 rows of unit length (a row of all zeros stays zero).
+            ``(N, dim)`` float32 rows of unit length; a row whose logits are all 0 (every
+            value as likely as not) stays 0.
         """
         p = np.clip(np.asarray(probs, np.float64), eps, 1.0 - eps)
         if p.ndim != 2 or p.shape[1] != self.dim:
