@@ -395,7 +395,7 @@ def cmd_watch(args) -> int:
     if args.attr and (args.text is not None or args.image is not None or args.like is not None):
         args._parser.error("a watch is one query: a text, --attr, --image or --like")
     _apply_mode(args)
-    matches = 0
+    matches, tracks = 0, TrackLog()
     try:
         with _connect(args) as gw:
             example = _example(gw, args)
@@ -424,21 +424,61 @@ def cmd_watch(args) -> int:
                                           "checked so far")
                             continue
                         matches += 1
-                        d = event.detection
-                        attrs = ", ".join(f"{k} {p:.2f}" for k, p in d.top_attributes(3))
-                        console.print(f"[green]match {matches}[/] score {event.score:.3f}  "
-                                      f"{d.camera_id}  {format_ts(d.ts_us)}  track {d.track_id}"
-                                      f"  id {d.id}  {attrs}", soft_wrap=True)
+                        line = tracks.add(event)
+                        if line:
+                            console.print(line, soft_wrap=True)
+                        else:
+                            d = event.detection
+                            status.update(f"track {d.track_id} on {d.camera_id} still in "
+                                          f"view ({tracks.windows[tracks.key(d)]} matches)")
             except KeyboardInterrupt:
                 stream.cancel()
-                console.print(f"stopped after {matches} match(es)")
+                console.print(f"stopped after {matches} match(es){tracks.summary()}")
                 return 0
             finally:
                 stream.cancel()
     except Unavailable as exc:
         return _unavailable(exc)
-    console.print(f"the watch ended after {matches} match(es)")
+    console.print(f"the watch ended after {matches} match(es){tracks.summary()}")
     return 0
+
+
+class TrackLog:
+    """What ``pedsearch watch`` prints of its matches: one line per person's track.
+
+    The indexer stores a track window (a few seconds) as one detection, so a person who stays
+    in view matches again and again. The first match of a track is a numbered line; a later
+    one only when it scores above the track's best so far (a better view), else it is only
+    counted.
+    """
+
+    def __init__(self) -> None:
+        self.best: dict[tuple[str, int], float] = {}
+        self.windows: dict[tuple[str, int], int] = {}
+
+    @staticmethod
+    def key(d) -> tuple[str, int]:
+        return d.camera_id, int(d.track_id)
+
+    def add(self, event) -> str | None:
+        """The line to print for a match, or None when its track shows nothing new."""
+        d = event.detection
+        key = self.key(d)
+        self.windows[key] = self.windows.get(key, 0) + 1
+        attrs = ", ".join(f"{k} {p:.2f}" for k, p in d.top_attributes(3))
+        where = (f"{d.camera_id}  {format_ts(d.ts_us)}  track {d.track_id}  id {d.id}  "
+                 f"{attrs}")
+        best = self.best.get(key)
+        if best is None:
+            self.best[key] = event.score
+            return f"[green]match {len(self.best)}[/] score {event.score:.3f}  {where}"
+        if event.score > best:
+            self.best[key] = event.score
+            return f"  [dim]better view[/] score {event.score:.3f}  {where}"
+        return None
+
+    def summary(self) -> str:
+        return f" in {len(self.best)} track(s)" if self.best else ""
 
 
 def cmd_cameras(args) -> int:

@@ -49,3 +49,17 @@ def test_table_rows():
         console.print(hits_table(narrow, title="a man", attributes=attributes))
         text = console.export_text()
         assert "8743659052870779247" in text and "…" not in text, text
+
+
+def test_a_watch_prints_a_line_per_track_and_better_views_only():
+    from gateway.client_cli import TrackLog
+
+    log = TrackLog()
+    a1, a2, b1 = _det(1), _det(1), _det(2)  # tracks 7 on gate-1 (twice) and 14 on gate-2
+    first = log.add(Hit(0.70, a1))
+    assert first.startswith("[green]match 1[/] score 0.700  gate-1") and "track 7" in first
+    assert log.add(Hit(0.65, a2)) is None           # the same person still in view: counted
+    assert "better view[/] score 0.750" in log.add(Hit(0.75, a2))
+    assert log.add(Hit(0.60, b1)).startswith("[green]match 2[/] score 0.600  gate-2")
+    assert log.windows == {("gate-1", 7): 3, ("gate-2", 14): 1}
+    assert log.summary() == " in 2 track(s)" and TrackLog().summary() == ""
