@@ -289,6 +289,7 @@ def spawn_gateway(settings: Settings):
         "PEDSEARCH_REDIS__URL": settings.redis.url,
         "PEDSEARCH_MODEL__BUNDLE": str(settings.model.bundle),
         "PEDSEARCH_GATEWAY__RATE_LIMIT_PER_S": "0",
+        "PEDSEARCH_GATEWAY__TEXT_ATTRIBUTE_WEIGHT": str(settings.gateway.text_attribute_weight),
     })
     exe = [sys.executable, "-c", "import sys; from pedsearch.cli import main; sys.exit(main())"]
     log = open(os.path.join(tempfile.gettempdir(), f"pedsearch-qbench-gateway-{port}.log"), "w+")
@@ -484,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--in-process", action="store_true",
                     help="run the gateway in this process (default: its own process, as deployed)")
     ap.add_argument("--bundle", default=None, help="model bundle (default: the shipped one)")
+    ap.add_argument("--text-attribute-weight", type=float, default=None, metavar="W",
+                    help="the gateway's text_attribute_weight (default: the configured one, "
+                         "1; 0 searches by the cosine alone: k candidates, no re-ranking)")
     args = ap.parse_args(argv)
     if any(s < 1000 for s in args.sizes) or args.queries < 10 or not 1 <= args.k <= 1000:
         ap.error("--sizes must be >= 1000, --queries >= 10, -k 1..1000")
@@ -503,6 +507,10 @@ def main(argv: list[str] | None = None) -> int:
         settings.milvus.index_params = args.index_params
     if args.scalar_indexes is not None:
         settings.milvus.scalar_indexes = args.scalar_indexes
+    if args.text_attribute_weight is not None:
+        if not 0 <= args.text_attribute_weight <= 10:
+            ap.error("--text-attribute-weight must be within 0..10")
+        settings.gateway.text_attribute_weight = args.text_attribute_weight
     bundle_path = args.bundle or default_bundle_path()
     settings.model.bundle = bundle_path
     bundle = load_bundle(bundle_path, parts=("text",))
@@ -510,7 +518,9 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"bundle {bundle.version}, dim {bundle.embed_dim}; index "
                   f"{settings.milvus.index_type} {settings.milvus.index_params}, search "
                   f"{settings.milvus.search_params}; scalar indexes on "
-                  f"{', '.join(settings.milvus.scalar_indexes) or 'none'}")
+                  f"{', '.join(settings.milvus.scalar_indexes) or 'none'}; text queries "
+                  f"ranked with text_attribute_weight {settings.gateway.text_attribute_weight} "
+                  f"(Milvus limit k x {settings.gateway.rerank_factor} when > 0)")
     geometry = (EmbeddingGeometry(bundle_path, seed=args.seed) if args.geometry == "model"
                 else None)
     rows = []
