@@ -270,6 +270,12 @@ def servers(settings: Settings):
             yield settings
 
 
+def text_weight(settings: Settings, bundle) -> float:
+    """The weight the gateway ranks text queries with: the configured one, else the bundle's."""
+    w = settings.gateway.text_attribute_weight
+    return bundle.text_attribute_weight if w is None else w
+
+
 def spawn_gateway(settings: Settings):
     """``pedsearch gateway serve`` as its own process, configured through the environment."""
     import signal
@@ -289,8 +295,10 @@ def spawn_gateway(settings: Settings):
         "PEDSEARCH_REDIS__URL": settings.redis.url,
         "PEDSEARCH_MODEL__BUNDLE": str(settings.model.bundle),
         "PEDSEARCH_GATEWAY__RATE_LIMIT_PER_S": "0",
-        "PEDSEARCH_GATEWAY__TEXT_ATTRIBUTE_WEIGHT": str(settings.gateway.text_attribute_weight),
     })
+    if settings.gateway.text_attribute_weight is not None:
+        env["PEDSEARCH_GATEWAY__TEXT_ATTRIBUTE_WEIGHT"] = str(
+            settings.gateway.text_attribute_weight)
     exe = [sys.executable, "-c", "import sys; from pedsearch.cli import main; sys.exit(main())"]
     log = open(os.path.join(tempfile.gettempdir(), f"pedsearch-qbench-gateway-{port}.log"), "w+")
     proc = subprocess.Popen([*exe, "gateway", "serve", "--address", f"127.0.0.1:{port}"],
@@ -400,7 +408,7 @@ def bench_size(settings: Settings, bundle, n: int, args,
             # latent + attribute similarity: raw Milvus is asked for as many, with the ef the
             # gateway then uses (ef >= limit); recall@k reads the first k
             limit = args.k * (settings.gateway.rerank_factor
-                              if settings.gateway.text_attribute_weight > 0 else 1)
+                              if text_weight(settings, bundle) > 0 else 1)
             params = dict(settings.milvus.search_params)
             if "ef" in params:
                 params["ef"] = max(params["ef"], limit)
@@ -487,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", default=None, help="model bundle (default: the shipped one)")
     ap.add_argument("--text-attribute-weight", type=float, default=None, metavar="W",
                     help="the gateway's text_attribute_weight (default: the configured one, "
-                         "1; 0 searches by the cosine alone: k candidates, no re-ranking)")
+                         "else the bundle's; 0 searches by the cosine alone: k candidates, no "
+                         "re-ranking)")
     args = ap.parse_args(argv)
     if any(s < 1000 for s in args.sizes) or args.queries < 10 or not 1 <= args.k <= 1000:
         ap.error("--sizes must be >= 1000, --queries >= 10, -k 1..1000")
@@ -519,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{settings.milvus.index_type} {settings.milvus.index_params}, search "
                   f"{settings.milvus.search_params}; scalar indexes on "
                   f"{', '.join(settings.milvus.scalar_indexes) or 'none'}; text queries "
-                  f"ranked with text_attribute_weight {settings.gateway.text_attribute_weight} "
+                  f"ranked with text_attribute_weight {text_weight(settings, bundle)} "
                   f"(Milvus limit k x {settings.gateway.rerank_factor} when > 0)")
     geometry = (EmbeddingGeometry(bundle_path, seed=args.seed) if args.geometry == "model"
                 else None)

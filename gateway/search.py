@@ -17,7 +17,7 @@ A text query is ranked as CMAAM ranks it (Eq. 19): ``k * rerank_factor`` candida
 joint embedding's cosine are re-ranked by ``(cosine + w * S_a) / (1 + w)``, ``S_a`` being the
 attribute similarity of the caption's and the detection's predicted attributes
 (:class:`TextQuery`, :func:`pedsearch.attributes.latent_attribute_score`; ``w`` is the gateway's
-``text_attribute_weight``, 0 turns it off).
+``text_attribute_weight``, by default the bundle's own choice; 0 turns it off).
 """
 
 from __future__ import annotations
@@ -34,7 +34,11 @@ import numpy as np
 from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from pedsearch.attributes import AttributeSchema, latent_attribute_score
+from pedsearch.attributes import (
+    DEFAULT_TEXT_ATTRIBUTE_WEIGHT,
+    AttributeSchema,
+    latent_attribute_score,
+)
 from pedsearch.bundle import Bundle
 from pedsearch.config import DEFAULT_SOFT_WEIGHT, SOFT_PROBABILITY_FLOOR, MilvusConfig
 from pedsearch.envelope import CAMERA_ID
@@ -78,10 +82,12 @@ class TextQuery:
         vector: ``(D,)`` unit joint embedding (what Milvus searches).
         attributes: ``(A,)`` unit attribute-space vector of the caption's predicted attributes
             (:meth:`AttributeSchema.attribute_space`), ``A`` the schema's ``dim``.
+        weight: the weight ``w`` of their similarity; 0 ranks by the cosine alone.
     """
 
     vector: np.ndarray
     attributes: np.ndarray
+    weight: float = DEFAULT_TEXT_ATTRIBUTE_WEIGHT
 
 
 @dataclass(frozen=True)
@@ -295,13 +301,17 @@ class Searcher:
         cfg: Milvus configuration (alias, prefix, search parameters).
         bundle: a bundle loaded with the ``text`` and ``attributes`` parts (``image`` too for
             :meth:`encode_image`).
+        text_attribute_weight: CMAAM's weight of a text query's attribute similarity; None:
+            the bundle's (:attr:`Bundle.text_attribute_weight`).
     """
 
     def __init__(self, *, client: MilvusClient, cfg: MilvusConfig, bundle: Bundle,
-                 alias_ttl_s: float = 1.0) -> None:
+                 alias_ttl_s: float = 1.0, text_attribute_weight: float | None = None) -> None:
         self.client = client
         self.cfg = cfg
         self.bundle = bundle
+        self.text_attribute_weight = (bundle.text_attribute_weight if text_attribute_weight
+                                      is None else float(text_attribute_weight))
         # describe_alias costs a Milvus round trip (~2.5 ms measured) per query; an answer is
         # reused for alias_ttl_s. Each request still resolves once and uses that one name, and
         # only found aliases are kept, so a new index is seen at once.
@@ -351,7 +361,8 @@ class Searcher:
             emb, probs = self.bundle.encode_texts_with_attributes([text])
         except InvalidInput as exc:
             raise InvalidInput(exc.message.replace("text 0 ", "query text ", 1)) from None
-        return TextQuery(emb[0], self.bundle.schema.attribute_space(probs)[0])
+        return TextQuery(emb[0], self.bundle.schema.attribute_space(probs)[0],
+                         self.text_attribute_weight)
 
     def encode_constraints(self, constraints: Sequence[Constraint]) -> np.ndarray:
         """An attribute query -> ``(A, D)`` unit vectors: one concept per alternative its
@@ -366,26 +377,24 @@ class Searcher:
 
     # -- searches --------------------------------------------------------------------------------
     def search_vector(
-        self, vector: np.ndarray, *, k: int = 10, cameras: Sequence[str] = (),
+        self, vector: np.ndarray | TextQuery, *, k: int = 10, cameras: Sequence[str] = (),
         since_us: int | None = None, until_us: int | None = None,
         constraints: Sequence[Constraint] = (), min_score: float | None = None,
         soft_weight: float = DEFAULT_SOFT_WEIGHT, rerank_factor: int = 4,
-        text_attributes: np.ndarray | None = None, text_attribute_weight: float = 0.0,
         collection: str, timeout_s: float | None = None,
     ) -> list[Hit]:
         """The ``k`` best stored detections for a query vector, or for the best of several.
 
         Args:
-            vector: ``(D,)`` unit query embedding of the bundle's model version, or ``(A, D)``
+            vector: ``(D,)`` unit query embedding of the bundle's model version, ``(A, D)``
                 alternatives (an attribute query's concepts): one Milvus search of ``A``
-                queries, each hit scored by its best.
+                queries, each hit scored by its best; or a :class:`TextQuery`, re-ranked by
+                CMAAM's latent + attribute similarity (Eq. 19) when its weight is above 0.
             k: hits wanted, 1..1000.
             cameras, since_us, until_us: where and when (inclusive); empty = anywhere.
             constraints: attribute constraints (hard filter / soft re-rank, see the module).
             min_score: drop hits scoring below it (after re-ranking).
             soft_weight, rerank_factor: the re-ranking formula's weight and over-fetch factor.
-            text_attributes, text_attribute_weight: a text query's :attr:`TextQuery.attributes`
-                and the weight of their similarity (CMAAM Eq. 19); None or 0: cosine only.
             collection: the concrete collection the alias points at (resolved once per
                 request by the caller, :meth:`gateway.service.MilvusLink.route`).
             timeout_s: Milvus call timeout (capped by ``cfg.timeout_s``).
@@ -399,7 +408,10 @@ class Searcher:
         hard = hard_expression(constraints)
         expr = " and ".join(p for p in (expr, hard) if p)
         soft = any(c.mode == "soft" for c in constraints) and soft_weight > 0
-        by_attributes = text_attributes is not None and text_attribute_weight > 0
+        text = vector if isinstance(vector, TextQuery) else None
+        by_attributes = text is not None and text.weight > 0
+        if text is not None:
+            vector = text.vector
         limit = min(MILVUS_MAX_LIMIT, int(k) * (rerank_factor if soft or by_attributes else 1))
         try:
             res = self.client.search(
@@ -424,9 +436,9 @@ class Searcher:
         if by_attributes and ids:
             probs = np.array([[best[i][1][f] for f in self.attribute_fields] for i in ids],
                              np.float32)
-            s_a = self.bundle.schema.attribute_space(probs) @ np.asarray(text_attributes,
+            s_a = self.bundle.schema.attribute_space(probs) @ np.asarray(text.attributes,
                                                                          np.float32)
-            scores = latent_attribute_score(scores, s_a, text_attribute_weight)
+            scores = latent_attribute_score(scores, s_a, text.weight)
         if soft:
             scores += soft_weight * np.array([soft_bonus(best[i][1], constraints) for i in ids])
         hits: list[Hit] = []

@@ -116,7 +116,8 @@ class MilvusLink:
         def make(bundle: Bundle) -> Searcher:
             if self._client is None:
                 self._client = connect(self.settings.milvus)
-            return Searcher(client=self._client, cfg=self.settings.milvus, bundle=bundle)
+            return Searcher(client=self._client, cfg=self.settings.milvus, bundle=bundle,
+                            text_attribute_weight=self.settings.gateway.text_attribute_weight)
 
         return self._cached(self._searchers, version, make)
 
@@ -128,7 +129,8 @@ class MilvusLink:
             NotReady: no bundle is loaded. Unavailable: ``version`` was dropped meanwhile.
         """
         return self._cached(self._encoders, version, lambda bundle: Searcher(
-            client=None, cfg=self.settings.milvus, bundle=bundle))
+            client=None, cfg=self.settings.milvus, bundle=bundle,
+            text_attribute_weight=self.settings.gateway.text_attribute_weight))
 
     def _cached(self, cache: dict[str, Searcher], version: str | None,
                 make: Callable[[Bundle], Searcher]) -> Searcher:
@@ -273,17 +275,12 @@ class SearchService(search_pb2_grpc.SearchServicer):
         t0 = time.perf_counter()
         query = encode(self.milvus.encoder(bundle.version), constraints)
         encode_ms = (time.perf_counter() - t0) * 1000
-        text_attributes = None
-        if isinstance(query, TextQuery):
-            query, text_attributes = query.vector, query.attributes
         try:
             t0 = time.perf_counter()
             hits = searcher.search_vector(
                 query, k=k, cameras=flt.cameras, since_us=flt.since_us, until_us=flt.until_us,
                 constraints=constraints, min_score=flt.min_score,
                 soft_weight=self.cfg.soft_weight, rerank_factor=self.cfg.rerank_factor,
-                text_attributes=text_attributes,
-                text_attribute_weight=self.cfg.text_attribute_weight,
                 collection=name, timeout_s=deadline.remaining(),
             )
         except Unavailable as exc:
@@ -423,7 +420,6 @@ class SearchService(search_pb2_grpc.SearchServicer):
         return WatchQuery(vector=vector, model_version=bundle.version, threshold=threshold,
                           filter=flt, constraints=constraints, max_matches=request.max_matches,
                           duration_s=float(duration), soft_weight=self.cfg.soft_weight,
-                          text_attribute_weight=self.cfg.text_attribute_weight,
                           encode_other=encode_other, skip_tracks=skip)
 
     def _check_watch_version(self) -> None:

@@ -96,7 +96,7 @@ class WatchQuery:
         vector: ``(D,)`` unit query embedding of ``model_version``, ``(A, D)`` alternatives
             (an attribute query's concepts: a detection scores its best), or a text query's
             :class:`~gateway.search.TextQuery`, scored as a search scores it (CMAAM Eq. 19
-            with ``text_attribute_weight``).
+            with the query's weight).
         threshold: a detection matches when its score is at least this.
         filter: cameras and time.
         constraints: HARD ones filter, SOFT ones add to the score.
@@ -119,16 +119,15 @@ class WatchQuery:
     max_matches: int
     duration_s: float
     soft_weight: float
-    text_attribute_weight: float = 0.0
     encode_other: Callable[[str], np.ndarray | TextQuery | None] = lambda _version: None
     skip_tracks: frozenset[tuple[str, int]] = frozenset()
 
 
-def _space(query: np.ndarray | TextQuery) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(A, D)`` query vectors and a text query's ``(A',)`` attribute-space vector (or None)."""
+def _space(query: np.ndarray | TextQuery) -> tuple[np.ndarray, TextQuery | None]:
+    """``(A, D)`` query vectors, and the text query that re-ranks them (None: no re-ranking)."""
     if isinstance(query, TextQuery):
         return (np.atleast_2d(np.asarray(query.vector, np.float32)),
-                np.asarray(query.attributes, np.float32))
+                query if query.weight > 0 else None)
     return np.atleast_2d(np.asarray(query, np.float32)), None
 
 
@@ -146,7 +145,7 @@ def run_watch(query: WatchQuery, *, feed: LiveFeed, schema: AttributeSchema,
             ended would not tell it).
     """
     fields = schema.field_names()
-    # version -> (A, D) query vectors and a text query's attribute-space vector
+    # version -> (A, D) query vectors and the text query re-ranking them
     spaces = {query.model_version: _space(query.vector)}
     try:
         cursor = feed.tail_id()
@@ -177,7 +176,7 @@ def run_watch(query: WatchQuery, *, feed: LiveFeed, schema: AttributeSchema,
                 other = query.encode_other(row.model_version)
                 if other is not None:
                     space = spaces[row.model_version] = _space(other)
-            vecs, text_attributes = space or (None, None)
+            vecs, text = space or (None, None)
             if vecs is None or len(row.embedding) != vecs.shape[1]:
                 continue  # a model's space the query was not encoded in: scores mean nothing
             if not query.filter.admits(row.camera_id, int(row.ts_us)):
@@ -186,10 +185,9 @@ def run_watch(query: WatchQuery, *, feed: LiveFeed, schema: AttributeSchema,
             if not passes_hard(probs, query.constraints):
                 continue
             score = float(np.max(vecs @ np.asarray(row.embedding, np.float32)))
-            if text_attributes is not None and query.text_attribute_weight > 0:
+            if text is not None:
                 s_a = schema.attribute_space(np.asarray([row.attributes], np.float32))[0]
-                score = latent_attribute_score(score, float(s_a @ text_attributes),
-                                               query.text_attribute_weight)
+                score = latent_attribute_score(score, float(s_a @ text.attributes), text.weight)
             score += query.soft_weight * soft_bonus(probs, query.constraints)
             if score < query.threshold:
                 continue

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 import pedsearch
-from pedsearch.attributes import AttributeSchema
+from pedsearch.attributes import DEFAULT_TEXT_ATTRIBUTE_WEIGHT, AttributeSchema
 from pedsearch.errors import BundleError, ConfigError, InvalidInput, PedsearchError
 
 BUNDLE_FORMAT = 1
@@ -307,6 +307,19 @@ class Bundle:
         self.image_size: tuple[int, int] = (int(image["size"][0]), int(image["size"][1]))
         self.pixel_mean = tuple(float(x) for x in image["pixel_mean"])
         self.pixel_std = tuple(float(x) for x in image["pixel_std"])
+
+    @property
+    def text_attribute_weight(self) -> float:
+        """The weight of CMAAM's attribute similarity its text queries are ranked with
+        (:func:`pedsearch.attributes.latent_attribute_score`): 1, Eq. 19's plain sum, unless
+        the bundle's own validation ranked captions better by the joint embedding's cosine
+        alone (``textla_mAP < text_mAP`` in its metrics), then 0. A model whose attribute heads
+        learned little gains nothing from them (CMAAM Table 4: with L_MLC alone, LA 51.75
+        against L 52.00). Bundles from before LA was measured: 1."""
+        la, latent = self.metrics.get("textla_mAP"), self.metrics.get("text_mAP")
+        if isinstance(la, (int, float)) and isinstance(latent, (int, float)) and la < latent:
+            return 0.0
+        return DEFAULT_TEXT_ATTRIBUTE_WEIGHT
 
     def __repr__(self) -> str:
         return (f"Bundle(version={self.version!r}, parts={self.parts}, "

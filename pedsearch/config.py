@@ -211,9 +211,6 @@ class ModelConfig(Strict):
 DEFAULT_SOFT_WEIGHT = 1.0
 #: the least probability the soft bonus's geometric mean counts (a 0 would zero every other fit)
 SOFT_PROBABILITY_FLOOR = 1e-6
-#: weight of CMAAM's attribute similarity beside the latent one for text queries (Eq. 19 adds
-#: the two: weight 1); :func:`pedsearch.attributes.latent_attribute_score`
-DEFAULT_TEXT_ATTRIBUTE_WEIGHT = 1.0
 
 
 class GatewayConfig(Strict):
@@ -250,11 +247,14 @@ class GatewayConfig(Strict):
     )
     # CMAAM ranks text queries by latent + attribute similarity (Eq. 19); on the shipped
     # bundle's held-out identities it lifts text R@1 from 64.4 to 70.2 % (synthetic) and from
-    # 32.6 to 34.6 % (PETA) over the latent cosine alone (docs/RESULTS.md)
-    text_attribute_weight: float = Field(
-        DEFAULT_TEXT_ATTRIBUTE_WEIGHT, ge=0, le=10,
+    # 32.6 to 34.6 % (PETA) over the latent cosine alone (docs/RESULTS.md). A bundle knows
+    # whether its validation agreed (Bundle.text_attribute_weight), so each version served
+    # during a roll-out ranks as it validated best
+    text_attribute_weight: float | None = Field(
+        None, ge=0, le=10,
         description="weight of the caption's attribute similarity in text queries' score "
-                    "(CMAAM Eq. 19); 0 = the joint embedding's cosine alone",
+                    "(CMAAM Eq. 19); 0 = the joint embedding's cosine alone; None = each "
+                    "bundle's own choice (1, or 0 when its validation ranked better without)",
     )
     # 1: the gateway answers concurrent RPCs on its own threads, so a query's encoder gets one
     # core; intra-op threads would fight those RPCs, Milvus and each other for the same cores

@@ -51,12 +51,12 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 import torch
 
-from pedsearch.attributes import AttributeSchema, latent_attribute_score
-from pedsearch.config import (
-    DEFAULT_SOFT_WEIGHT,
+from pedsearch.attributes import (
     DEFAULT_TEXT_ATTRIBUTE_WEIGHT,
-    SOFT_PROBABILITY_FLOOR,
+    AttributeSchema,
+    latent_attribute_score,
 )
+from pedsearch.config import DEFAULT_SOFT_WEIGHT, SOFT_PROBABILITY_FLOOR
 from pedsearch.errors import InvalidInput
 from training.datasets import ImageRecord, encode_record
 from training.metrics import (
@@ -76,7 +76,8 @@ PROTOCOLS = {"text": "text -> image", "attr": "attribute -> image", "image": "im
              "textla": "text -> image (latent + attribute similarity)"}
 #: the gateway's default ``soft_weight``
 SOFT_WEIGHT = DEFAULT_SOFT_WEIGHT
-#: the gateway's default ``text_attribute_weight``
+#: CMAAM Eq. 19's weight of the attribute similarity (``textla``; a bundle whose ``textla``
+#: validates below ``text`` is served with 0, :attr:`pedsearch.bundle.Bundle.text_attribute_weight`)
 TEXT_ATTRIBUTE_WEIGHT = DEFAULT_TEXT_ATTRIBUTE_WEIGHT
 #: Metrics averaged into ``score``, the number that ranks checkpoints.
 SCORE_KEYS = ("text_mAP", "attr_mAP", "image_mAP")

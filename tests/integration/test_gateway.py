@@ -226,8 +226,9 @@ def test_search_text_scores_by_latent_plus_attribute_similarity(indexed):
     """CMAAM Eq. 19 as the gateway serves it: (cosine + w * S_a) / (1 + w) of the caption and
     each stored detection, S_a from both towers' predicted attributes."""
     schema, bundle = indexed.bundle.schema, indexed.bundle
-    w = indexed.settings.gateway.text_attribute_weight
-    assert w > 0
+    assert indexed.settings.gateway.text_attribute_weight is None  # the bundle's own choice
+    w = bundle.text_attribute_weight
+    assert w > 0, "the test bundle validated better without LA: nothing here to check"
     text = text_of(indexed.scene, people_in(indexed.truth)[0])
     emb, probs = bundle.encode_texts_with_attributes([text])
     stored = schema.attribute_space(np.array([[r[f] for f in schema.field_names()]

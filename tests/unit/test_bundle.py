@@ -319,3 +319,15 @@ def test_minilm_bundle_round_trip(tmp_path):
     with torch.no_grad():
         ref = model.encode_text(*model.tokenize(TEXTS))["embedding"].numpy()
     np.testing.assert_allclose(bundle.encode_texts(TEXTS), ref, atol=1e-5)
+
+
+def test_text_queries_rank_as_the_bundle_validated_best(model, tmp_path):
+    """LA (CMAAM Eq. 19, weight 1) unless the bundle's validation ranked captions better by
+    the cosine alone; a bundle from before LA was measured keeps the paper's weight."""
+    def weight(metrics, name):
+        return load_bundle(save_bundle(model, tmp_path / name, metrics=metrics),
+                           parts=("text",)).text_attribute_weight
+
+    assert weight({"text_mAP": 0.40, "textla_mAP": 0.45}, "la") == 1.0
+    assert weight({"text_mAP": 0.40, "textla_mAP": 0.38}, "latent") == 0.0
+    assert weight({"text_mAP": 0.40}, "older") == 1.0

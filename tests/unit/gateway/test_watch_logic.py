@@ -170,16 +170,18 @@ def test_a_text_watch_scores_as_search_text_does():
         probs[HAT], probs[no_hat] = p, 1 - p
         return probs
 
-    text = TextQuery(np.array([1.0, 0.0], np.float32), SCHEMA.attribute_space(hat(0.9)[None])[0])
+    text = TextQuery(np.array([1.0, 0.0], np.float32), SCHEMA.attribute_space(hat(0.9)[None])[0],
+                     weight=1.0)
     fits, contradicts = row(1, [0.6, 0.8]), row(2, [0.6, 0.8])
     fits.row.attributes[:], contradicts.row.attributes[:] = hat(0.8), hat(0.1)
-    out = events(query(vector=text, threshold=0.65, soft_weight=0.0, text_attribute_weight=1.0),
+    out = events(query(vector=text, threshold=0.65, soft_weight=0.0),
                  ListFeed([[fits, contradicts]]))
     hits = [e for e in out if isinstance(e, Hit)]
     s_a = SCHEMA.attribute_space(np.stack([fits.row.attributes]))[0] @ text.attributes
     assert [h.id for h in hits] == [1]
     assert hits[0].score == pytest.approx(latent_attribute_score(0.6, float(s_a), 1.0))
     # weight 0: the cosine alone (0.6) is below the threshold for both
-    out = events(query(vector=text, threshold=0.65, soft_weight=0.0, text_attribute_weight=0.0),
+    cosine_only = TextQuery(text.vector, text.attributes, weight=0.0)
+    out = events(query(vector=cosine_only, threshold=0.65, soft_weight=0.0),
                  ListFeed([[fits, contradicts]]))
     assert not [e for e in out if isinstance(e, Hit)]
