@@ -128,9 +128,16 @@ class MilvusLink:
         Raises:
             NotReady: no bundle is loaded. Unavailable: ``version`` was dropped meanwhile.
         """
-        return self._cached(self._encoders, version, lambda bundle: Searcher(
-            client=None, cfg=self.settings.milvus, bundle=bundle,
-            text_attribute_weight=self.settings.gateway.text_attribute_weight))
+        def make(bundle: Bundle) -> Searcher:
+            enc = Searcher(client=None, cfg=self.settings.milvus, bundle=bundle,
+                           text_attribute_weight=self.settings.gateway.text_attribute_weight)
+            w = enc.text_attribute_weight
+            log.info("model version %s ranks text queries by %s", bundle.version,
+                     f"latent + attribute similarity (CMAAM Eq. 19, weight {w:g})" if w > 0
+                     else "the joint embedding's cosine alone")
+            return enc
+
+        return self._cached(self._encoders, version, make)
 
     def _cached(self, cache: dict[str, Searcher], version: str | None,
                 make: Callable[[Bundle], Searcher]) -> Searcher:
