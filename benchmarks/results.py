@@ -795,6 +795,12 @@ def peta_section(res: dict[str, dict[str, float]], epochs: int) -> list[str]:
                                queries=full.get(f"{kind}_queries", 1.0))
                 out.append(f"- full vs attribute prediction, {kind} mAP: "
                            f"{pct(full, key + '_mAP')} -> {pct(full, kind + '_mAP')}, {said}.")
+        if "textla_mAP" in full:
+            out.append(f"- full, text queries ranked by LA (CMAAM Eq. 19, as the gateway ranks "
+                       f"them) vs L: R@1 {pct(full, 'text_R@1')} -> {pct(full, 'textla_R@1')}, "
+                       f"mAP {pct(full, 'text_mAP')} -> {pct(full, 'textla_mAP')}; attribute "
+                       f"prediction alone: R@1 {pct(full, 'textpred_R@1')}, mAP "
+                       f"{pct(full, 'textpred_mAP')}.")
         out.append("")
     return out
 
