@@ -155,9 +155,9 @@ def test_the_cmaam_table_shows_la_beside_l_from_the_same_run(results):
     res = {"full": _row(0.30, 0.3, 0.7, **{"textla_R@1": 0.36, "textla_mAP": 0.33}),
            "cmaam_no_mlc": _row(0.31, 0.3, 0.7)}
     text = results.render(res, 200, 20, 12.0)
-    assert "| + L_MLC, LA (Eq. 19: what the gateway serves) | 36.0 | 33.0 |" in text
+    assert "| + L_MLC, LA (Eq. 19) | 36.0 | 33.0 |" in text
     assert "LA vs L of the same run: R@1 30.0 -> 36.0, mAP 30.0 -> 33.0;" in text
     # a run from before LA was measured shows dashes, not the L figures
     old = results.render({"full": _row(0.30, 0.3, 0.7)}, 200, 20, 12.0)
-    assert "| + L_MLC, LA (Eq. 19: what the gateway serves) | – | – |" in old
+    assert "| + L_MLC, LA (Eq. 19) | – | – |" in old
     assert "LA vs L of the same run" not in old
