@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import operator
 import time
 from dataclasses import dataclass, field
 from typing import Literal, Mapping, Sequence
@@ -318,6 +319,8 @@ class Searcher:
         self.alias_ttl_s = alias_ttl_s
         self._alias: tuple[str, float] | None = None
         self.attribute_fields = bundle.schema.field_names()
+        # a Milvus entity -> its attribute probabilities in schema order, in one C call
+        self._attribute_values = operator.itemgetter(*self.attribute_fields)
         self.output_fields = [f for f in SCALAR_FIELDS if f != "id"] + self.attribute_fields
 
     def _timeout(self, timeout_s: float | None) -> float:
@@ -434,8 +437,7 @@ class Searcher:
         ids = list(best)
         scores = np.array([best[i][0] for i in ids], np.float64)
         if by_attributes and ids:
-            probs = np.array([[best[i][1][f] for f in self.attribute_fields] for i in ids],
-                             np.float32)
+            probs = np.array([self._attribute_values(best[i][1]) for i in ids], np.float32)
             s_a = self.bundle.schema.attribute_space(probs) @ np.asarray(text.attributes,
                                                                          np.float32)
             scores = latent_attribute_score(scores, s_a, text.weight)

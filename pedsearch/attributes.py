@@ -81,6 +81,16 @@ class AttributeSchema:
         self._alias = {w: k for k, words in self.synonyms.items() for w in words}
         # built once: every search hit maps its 48+ Milvus fields to these names
         self._field_labels = dict(zip(self.field_names(), self.names()))
+        # attribute_space in a few whole-array operations (a text search re-ranks 40 rows per
+        # query): which values are multi, and the (dim, dim) matrix that averages each single
+        # family's log-probabilities over the family
+        self._multi = np.zeros(self.dim, bool)
+        self._single_mean = np.zeros((self.dim, self.dim))
+        for f in self.families:
+            if f.kind == "multi":
+                self._multi[f.slice] = True
+            else:
+                self._single_mean[f.slice, f.slice] = 1.0 / len(f.values)
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -197,14 +207,8 @@ class AttributeSchema:
         p = np.clip(np.asarray(probs, np.float64), eps, 1.0 - eps)
         if p.ndim != 2 or p.shape[1] != self.dim:
             raise InvalidInput(f"attribute probabilities must be (N, {self.dim}), got {p.shape}")
-        out = np.empty_like(p)
-        for f in self.families:
-            part = p[:, f.slice]
-            if f.kind == "single":
-                logp = np.log(part)
-                out[:, f.slice] = logp - logp.mean(axis=1, keepdims=True)
-            else:
-                out[:, f.slice] = np.log(part) - np.log1p(-part)
+        logp = np.log(p)
+        out = np.where(self._multi, logp - np.log1p(-p), logp - logp @ self._single_mean)
         norm = np.linalg.norm(out, axis=1, keepdims=True)
         return (out / np.where(norm > 0, norm, 1.0)).astype(np.float32)
 
