@@ -364,6 +364,7 @@ def bench_size(settings: Settings, bundle, n: int, args,
     from pymilvus import MilvusClient
 
     from gateway.client import connect
+    from gateway.search import search_params as gateway_search_params
     from gateway.server import create_server
     from pedsearch.schema import SCALAR_FIELDS
     from pedsearch.synthetic.captions import describe
@@ -409,10 +410,9 @@ def bench_size(settings: Settings, bundle, n: int, args,
             # gateway then uses (ef >= limit); recall@k reads the first k
             limit = args.k * (settings.gateway.rerank_factor
                               if text_weight(settings, bundle) > 0 else 1)
-            params = dict(settings.milvus.search_params)
-            if "ef" in params:
-                params["ef"] = max(params["ef"], limit)
-            search_params = {"metric_type": settings.milvus.metric_type, "params": params}
+            search_params = {"metric_type": settings.milvus.metric_type,
+                             "params": gateway_search_params(settings.milvus.search_params,
+                                                             limit)}
 
             def raw(v, expr, search_params=search_params, limit=limit):
                 res = client.search(name, data=[v.tolist()], anns_field="embedding",

@@ -285,10 +285,12 @@ def verdict(new: float, old: float, paper_says: str, *, queries: float,
 
 def served_by(m: dict[str, float]) -> str:
     """How the gateway would rank text for a bundle of this run
-    (:attr:`pedsearch.bundle.Bundle.text_attribute_weight`)."""
+    (:func:`pedsearch.bundle.validated_text_attribute_weight`)."""
+    from pedsearch.bundle import validated_text_attribute_weight
+
     if "textla_mAP" not in m or "text_mAP" not in m:
         return ""
-    return ("; its bundle would be served so" if m["textla_mAP"] >= m["text_mAP"] else
+    return ("; its bundle would be served so" if validated_text_attribute_weight(m) > 0 else
             "; its bundle would be served by the cosine alone, which validated better")
 
 

@@ -465,17 +465,15 @@ class TrackLog:
         d = event.detection
         key = self.key(d)
         self.windows[key] = self.windows.get(key, 0) + 1
-        attrs = ", ".join(f"{k} {p:.2f}" for k, p in d.top_attributes(3))
-        where = (f"{d.camera_id}  {format_ts(d.ts_us)}  track {d.track_id}  id {d.id}  "
-                 f"{attrs}")
         best = self.best.get(key)
-        if best is None:
-            self.best[key] = event.score
-            return f"[green]match {len(self.best)}[/] score {event.score:.3f}  {where}"
-        if event.score > best:
-            self.best[key] = event.score
-            return f"  [dim]better view[/] score {event.score:.3f}  {where}"
-        return None
+        if best is not None and event.score <= best:
+            return None
+        self.best[key] = event.score
+        head = (f"[green]match {len(self.best)}[/]" if best is None else
+                "  [dim]better view[/]")
+        attrs = ", ".join(f"{k} {p:.2f}" for k, p in d.top_attributes(3))
+        return (f"{head} score {event.score:.3f}  {d.camera_id}  {format_ts(d.ts_us)}  "
+                f"track {d.track_id}  id {d.id}  {attrs}")
 
     def summary(self) -> str:
         return f" in {len(self.best)} track(s)" if self.best else ""

@@ -266,6 +266,14 @@ def filter_expression(cameras: Sequence[str] = (), since_us: int | None = None,
 MILVUS_FAILURES: tuple[type[BaseException], ...] = (MilvusException, grpc.RpcError)
 
 
+def search_params(params: Mapping[str, int], limit: int) -> dict[str, int]:
+    """The index's search parameters for a search of ``limit`` rows (HNSW needs ef >= limit)."""
+    out = dict(params)
+    if "ef" in out:
+        out["ef"] = max(out["ef"], limit)
+    return out
+
+
 def _milvus_error(exc: BaseException, what: str, uri: str) -> Exception:
     """A Milvus failure as the error a caller can act on."""
     if isinstance(exc, grpc.RpcError) and not isinstance(exc, MilvusException):
@@ -461,10 +469,7 @@ class Searcher:
         return 1.0 - distance / 2.0 if self.cfg.metric_type == "L2" else distance
 
     def _search_params(self, limit: int) -> dict[str, int]:
-        params = dict(self.cfg.search_params)
-        if "ef" in params:  # HNSW needs ef >= limit
-            params["ef"] = max(params["ef"], limit)
-        return params
+        return search_params(self.cfg.search_params, limit)
 
     def get(self, detection_id: int, *, collection: str,
             timeout_s: float | None = None) -> Hit:

@@ -116,8 +116,7 @@ class MilvusLink:
         def make(bundle: Bundle) -> Searcher:
             if self._client is None:
                 self._client = connect(self.settings.milvus)
-            return Searcher(client=self._client, cfg=self.settings.milvus, bundle=bundle,
-                            text_attribute_weight=self.settings.gateway.text_attribute_weight)
+            return self._new_searcher(bundle, self._client)
 
         return self._cached(self._searchers, version, make)
 
@@ -129,8 +128,7 @@ class MilvusLink:
             NotReady: no bundle is loaded. Unavailable: ``version`` was dropped meanwhile.
         """
         def make(bundle: Bundle) -> Searcher:
-            enc = Searcher(client=None, cfg=self.settings.milvus, bundle=bundle,
-                           text_attribute_weight=self.settings.gateway.text_attribute_weight)
+            enc = self._new_searcher(bundle, None)
             w = enc.text_attribute_weight
             log.info("model version %s ranks text queries by %s", bundle.version,
                      f"latent + attribute similarity (CMAAM Eq. 19, weight {w:g})" if w > 0
@@ -138,6 +136,10 @@ class MilvusLink:
             return enc
 
         return self._cached(self._encoders, version, make)
+
+    def _new_searcher(self, bundle: Bundle, client) -> Searcher:
+        return Searcher(client=client, cfg=self.settings.milvus, bundle=bundle,
+                        text_attribute_weight=self.settings.gateway.text_attribute_weight)
 
     def _cached(self, cache: dict[str, Searcher], version: str | None,
                 make: Callable[[Bundle], Searcher]) -> Searcher:

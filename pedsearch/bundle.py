@@ -223,6 +223,23 @@ def save_bundle(
     return out_dir
 
 
+def validated_text_attribute_weight(metrics: Mapping[str, Any]) -> float:
+    """The weight of CMAAM's attribute similarity a model's text queries are ranked with
+    (:func:`pedsearch.attributes.latent_attribute_score`): 1, Eq. 19's plain sum, unless its
+    validation ranked captions better by the joint embedding's cosine alone (``textla_mAP <
+    text_mAP``), then 0. A model whose attribute heads learned little gains nothing from them
+    (CMAAM Table 4: with L_MLC alone, LA 51.75 against L 52.00). Metrics from before LA was
+    measured: 1.
+
+    Args:
+        metrics: validation metrics as a bundle records them (``text_mAP``, ``textla_mAP``).
+    """
+    la, latent = metrics.get("textla_mAP"), metrics.get("text_mAP")
+    if isinstance(la, (int, float)) and isinstance(latent, (int, float)) and la < latent:
+        return 0.0
+    return DEFAULT_TEXT_ATTRIBUTE_WEIGHT
+
+
 def check_bundle_target(out_dir: str | os.PathLike[str], *, overwrite: bool) -> pathlib.Path:
     """The absolute bundle folder to write, if writing it there is safe; raises otherwise.
 
@@ -310,16 +327,9 @@ class Bundle:
 
     @property
     def text_attribute_weight(self) -> float:
-        """The weight of CMAAM's attribute similarity its text queries are ranked with
-        (:func:`pedsearch.attributes.latent_attribute_score`): 1, Eq. 19's plain sum, unless
-        the bundle's own validation ranked captions better by the joint embedding's cosine
-        alone (``textla_mAP < text_mAP`` in its metrics), then 0. A model whose attribute heads
-        learned little gains nothing from them (CMAAM Table 4: with L_MLC alone, LA 51.75
-        against L 52.00). Bundles from before LA was measured: 1."""
-        la, latent = self.metrics.get("textla_mAP"), self.metrics.get("text_mAP")
-        if isinstance(la, (int, float)) and isinstance(latent, (int, float)) and la < latent:
-            return 0.0
-        return DEFAULT_TEXT_ATTRIBUTE_WEIGHT
+        """The weight its text queries are ranked with (:func:`validated_text_attribute_weight`
+        of its metrics)."""
+        return validated_text_attribute_weight(self.metrics)
 
     def __repr__(self) -> str:
         return (f"Bundle(version={self.version!r}, parts={self.parts}, "
