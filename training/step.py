@@ -167,7 +167,8 @@ def _vitaa_attribute_alignment(ctx):
 
 
 # CMAAM's attribute space: the image and text attribute heads' scores over the schema's values
-# (Eq. 3's S(l_j | x)) serve as the attribute-space embeddings a_I / a_T as well.
+# are Eq. 3's S(l_j | x); the embeddings a_I / a_T of its semantic triplet are ``attr_space``:
+# the d_a-dim space of the cosine heads (model.attr_classifier: cosine), else the scores too.
 def _frequency_weights(ctx) -> tuple[Tensor | None, Tensor | None]:
     """CMAAM Eq. 4's frequency balance ``(w^p, w^n)`` from the training split's positive
     ratio of each value (the prior the data module computes); none without a prior."""
@@ -188,16 +189,17 @@ def _cmaam_coral(ctx):
     return (ctx.out["image_attr_logits"], ctx.out["text_attr_logits"]), {}
 
 
-@feeds("cmaam_semantic_triplet", "image_attr_logits", "text_attr_logits")
+@feeds("cmaam_semantic_triplet", "image_attr_space", "text_attr_space")
 def _cmaam_semantic_triplet(ctx):
     o, b = ctx.out, ctx.batch
-    return (o["image_attr_logits"], o["text_attr_logits"], b["attr_target"], b["attr_mask"]), {}
+    return (o["image_attr_space"], o["text_attr_space"], b["attr_target"], b["attr_mask"]), {}
 
 
-@feeds("cmaam_attribute_space", "image_attr_logits", "text_attr_logits")
+@feeds("cmaam_attribute_space", "image_attr_space", "text_attr_space", "image_attr_logits",
+       "text_attr_logits")
 def _cmaam_attribute_space(ctx):
     o, b = ctx.out, ctx.batch
-    return (o["image_attr_logits"], o["text_attr_logits"], o["image_attr_logits"],
+    return (o["image_attr_space"], o["text_attr_space"], o["image_attr_logits"],
             o["text_attr_logits"], b["attr_target"], b["attr_mask"],
             *_frequency_weights(ctx)), {}
 
@@ -218,11 +220,11 @@ def _cmaam_latent_space(ctx):
     return (o["image_global"], o["text_global"], _pid(ctx), o["id_weight"]), {}
 
 
-@feeds("cmaam", "image_attr_logits", "text_attr_logits", "image_global", "text_global",
-       "id_weight")
+@feeds("cmaam", "image_attr_space", "text_attr_space", "image_attr_logits", "text_attr_logits",
+       "image_global", "text_global", "id_weight")
 def _cmaam(ctx):
     o, b = ctx.out, ctx.batch
-    return (o["image_attr_logits"], o["text_attr_logits"], o["image_attr_logits"],
+    return (o["image_attr_space"], o["text_attr_space"], o["image_attr_logits"],
             o["text_attr_logits"], b["attr_target"], b["attr_mask"], o["image_global"],
             o["text_global"], _pid(ctx), o["id_weight"], *_frequency_weights(ctx)), {}
 

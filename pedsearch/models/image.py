@@ -139,28 +139,76 @@ class SSANHeads(nn.Module):
         }
 
 
-class AttributeHead(nn.Module):
-    """APR's attribute classifiers: dropout, then one FC layer per attribute family.
+class CosineAttributeClassifier(nn.Module):
+    """CMAAM's attribute classifier (Eq. 3): ``S(l_j | x) = beta_j S_cos(a_x, W_j) + z_j``.
 
-    APR (Sec. 4.2) puts ``M`` FC layers ``FC_1..FC_M`` on the pooled feature, an ``m``-way one
-    for an attribute with ``m`` classes. Here one FC per schema family; their outputs are
-    concatenated in schema order into flat logits ``(B, schema.dim)``: softmax groups for
-    ``single`` families, independent sigmoids for ``multi`` ones (see :func:`attribute_probs`).
+    One instance is shared by the image and the text tower, as CMAAM builds one classifier
+    ``W`` for its common attribute space: both modalities' scores then have the same scale
+    ``beta`` (bounded by ``|beta| + |z|``), which is what its Deep CORAL term (Eq. 5) compares.
+
+    Args:
+        dim: ``d_a``, the attribute space's size (CMAAM: 300).
+        schema: the attribute schema (one score per value, flat layout).
+        scale: initial ``beta`` of every value (learnt; the paper does not give its start).
+    """
+
+    def __init__(self, dim: int, schema: AttributeSchema, *, scale: float = 10.0) -> None:
+        super().__init__()
+        self.dim = dim
+        self.weight = nn.Parameter(torch.randn(schema.dim, dim) * 0.01)
+        self.scale = nn.Parameter(torch.full((schema.dim,), float(scale)))
+        self.bias = nn.Parameter(torch.zeros(schema.dim))
+
+    def forward(self, a: Tensor) -> Tensor:
+        """``(B, d_a)`` attribute-space embeddings -> ``(B, schema.dim)`` scores (logits)."""
+        return F.normalize(a, dim=-1) @ F.normalize(self.weight, dim=-1).t() * self.scale + (
+            self.bias)
+
+
+class AttributeHead(nn.Module):
+    """A tower's attribute head: pooled feature -> flat attribute logits ``(B, schema.dim)``.
+
+    Two forms (``ModelArchitecture.attr_classifier``):
+
+    - ``linear`` (APR, Sec. 4.2): dropout, then one FC layer per schema family (APR puts ``M``
+      FC layers ``FC_1..FC_M`` on the pooled feature, an ``m``-way one for an attribute with
+      ``m`` classes). The logits are also what CMAAM's losses take as the attribute space.
+    - ``cosine`` (CMAAM, Sec. 3.2): dropout, a linear map to the ``d_a``-dim attribute space
+      ``a_x``, then the :class:`CosineAttributeClassifier` both towers share.
+
+    The logits are concatenated in schema order: softmax groups for ``single`` families,
+    independent sigmoids for ``multi`` ones (see :func:`attribute_probs`).
 
     Args:
         in_dim: size of the pooled feature.
         schema: the attribute schema.
-        dropout: dropout before the FC layers (APR: 0.9).
+        dropout: dropout before the FC layers / the projection (APR: 0.9).
+        classifier: the shared cosine classifier (``cosine`` form); None for ``linear``.
     """
 
-    def __init__(self, in_dim: int, schema: AttributeSchema, *, dropout: float = 0.9) -> None:
+    def __init__(self, in_dim: int, schema: AttributeSchema, *, dropout: float = 0.9,
+                 classifier: CosineAttributeClassifier | None = None) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.ModuleDict({f.name: nn.Linear(in_dim, len(f.values)) for f in schema.families})
+        if classifier is None:
+            self.fc = nn.ModuleDict(
+                {f.name: nn.Linear(in_dim, len(f.values)) for f in schema.families})
+        else:
+            self.project = nn.Linear(in_dim, classifier.dim)
+            self.classifier = classifier
+
+    def embed(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, in_dim)`` -> ``(logits (B, schema.dim), attribute space (B, d))``: ``a_x``
+        (``d = d_a``) for the cosine form, the logits themselves for the linear one."""
+        x = self.dropout(x)
+        if not hasattr(self, "classifier"):
+            logits = torch.cat([fc(x) for fc in self.fc.values()], dim=-1)
+            return logits, logits
+        a = self.project(x)
+        return self.classifier(a), a
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.dropout(x)
-        return torch.cat([fc(x) for fc in self.fc.values()], dim=-1)
+        return self.embed(x)[0]
 
 
 def attribute_probs(logits: Tensor, schema: AttributeSchema) -> Tensor:
@@ -189,6 +237,8 @@ class ImageEncoder(nn.Module):
         feat_dim: ``C``; a 1x1 conv + BN + ReLU "neck" maps ``Cb -> C`` when they differ
             (EfficientNet-Lite0: 1280 -> 512), nothing when equal (ResNet-50 with C=2048).
         attr_dropout: dropout of the APR head.
+        attr_classifier: CMAAM's cosine classifier shared with the text tower, or None for
+            APR's per-family FC layers (see :class:`AttributeHead`).
 
     The APR head reads the global average of the *backbone* map (APR's "pool5"); the SSAN
     branches read the neck's map ``F`` with max pooling (GMP), stripes taken top to bottom with
@@ -203,6 +253,7 @@ class ImageEncoder(nn.Module):
         schema: AttributeSchema,
         feat_dim: int,
         attr_dropout: float = 0.9,
+        attr_classifier: CosineAttributeClassifier | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -215,7 +266,8 @@ class ImageEncoder(nn.Module):
                 nn.Conv2d(cb, feat_dim, 1, bias=False), nn.BatchNorm2d(feat_dim), nn.ReLU(True)
             )
         )
-        self.attr_head = AttributeHead(cb, schema, dropout=attr_dropout)
+        self.attr_head = AttributeHead(cb, schema, dropout=attr_dropout,
+                                       classifier=attr_classifier)
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """
@@ -224,17 +276,18 @@ class ImageEncoder(nn.Module):
 
         Returns:
             ``global (B, M)``, ``parts_local (B, K, M)``, ``parts (B, K, N)``,
-            ``part_relation (B, K, K)`` and ``attr_logits (B, schema.dim)``.
+            ``part_relation (B, K, K)``, ``attr_logits (B, schema.dim)`` and ``attr_space``
+            (the attribute-space embedding, see :meth:`AttributeHead.embed`).
         """
         if images.ndim != 4 or images.shape[1] != 3:
             raise InvalidInput(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         fmap = self.backbone(images)
-        attr_logits = self.attr_head(fmap.mean(dim=(2, 3)))
+        attr_logits, attr_space = self.attr_head.embed(fmap.mean(dim=(2, 3)))
         fmap = self.neck(fmap)
         pooled = fmap.amax(dim=(2, 3))
         stripes = F.adaptive_max_pool2d(fmap, (self.heads.num_parts, 1)).flatten(2).transpose(1, 2)
         out = self.heads(pooled, stripes)
-        out["attr_logits"] = attr_logits
+        out["attr_logits"], out["attr_space"] = attr_logits, attr_space
         return out
 
 

@@ -34,7 +34,7 @@ queries land in the same space.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import pydantic
 import torch
@@ -53,7 +53,7 @@ from pedsearch.models.concept import (
     ConceptDiscriminator,
     ConceptGenerator,
 )
-from pedsearch.models.image import ImageEncoder, PartLinear, SSANHeads
+from pedsearch.models.image import CosineAttributeClassifier, ImageEncoder, PartLinear, SSANHeads
 from pedsearch.models.text import TextEncoder, build_text_encoder
 from pedsearch.models.tokenizer import Vocab
 
@@ -120,6 +120,17 @@ class ModelArchitecture(BaseModel):
         "'global' ablation: the part slots of the embedding are zero)",
     )
     attr_dropout: float = Field(0.9, ge=0.0, lt=1.0, description="APR: dropout 0.9 before FCs")
+    attr_classifier: Literal["linear", "cosine"] = Field(
+        "linear",
+        description="the towers' attribute heads: 'linear' = APR's FC layer per family, each "
+        "tower its own; 'cosine' = CMAAM Eq. 3, a d_a-dim attribute space per tower and one "
+        "cosine classifier shared by both (the scale its CORAL term compares)",
+    )
+    attr_dim: int = Field(300, ge=8, le=4096, description="CMAAM d_a of the 'cosine' heads: 300")
+    attr_scale: float = Field(
+        10.0, gt=0.0, le=100.0,
+        description="initial beta of the 'cosine' heads (learnt; CMAAM gives no start)",
+    )
     generator_hidden: tuple[int, ...] = Field(
         GENERATOR_HIDDEN, min_length=1, description="AAIPR Table 1: 128, 256, 512"
     )
@@ -303,6 +314,10 @@ class PersonSearchModel(nn.Module):
                 feat_dim=arch.feat_dim, num_parts=arch.num_parts, global_dim=arch.global_dim,
                 part_dim=arch.part_dim, relation_dim=arch.relation_dim,
             )
+        # CMAAM's classifier is one module in both towers, so its parameters are trained by
+        # both and saved with each (a bundle's image.pt and text.pt hold a copy)
+        attr_classifier = (CosineAttributeClassifier(arch.attr_dim, schema, scale=arch.attr_scale)
+                           if arch.attr_classifier == "cosine" else None)
         image_encoder = None
         if "image" in parts:
             params = arch.backbone.params()
@@ -318,13 +333,14 @@ class PersonSearchModel(nn.Module):
                 )
             image_encoder = ImageEncoder(
                 backbone=backbone, heads=heads, schema=schema, feat_dim=arch.feat_dim,
-                attr_dropout=arch.attr_dropout,
+                attr_dropout=arch.attr_dropout, attr_classifier=attr_classifier,
             )
         text_encoder = None
         if "text" in parts:
             text_encoder = build_text_encoder(
                 {"type": arch.text_encoder.type, **arch.text_encoder.params()},
                 vocab=vocab, heads=heads, schema=schema, feat_dim=arch.feat_dim,
+                attr_classifier=attr_classifier,
             )
         generator = discriminator = None
         if "attributes" in parts:
@@ -389,7 +405,8 @@ class PersonSearchModel(nn.Module):
 
         Returns:
             ``global (B, M)``, ``parts (B, K, N)``, ``parts_local (B, K, M)``,
-            ``part_relation (B, K, K)``, ``attr_logits (B, schema.dim)`` and the unit search
+            ``part_relation (B, K, K)``, ``attr_logits (B, schema.dim)``, ``attr_space``
+            (``(B, d_a)`` for CMAAM's cosine heads, else the logits) and the unit search
             ``embedding (B, D)``.
         """
         out = self._require("image")(images)
@@ -409,7 +426,8 @@ class PersonSearchModel(nn.Module):
         Returns:
             ``global (B, M)``, ``parts (B, K, N)``, ``parts_local (B, K, M)``,
             ``part_relation (B, K, K)``, ``word_part_weights (B, L, K)``,
-            ``word_mask (B, L)``, ``attr_logits (B, schema.dim)`` and ``embedding (B, D)``.
+            ``word_mask (B, L)``, ``attr_logits (B, schema.dim)``, ``attr_space`` (as for
+            :meth:`encode_image`) and ``embedding (B, D)``.
         """
         out = self._require("text")(token_ids, lengths)
         out["embedding"] = self.layout.compose(out["global"], out["parts"])
@@ -482,15 +500,15 @@ class PersonSearchModel(nn.Module):
         return out
 
     def parameter_counts(self) -> dict[str, int]:
-        """Parameters per built module (shared SSAN heads counted once, under ``heads``)."""
+        """Parameters per built module; a module both towers share (the SSAN heads, CMAAM's
+        cosine attribute classifier) is counted once, under the first name that holds it."""
         counts = {}
-        heads_ids = {id(p) for p in self.heads.parameters()} if self.heads is not None else set()
+        seen: set[int] = set()
         for name in ("heads", "image_encoder", "text_encoder", "generator", "discriminator",
                      "id_classifiers", "sid_classifier"):
             module = getattr(self, name)
             if module is not None:
-                params = module.parameters()
-                if name != "heads":
-                    params = (p for p in params if id(p) not in heads_ids)
+                params = [p for p in module.parameters() if id(p) not in seen]
+                seen.update(id(p) for p in params)
                 counts[name] = sum(p.numel() for p in params)
         return counts

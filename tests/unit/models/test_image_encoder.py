@@ -13,6 +13,7 @@ from pedsearch.errors import InvalidInput
 from pedsearch.models.backbone import Backbone, EfficientNetLite0
 from pedsearch.models.image import (
     AttributeHead,
+    CosineAttributeClassifier,
     ImageEncoder,
     MultiViewNonLocal,
     PartLinear,
@@ -115,6 +116,38 @@ def test_attribute_head_has_one_fc_per_family():
         assert head.fc[fam.name].out_features == len(fam.values)
     head.eval()
     assert head(torch.randn(4, 10)).shape == (4, SCHEMA.dim)
+
+
+def test_cosine_attribute_classifier_is_cmaam_eq3():
+    # S(l_j | x) = beta_j cos(a, W_j) + z_j, worked by hand on a 2-d attribute space
+    clf = CosineAttributeClassifier(2, SCHEMA, scale=10.0)
+    with torch.no_grad():
+        clf.weight.zero_()
+        clf.weight[0] = torch.tensor([3.0, 0.0])   # cos with a = 1
+        clf.weight[1] = torch.tensor([0.0, 5.0])   # cos with a = 0
+        clf.weight[2] = torch.tensor([-1.0, 1.0])  # cos with a = -1 / sqrt(2)
+        clf.scale[1] = 4.0
+        clf.bias[2] = 0.5
+    scores = clf(torch.tensor([[2.0, 0.0]]))
+    assert scores.shape == (1, SCHEMA.dim)
+    torch.testing.assert_close(scores[0, :3], torch.tensor([10.0, 0.0, 0.5 - 10 / 2 ** 0.5]))
+    # scores are bounded by |beta| + |z| whatever the feature's norm
+    assert float(clf(torch.randn(8, 2) * 1e3).detach().abs().max()) <= 10.0 + 0.5 + 1e-4
+
+
+def test_cosine_attribute_head_maps_to_the_attribute_space_first():
+    clf = CosineAttributeClassifier(6, SCHEMA)
+    head = AttributeHead(10, SCHEMA, dropout=0.0, classifier=clf)
+    assert not hasattr(head, "fc") and head.project.out_features == 6
+    x = torch.randn(4, 10)
+    logits, space = head.embed(x)
+    assert space.shape == (4, 6)
+    torch.testing.assert_close(logits, clf(head.project(x)))
+    torch.testing.assert_close(head(x), logits)
+    # the linear form's attribute space is its logits
+    linear = AttributeHead(10, SCHEMA, dropout=0.0)
+    logits, space = linear.embed(x)
+    assert space is logits and logits.shape == (4, SCHEMA.dim)
 
 
 def test_attribute_probs_softmax_per_single_sigmoid_per_multi():

@@ -119,6 +119,25 @@ def test_text_and_image_towers_share_the_ssan_heads(model):
     assert total == sum(model.parameter_counts().values())
 
 
+def test_cmaam_cosine_heads_share_one_classifier_across_the_towers():
+    torch.manual_seed(0)
+    m = PersonSearchModel.from_config({**SMALL, "attr_classifier": "cosine", "attr_dim": 12},
+                                      vocab=Vocab.build(TEXTS))
+    clf = m.image_encoder.attr_head.classifier
+    assert m.text_encoder.attr_head.classifier is clf and clf.dim == 12
+    assert sum(p.numel() for p in m.parameters()) == sum(m.parameter_counts().values())
+    m.eval()
+    with torch.no_grad():
+        img = m.encode_image(torch.randn(3, 3, 128, 64))
+        txt = m.encode_text(*m.tokenize(TEXTS))
+    assert img["attr_space"].shape == (3, 12) and txt["attr_space"].shape == (2, 12)
+    assert img["attr_logits"].shape == (3, SCHEMA.dim)
+    assert txt["attr_logits"].shape == (2, SCHEMA.dim)
+    # each tower's saved state carries the classifier, so image.pt / text.pt load alone
+    assert "attr_head.classifier.weight" in m.image_encoder.state_dict()
+    assert "attr_head.classifier.weight" in m.text_encoder.state_dict()
+
+
 def test_training_forward_returns_what_the_losses_need(model):
     model.train()
     ids, lengths = model.tokenize(TEXTS * 2)

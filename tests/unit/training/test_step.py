@@ -417,3 +417,21 @@ def test_cmaam_multilabel_is_balanced_by_the_training_prior():
     batch.pop("attr_prior")
     args, kwargs = LOSS_INPUTS["cmaam_multilabel"].build(ctx)
     assert float(weighted_multilabel_loss(*args, **kwargs)) == pytest.approx(3 * log2)
+
+
+def test_cmaam_cosine_heads_train_the_whole_attribute_space_loss(table, batch):
+    # CMAAM's own head (Eq. 3): the semantic triplet reads the d_a-dim attribute space, CORAL
+    # and L_MLC the scores of the one classifier both towers share
+    cfg = make_cfg({"ssan": {}, "apr_attributes": {}, "cmaam_attribute_space": {"weight": 0.33}},
+                   model={**MODEL, "attr_classifier": "cosine", "attr_dim": 12})
+    st = build(cfg, table)
+    feeds = LOSS_INPUTS["cmaam_attribute_space"].outputs
+    assert {"image_attr_space", "text_attr_space"} <= set(feeds)
+    clf = st.model.image_encoder.attr_head.classifier
+    before = clf.weight.detach().clone()
+    logs = st(batch, epoch=0)
+    assert np.isfinite(logs["loss/cmaam_attribute_space"])
+    assert not torch.equal(clf.weight, before)
+    out = st.module(["image_attr_space", "text_attr_space"], images=batch["image"],
+                    **dict(zip(("token_ids", "lengths"), st.model.tokenize(batch["caption"]))))
+    assert out["image_attr_space"].shape == out["text_attr_space"].shape == (8, 12)
