@@ -161,3 +161,29 @@ def test_the_cmaam_table_shows_la_beside_l_from_the_same_run(results):
     old = results.render({"full": _row(0.30, 0.3, 0.7)}, 200, 20, 12.0)
     assert "| + L_MLC, LA (Eq. 19) | – | – |" in old
     assert "LA vs L of the same run" not in old
+
+
+def test_grad_norms_are_medians_before_and_after_the_first_steps(results, tmp_path):
+    import json
+
+    history = tmp_path / "metrics.jsonl"
+    entries = [{"step": s, "grad_norm": g} for s, g in
+               ((5, 900.0), (10, 100.0), (40, 300.0), (45, 20.0), (50, 10.0), (55, 30.0))]
+    entries.insert(2, {"epoch": 1, "val/score": 0.3})  # epoch lines carry no gradient norm
+    history.write_text("\n".join(json.dumps(e) for e in entries) + "\n")
+    assert results.grad_norms(history) == {"grad_norm_early": 300.0, "grad_norm_late": 20.0}
+    assert results.grad_norms(tmp_path / "missing.jsonl") == {}
+
+
+def test_the_cmaam_terms_table_shows_each_rows_seeds_and_gradients(results):
+    def row(text, la, image, attrsoft, **extra):
+        return _row(text, 0.3, image, **{"textla_R@1": la, "textla_mAP": la + 0.01,
+                                         "attrsoft_mAP": attrsoft}, **extra)
+
+    res = {"full": row(0.35, 0.33, 0.7, 0.5, grad_norm_early=18.0, grad_norm_late=16.0),
+           "full_s1": row(0.37, 0.35, 0.7, 0.5),
+           "cmaam_coral": row(0.28, 0.29, 0.6, 0.3, grad_norm_early=150.0, grad_norm_late=17.0)}
+    text = "\n".join(results.cmaam_terms_section(res))
+    assert "| L_MLC (the full model) | 2 | 36.0 ± 1.4 | 34.0 ± 1.4 |" in text
+    assert "| L_MLC + CORAL | 1 | 28.0 | 29.0 | 30.0 | 30.0 | 60.0 | 150 | 17 |" in text
+    assert results.cmaam_terms_section({"full": res["full"]}) == []
