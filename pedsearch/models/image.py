@@ -190,18 +190,18 @@ class AttributeHead(nn.Module):
                  classifier: CosineAttributeClassifier | None = None) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
+        self.classifier = classifier
         if classifier is None:
             self.fc = nn.ModuleDict(
                 {f.name: nn.Linear(in_dim, len(f.values)) for f in schema.families})
         else:
             self.project = nn.Linear(in_dim, classifier.dim)
-            self.classifier = classifier
 
     def embed(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, in_dim)`` -> ``(logits (B, schema.dim), attribute space (B, d))``: ``a_x``
         (``d = d_a``) for the cosine form, the logits themselves for the linear one."""
         x = self.dropout(x)
-        if not hasattr(self, "classifier"):
+        if self.classifier is None:
             logits = torch.cat([fc(x) for fc in self.fc.values()], dim=-1)
             return logits, logits
         a = self.project(x)
