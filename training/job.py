@@ -378,7 +378,8 @@ def check_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> pathlib
                 "output_dir to the run you mean)"
             )
         started = json.loads(run_file.read_text())
-        if started.get("config_hash") != cfg.config_hash():
+        if started.get("config_hash") != cfg.config_hash() and not _learns_the_same(
+                run_dir / CONFIG_FILE, cfg):
             raise ConfigError(
                 f"the configuration differs from the one run {run_dir.name} started with"
                 f"{_config_changes(run_dir / CONFIG_FILE, cfg)} (see {run_dir / CONFIG_FILE}); "
@@ -397,6 +398,22 @@ def check_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> pathlib
                 "choose another run_name or output_dir"
             )
     return run_dir
+
+
+def _learns_the_same(saved_file: pathlib.Path, cfg: TrainConfig) -> bool:
+    """Whether a run's saved configuration, read by this version, learns what ``cfg`` does.
+
+    A run started before a field was added has another hash; read now, the field takes its
+    default, which is what the older version did, so the run may go on. A changed value,
+    default or not, is in the saved file and still differs.
+    """
+    from training.config import parse_train_config
+
+    try:
+        saved = parse_train_config(json.loads(saved_file.read_text()), where=str(saved_file))
+    except (OSError, ValueError, PedsearchError):
+        return False
+    return saved.learning_dump() == cfg.learning_dump()
 
 
 def _config_changes(saved_file: pathlib.Path, cfg: TrainConfig, limit: int = 5) -> str:

@@ -111,6 +111,15 @@ def test_run_folder_rules(tmp_path):
     # the message names what changed (and only what decides what is learnt)
     with pytest.raises(ConfigError, match=f"differs .*: epochs {cfg.epochs} -> 5 \\(see"):
         check_run_dir(changed, resume=True, overwrite=False)
+    # a run started by a version without a field added since (here model.attr_classifier, at
+    # its default) resumes: read now, its configuration learns the same
+    older = cfg.model_dump(mode="json")
+    del older["model"]["attr_classifier"]
+    (run / CONFIG_FILE).write_text(json.dumps(older))
+    (run / RUN_FILE).write_text(json.dumps({"config_hash": "from an older version"}))
+    assert check_run_dir(cfg, resume=True, overwrite=False) == run
+    with pytest.raises(ConfigError, match="epochs"):
+        check_run_dir(changed, resume=True, overwrite=False)
     # --overwrite: checked here, deleted only when training starts (clear_run_dir)
     assert check_run_dir(cfg, resume=False, overwrite=True) == run
     assert run.exists()
