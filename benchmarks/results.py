@@ -628,7 +628,8 @@ CMAAM_TERM_ROWS = (
 def cmaam_terms_section(res: dict[str, dict[str, float]]) -> list[str]:
     """CMAAM's L_attr term by term and with its own heads, mean ± sd over the seeds run, with
     the gradient norms that say why a term costs the rest of the model."""
-    have = [(row, name) for row, name in CMAAM_TERM_ROWS if _over_seeds(res, row, "text_R@1")]
+    seeds = {row: len(_over_seeds(res, row, "text_R@1")) for row, _ in CMAAM_TERM_ROWS}
+    have = [(row, name) for row, name in CMAAM_TERM_ROWS if seeds[row]]
     if len(have) < 2:
         return []
 
@@ -636,7 +637,7 @@ def cmaam_terms_section(res: dict[str, dict[str, float]]) -> list[str]:
         values = _over_seeds(res, row, key)
         return f"{statistics.median(values):.0f}" if values else "–"
 
-    rows = [[name, str(len(_over_seeds(res, row, "text_R@1"))),
+    rows = [[name, str(seeds[row]),
              *(_mean_sd(_over_seeds(res, row, key)) for key in (
                  "text_R@1", "textla_R@1", "textla_mAP", "attrsoft_mAP", "image_mAP")),
              norm(row, "grad_norm_early"), norm(row, "grad_norm_late")] for row, name in have]

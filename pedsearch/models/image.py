@@ -139,6 +139,13 @@ class SSANHeads(nn.Module):
         }
 
 
+def cosine_scores(a: Tensor, weight: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
+    """CMAAM Eq. 3's arithmetic: ``(B, d_a)`` embeddings, ``(V, d_a)`` classifier ``W``,
+    ``(V,)`` ``beta`` and ``z`` -> ``(B, V)`` scores ``beta_j cos(a, W_j) + z_j``
+    (``training.losses.cmaam.cosine_attribute_scores`` checks its inputs, then calls this)."""
+    return F.normalize(a, dim=-1) @ F.normalize(weight, dim=-1).t() * scale + bias
+
+
 class CosineAttributeClassifier(nn.Module):
     """CMAAM's attribute classifier (Eq. 3): ``S(l_j | x) = beta_j S_cos(a_x, W_j) + z_j``.
 
@@ -161,8 +168,7 @@ class CosineAttributeClassifier(nn.Module):
 
     def forward(self, a: Tensor) -> Tensor:
         """``(B, d_a)`` attribute-space embeddings -> ``(B, schema.dim)`` scores (logits)."""
-        return F.normalize(a, dim=-1) @ F.normalize(self.weight, dim=-1).t() * self.scale + (
-            self.bias)
+        return cosine_scores(a, self.weight, self.scale, self.bias)
 
 
 class AttributeHead(nn.Module):

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from pedsearch.errors import InvalidInput
+from pedsearch.models.image import cosine_scores
 from training.losses import (
     LossConfig,
     check_float,
@@ -194,7 +195,7 @@ def cosine_attribute_scores(
             f"{tuple(scale.shape)} and bias {tuple(bias.shape)} must be (B, Da), (V, Da), (V,) "
             "and (V,)"
         )
-    return _cosine_matrix(features, weight) * scale + bias
+    return cosine_scores(features, weight, scale, bias)
 
 
 # -- attribute space ------------------------------------------------------------------------------
