@@ -10,11 +10,12 @@ For each index size (default 100k and 1M stored detections), in one run:
 2. for each HNSW ``ef`` of ``--ef`` (a gateway started with it), times, query by query
    (sequential, after a warm-up), p50 / p99 of
    - the text encoder alone (the bundle's ``encode_texts`` of one caption),
-   - raw pymilvus ``search`` of the same query vectors, same limit (``k * rerank_factor``: the
-     gateway re-ranks a text query's candidates by CMAAM's latent + attribute similarity),
-     parameters and output fields as the gateway,
+   - raw pymilvus ``search`` of the same query vectors (``[t ; w a_t]``: the stored vectors
+     carry the attribute space, so the index ranks by CMAAM's latent + attribute similarity,
+     ``pedsearch.schema.VectorLayout``), same limit, parameters and output fields as the gateway,
    - the gateway's ``SearchText`` over gRPC (encode + alias + search + response),
-   - brute-force numpy (exact inner products over all rows, top-k by ``argpartition``),
+   - brute-force numpy (exact inner products over all stored vectors, top-k by
+     ``argpartition``),
    each without a filter and with a camera + time filter (2 of 16 cameras, a quarter of the day);
 3. recall@10 of Milvus against the exact numpy top 10 for the same filters, of the text
    queries and of image queries (near copies of stored crops).
@@ -130,15 +131,17 @@ def fill_collection(client, settings: Settings, bundle, n: int, seed: int,
                     geometry: EmbeddingGeometry | None = None):
     """Creates the collection of ``bundle.version`` behind the alias and fills it.
 
-    Returns (collection name, all embeddings (n, dim), camera index (n,), ts_us (n,)).
+    Returns (collection name, its vector layout, all stored vectors (n, layout.dim), camera
+    index (n,), ts_us (n,)).
     """
     from pedsearch.schema import DetectionCollections
 
     cols = DetectionCollections(client, settings.milvus)
     schema = bundle.schema
     name = cols.ensure(bundle.version, embed_dim=bundle.embed_dim, attributes=schema)
+    layout = cols.layout(name, bundle.embed_dim, schema)
     fields = schema.field_names()
-    x_all = np.empty((n, bundle.embed_dim), np.float32)
+    x_all = np.empty((n, layout.dim), np.float32)
     cam_all = np.empty(n, np.int64)
     ts_all = np.empty(n, np.int64)
     cols_progress = Progress(TextColumn("{task.description}"), BarColumn(),
@@ -148,6 +151,7 @@ def fill_collection(client, settings: Settings, bundle, n: int, seed: int,
         task = progress.add_task(f"inserting {n:,} detections", total=n)
         for start, x, cams, ts, attrs in synthetic_detections(n, bundle.embed_dim, len(fields),
                                                               seed, geometry=geometry):
+            x = layout.stored(x, attrs, schema)  # [embedding ; attribute space]
             x_all[start:start + len(x)] = x
             cam_all[start:start + len(x)] = cams
             ts_all[start:start + len(x)] = ts
@@ -169,7 +173,7 @@ def fill_collection(client, settings: Settings, bundle, n: int, seed: int,
     with console.status(f"Milvus builds the indexes over {n:,} rows...") as status:
         cols.wait_indexed(name, n, on_progress=lambda field, done: status.update(
             f"Milvus builds the index on {field}: {done:,}/{n:,} rows"))
-    return name, x_all, cam_all, ts_all
+    return name, layout, x_all, cam_all, ts_all
 
 
 def percentile_ms(samples: list[float]) -> tuple[float, float]:
@@ -374,18 +378,22 @@ def bench_size(settings: Settings, bundle, n: int, args,
     settings.milvus.alias = f"bench_{tag}"
     settings.milvus.collection_prefix = f"bench_{tag}_"
     client = MilvusClient(uri=settings.milvus.uri)
-    name, x, cams, ts = fill_collection(client, settings, bundle, n, args.seed, geometry)
+    name, layout, x, cams, ts = fill_collection(client, settings, bundle, n, args.seed,
+                                                geometry)
 
     rng = np.random.default_rng(args.seed + 1)
     texts = [describe(sample_person(i, rng).attributes, rng) for i in range(args.queries)]
-    vecs = bundle.encode_texts(texts)
+    emb, probs = bundle.encode_texts_with_attributes(texts)
+    # the vectors the gateway searches: [t ; w a_t], CMAAM's latent + attribute similarity
+    w = text_weight(settings, bundle)
+    qv = [layout.query(t, a, w)[0] for t, a in zip(emb, bundle.schema.attribute_space(probs))]
     # recall of the text queries, and of image queries (near copies of stored crops: SearchImage
-    # with a crop of a stored person)
-    near = x[rng.integers(0, n, args.queries)]
-    near = near + 0.3 / np.sqrt(x.shape[1]) * rng.standard_normal(near.shape, dtype=np.float32)
+    # with a crop of a stored person, which searches [e ; 0])
+    d = bundle.embed_dim
+    near = x[rng.integers(0, n, args.queries), :d]
+    near = near + 0.3 / np.sqrt(d) * rng.standard_normal(near.shape, dtype=np.float32)
     near /= np.linalg.norm(near, axis=1, keepdims=True)
-    qv = [np.asarray(v, np.float32) for v in vecs]
-    recall_vecs = {"text": qv, "image": list(near)}
+    recall_vecs = {"text": qv, "image": list(layout.query(near))}
 
     cam_pick = [CAMERAS[0], CAMERAS[1]]
     since, until = T0_US + DAY_US // 4, T0_US + DAY_US // 2
@@ -405,11 +413,8 @@ def bench_size(settings: Settings, bundle, n: int, args,
         for ef in args.ef or [settings.milvus.search_params.get("ef")]:
             if ef:
                 settings.milvus.search_params = {**settings.milvus.search_params, "ef": ef}
-            # a text query fetches k * rerank_factor candidates to re-rank them by CMAAM's
-            # latent + attribute similarity: raw Milvus is asked for as many, with the ef the
-            # gateway then uses (ef >= limit); recall@k reads the first k
-            limit = args.k * (settings.gateway.rerank_factor
-                              if text_weight(settings, bundle) > 0 else 1)
+            # the index ranks by the text query's whole score: the gateway asks for k rows
+            limit = args.k
             search_params = {"metric_type": settings.milvus.metric_type,
                              "params": gateway_search_params(settings.milvus.search_params,
                                                              limit)}
@@ -495,8 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", default=None, help="model bundle (default: the shipped one)")
     ap.add_argument("--text-attribute-weight", type=float, default=None, metavar="W",
                     help="the gateway's text_attribute_weight (default: the configured one, "
-                         "else the bundle's; 0 searches by the cosine alone: k candidates, no "
-                         "re-ranking)")
+                         "else the bundle's; 0 searches by the cosine alone)")
     args = ap.parse_args(argv)
     if any(s < 1000 for s in args.sizes) or args.queries < 10 or not 1 <= args.k <= 1000:
         ap.error("--sizes must be >= 1000, --queries >= 10, -k 1..1000")
@@ -529,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{settings.milvus.search_params}; scalar indexes on "
                   f"{', '.join(settings.milvus.scalar_indexes) or 'none'}; text queries "
                   f"ranked with text_attribute_weight {text_weight(settings, bundle)} "
-                  f"(Milvus limit k x {settings.gateway.rerank_factor} when > 0)")
+                  f"(searched as \\[t ; w a_t] over \\[e ; a]: no re-ranking)")
     geometry = (EmbeddingGeometry(bundle_path, seed=args.seed) if args.geometry == "model"
                 else None)
     rows = []

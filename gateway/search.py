@@ -13,11 +13,13 @@ Attribute constraints (:class:`Constraint`) act in one of three ways:
   constraints ``c`` and their values ``v`` (:func:`soft_bonus`);
 - ``query``: only part of an attribute query's embedding (no filter, no re-ranking).
 
-A text query is ranked as CMAAM ranks it (Eq. 19): ``k * rerank_factor`` candidates of the
-joint embedding's cosine are re-ranked by ``(cosine + w * S_a) / (1 + w)``, ``S_a`` being the
-attribute similarity of the caption's and the detection's predicted attributes
+A text query is ranked as CMAAM ranks it (Eq. 19): by ``(cosine + w * S_a) / (1 + w)``,
+``S_a`` being the attribute similarity of the caption's and the detection's predicted attributes
 (:class:`TextQuery`, :func:`pedsearch.attributes.latent_attribute_score`; ``w`` is the gateway's
-``text_attribute_weight``, by default the bundle's own choice; 0 turns it off).
+``text_attribute_weight``, by default the bundle's own choice; 0 turns it off). The stored
+vectors carry each detection's attribute-space vector (:class:`pedsearch.schema.VectorLayout`),
+so Milvus searches that score itself over every row. In a collection made by an earlier version
+(the joint embedding alone), ``k * rerank_factor`` cosine candidates are re-ranked by it.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from pedsearch.bundle import Bundle
 from pedsearch.config import DEFAULT_SOFT_WEIGHT, SOFT_PROBABILITY_FLOOR, MilvusConfig
 from pedsearch.envelope import CAMERA_ID
 from pedsearch.errors import InvalidInput, NotFound, NotReady, Unavailable
-from pedsearch.schema import SCALAR_FIELDS
+from pedsearch.schema import SCALAR_FIELDS, VectorLayout
 
 log = logging.getLogger("pedsearch.gateway.search")
 
@@ -274,6 +276,22 @@ def search_params(params: Mapping[str, int], limit: int) -> dict[str, int]:
     return out
 
 
+def inner_product(distance: float, metric_type: str, query_norm_sq: float,
+                  row_norm_sq: float) -> float:
+    """Milvus' distance as the inner product ``x.q`` of a stored row and the query vector.
+
+    Every stored row has the same norm (:attr:`VectorLayout.row_norm_sq`) and each query its
+    own, so the three metrics rank alike: IP reports ``x.q``, COSINE ``x.q / (|x||q|)``, L2 the
+    squared distance ``|x|^2 + |q|^2 - 2 x.q``. For an image or attribute query ``x.q`` is the
+    cosine of the joint embeddings; for a text query ``S_l + w S_a``.
+    """
+    if metric_type == "L2":
+        return (row_norm_sq + query_norm_sq - distance) / 2.0
+    if metric_type == "COSINE":
+        return distance * math.sqrt(row_norm_sq * query_norm_sq)
+    return distance
+
+
 def _milvus_error(exc: BaseException, what: str, uri: str) -> Exception:
     """A Milvus failure as the error a caller can act on."""
     if isinstance(exc, grpc.RpcError) and not isinstance(exc, MilvusException):
@@ -330,6 +348,8 @@ class Searcher:
         # a Milvus entity -> its attribute probabilities in schema order, in one C call
         self._attribute_values = operator.itemgetter(*self.attribute_fields)
         self.output_fields = [f for f in SCALAR_FIELDS if f != "id"] + self.attribute_fields
+        # collection -> its vector layout: one describe_collection per collection, not per query
+        self._layouts: dict[str, VectorLayout] = {}
 
     def _timeout(self, timeout_s: float | None) -> float:
         return self.cfg.timeout_s if timeout_s is None else max(0.001, min(timeout_s,
@@ -359,6 +379,32 @@ class Searcher:
             raise _milvus_error(exc, f"alias {self.cfg.alias!r}", self.cfg.uri) from exc
         finally:
             quiet.setLevel(level)
+
+    def layout(self, collection: str, *, timeout_s: float | None = None) -> VectorLayout:
+        """The vector layout of ``collection`` (asked of Milvus once, then remembered).
+
+        Raises:
+            NotReady: its vectors fit neither layout of this bundle's model.
+            Unavailable: Milvus cannot be reached.
+        """
+        layout = self._layouts.get(collection)
+        if layout is not None:
+            return layout
+        try:
+            desc = self.client.describe_collection(collection, timeout=self._timeout(timeout_s))
+        except MILVUS_FAILURES as exc:
+            raise _milvus_error(exc, f"describe {collection}", self.cfg.uri) from exc
+        dims = [int(f.get("params", {}).get("dim", -1)) for f in desc.get("fields", ())
+                if f.get("name") == "embedding"]
+        layout = VectorLayout.of_collection(dims[0] if dims else -1, self.bundle.embed_dim,
+                                            self.bundle.schema)
+        if layout is None:
+            raise NotReady(f"collection {collection} holds vectors of dim "
+                           f"{dims[0] if dims else 'none'}, which model {self.bundle.version} "
+                           f"(dim {self.bundle.embed_dim} + {self.bundle.schema.dim}) did not "
+                           "write; re-index it with this bundle or point the alias elsewhere")
+        self._layouts[collection] = layout
+        return layout
 
     # -- encoders --------------------------------------------------------------------------------
     def encode_text(self, text: str) -> TextQuery:
@@ -399,7 +445,7 @@ class Searcher:
         Args:
             vector: ``(D,)`` unit query embedding of the bundle's model version, ``(A, D)``
                 alternatives (an attribute query's concepts): one Milvus search of ``A``
-                queries, each hit scored by its best; or a :class:`TextQuery`, re-ranked by
+                queries, each hit scored by its best; or a :class:`TextQuery`, ranked by
                 CMAAM's latent + attribute similarity (Eq. 19) when its weight is above 0.
             k: hits wanted, 1..1000.
             cameras, since_us, until_us: where and when (inclusive); empty = anywhere.
@@ -421,34 +467,48 @@ class Searcher:
         soft = any(c.mode == "soft" for c in constraints) and soft_weight > 0
         text = vector if isinstance(vector, TextQuery) else None
         by_attributes = text is not None and text.weight > 0
+        layout = self.layout(collection, timeout_s=timeout_s)
+        # the index searches S_l + w S_a itself where the rows carry their attribute space;
+        # a collection of the earlier layout re-ranks the best cosines by it
+        rerank_text = by_attributes and not layout.attribute_dim
         if text is not None:
-            vector = text.vector
-        limit = min(MILVUS_MAX_LIMIT, int(k) * (rerank_factor if soft or by_attributes else 1))
+            data = layout.query(text.vector, text.attributes if by_attributes else None,
+                                text.weight)
+        else:
+            data = layout.query(vector)
+        limit = min(MILVUS_MAX_LIMIT, int(k) * (rerank_factor if soft or rerank_text else 1))
         try:
             res = self.client.search(
-                collection, data=np.atleast_2d(np.asarray(vector, np.float32)).tolist(),
-                anns_field="embedding",
+                collection, data=data.tolist(), anns_field="embedding",
                 limit=limit, filter=expr,
                 search_params={"metric_type": self.cfg.metric_type,
                                "params": self._search_params(limit)},
                 output_fields=self.output_fields, timeout=self._timeout(timeout_s),
             )
         except MILVUS_FAILURES as exc:
+            # the collection may have been dropped and made again: the next search asks afresh
+            self._layouts.pop(collection, None)
             raise _milvus_error(exc, f"search on {collection}", self.cfg.uri) from exc
-        # id -> (cosine, Milvus entity): a hit of several concepts scores its best
+        query_norms_sq = np.einsum("qd,qd->q", data, data).tolist()
+        # id -> (inner product with the query, Milvus entity): a hit of several concepts
+        # scores its best
         best: dict[int, tuple[float, Mapping]] = {}
-        for answers in res:  # one list per query vector
+        for answers, q_sq in zip(res, query_norms_sq):  # one list per query vector
             for h in answers:
-                i, cos = int(h["id"]), self._similarity(float(h["distance"]))
-                if i not in best or cos > best[i][0]:
-                    best[i] = (cos, h["entity"])
+                i = int(h["id"])
+                ip = inner_product(float(h["distance"]), self.cfg.metric_type, q_sq,
+                                   layout.row_norm_sq)
+                if i not in best or ip > best[i][0]:
+                    best[i] = (ip, h["entity"])
         ids = list(best)
         scores = np.array([best[i][0] for i in ids], np.float64)
-        if by_attributes and ids:
+        if rerank_text and ids:
             probs = np.array([self._attribute_values(best[i][1]) for i in ids], np.float32)
             s_a = self.bundle.schema.attribute_space(probs) @ np.asarray(text.attributes,
                                                                          np.float32)
             scores = latent_attribute_score(scores, s_a, text.weight)
+        elif by_attributes:  # the inner product is S_l + w S_a: Eq. 19's score times 1 + w
+            scores = scores / (1.0 + text.weight)
         if soft:
             scores += soft_weight * np.array([soft_bonus(best[i][1], constraints) for i in ids])
         hits: list[Hit] = []
@@ -460,13 +520,6 @@ class Searcher:
             hits.append(self._hit(best[ids[j]][1], ids[j], float(scores[j])))
         return hits
 
-    def _similarity(self, distance: float) -> float:
-        """Milvus' distance as the cosine similarity of unit vectors (higher is better).
-
-        IP and COSINE report the similarity itself; L2 reports the squared distance
-        ``|a - b|^2 = 2 - 2 cos``.
-        """
-        return 1.0 - distance / 2.0 if self.cfg.metric_type == "L2" else distance
 
     def _search_params(self, limit: int) -> dict[str, int]:
         return search_params(self.cfg.search_params, limit)

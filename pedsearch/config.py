@@ -243,7 +243,8 @@ class GatewayConfig(Strict):
         description="weight of SOFT attribute constraints when re-ranking",
     )
     rerank_factor: int = Field(
-        4, ge=1, le=100, description="candidates fetched per hit wanted when re-ranking"
+        4, ge=1, le=100, description="candidates fetched per hit wanted when re-ranking (soft "
+        "attribute constraints; text queries on a collection of the earlier vector layout)"
     )
     # CMAAM ranks text queries by latent + attribute similarity (Eq. 19); on the shipped
     # bundle's held-out identities it lifts text R@1 from 64.4 to 70.2 % (synthetic) and from

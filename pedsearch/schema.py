@@ -1,8 +1,10 @@
 """The Milvus collection of stored detections, one collection per model version behind an alias.
 
-Milvus 2.3 allows one vector field per collection, so the joint embedding is the vector field and
-every attribute probability is a FLOAT scalar field (``attr_<family>_<value>``), which lets a
-query filter hard on attributes and re-rank by them. With ``milvus.camera_partition_key`` on,
+Milvus 2.3 allows one vector field per collection. It holds the joint embedding followed by the
+detection's attribute-space vector (:class:`VectorLayout`), so that CMAAM's latent + attribute
+similarity of a text query is an inner product the index searches directly; every attribute
+probability is also a FLOAT scalar field (``attr_<family>_<value>``), which lets a query filter
+hard on attributes and re-rank by them. With ``milvus.camera_partition_key`` on,
 ``camera_id`` is the partition key, so a camera filter prunes partitions instead of scanning them;
 it is off by default because Milvus 2.3.5, the embedded server, files *upserted* rows of a
 partition-key collection under the wrong partition (milvus-io/milvus#30607), and a camera filter
@@ -42,6 +44,84 @@ SCALAR_FIELDS = (
 )
 
 
+@dataclass(frozen=True)
+class VectorLayout:
+    """What a collection's vector field holds, and the query vectors that search it.
+
+    A row stores ``x = [e ; a]``: the ``(D,)`` unit joint embedding, then the ``(A,)`` unit
+    attribute-space vector of its predicted attributes (:meth:`AttributeSchema.attribute_space`;
+    0 when every value is exactly as likely as not). A text query searches ``q = [t ; w a_t]``,
+    whose inner product with every row is ``t.e + w a_t.a = S_l + w S_a``: CMAAM's latent +
+    attribute similarity (Eq. 19, :func:`pedsearch.attributes.latent_attribute_score` times
+    ``1 + w``). So the index ranks text queries by it over every row, where re-ranking the best
+    cosines would miss a person whose attributes fit but whose cosine is not among them, and
+    reads no more rows than it returns. Image and attribute queries search ``[q ; 0]``: their
+    cosine alone.
+
+    ``attribute_dim`` 0 is the layout of collections made before this one (the joint embedding
+    alone); they are still written and searched, the gateway then re-ranks text queries.
+
+    Attributes:
+        embed_dim: ``D``, the model's joint embedding size.
+        attribute_dim: ``A``, the attribute schema's ``dim``, or 0 (the earlier layout).
+    """
+
+    embed_dim: int
+    attribute_dim: int
+
+    @property
+    def dim(self) -> int:
+        """The vector field's dimension."""
+        return self.embed_dim + self.attribute_dim
+
+    @property
+    def row_norm_sq(self) -> float:
+        """``|x|^2`` of a stored row: 2 with an attribute part (two unit vectors), else 1."""
+        return 2.0 if self.attribute_dim else 1.0
+
+    @classmethod
+    def current(cls, embed_dim: int, attributes: AttributeSchema) -> "VectorLayout":
+        """The layout new collections get."""
+        return cls(int(embed_dim), attributes.dim)
+
+    @classmethod
+    def of_collection(cls, vector_dim: int, embed_dim: int,
+                      attributes: AttributeSchema) -> "VectorLayout | None":
+        """The layout of a collection whose vector field has ``vector_dim`` for a model of
+        ``embed_dim`` (``None``: neither layout, the collection is of another model)."""
+        for layout in (cls.current(embed_dim, attributes), cls(int(embed_dim), 0)):
+            if layout.dim == int(vector_dim):
+                return layout
+        return None
+
+    def stored(self, embeddings: np.ndarray, probs: np.ndarray,
+               attributes: AttributeSchema) -> np.ndarray:
+        """``(N, D)`` unit embeddings and ``(N, A)`` probabilities -> ``(N, dim)`` float32 rows."""
+        e = np.atleast_2d(np.asarray(embeddings, np.float32))
+        if e.shape[1] != self.embed_dim:
+            raise ValueError(f"embeddings have {e.shape[1]} values, the layout {self.embed_dim}")
+        if not self.attribute_dim:
+            return e
+        a = attributes.attribute_space(np.atleast_2d(probs))
+        if len(a) != len(e):
+            raise ValueError(f"{len(e)} embeddings but {len(a)} attribute rows")
+        return np.concatenate([e, a], axis=1)
+
+    def query(self, vectors: np.ndarray, attributes: np.ndarray | None = None,
+              weight: float = 0.0) -> np.ndarray:
+        """``(Q, D)`` query embeddings -> ``(Q, dim)`` search vectors: ``[t ; w a_t]`` with a text
+        query's ``(A,)`` attribute-space vector and its weight ``w``, else ``[q ; 0]``."""
+        q = np.atleast_2d(np.asarray(vectors, np.float32))
+        if q.shape[1] != self.embed_dim:
+            raise ValueError(f"query has {q.shape[1]} values, the layout {self.embed_dim}")
+        if not self.attribute_dim:
+            return q
+        tail = np.zeros((len(q), self.attribute_dim), np.float32)
+        if attributes is not None and weight > 0:
+            tail[:] = float(weight) * np.asarray(attributes, np.float32)
+        return np.concatenate([q, tail], axis=1)
+
+
 @dataclass
 class DetectionRow:
     """One stored pedestrian; ``embedding`` is ``(D,)`` L2-normalised, ``attributes`` ``(A,)``."""
@@ -58,7 +138,11 @@ class DetectionRow:
     embedding: Sequence[float]
     attributes: Sequence[float]
 
-    def to_entity(self, schema: AttributeSchema) -> dict[str, Any]:
+    def to_entity(self, schema: AttributeSchema,
+                  layout: VectorLayout | None = None) -> dict[str, Any]:
+        """The Milvus entity of this row; its vector as ``layout`` (default: the current one)
+        lays it out."""
+        layout = layout or VectorLayout.current(len(self.embedding), schema)
         row: dict[str, Any] = {
             "id": int(self.id),
             "camera_id": self.camera_id,
@@ -72,14 +156,14 @@ class DetectionRow:
             "det_score": float(self.det_score),
             "crop_ref": self.crop_ref,
             "model_version": self.model_version,
-            # one tolist() per array, not float() per element: ~10x faster on a 1024-d vector
-            "embedding": np.asarray(self.embedding, dtype=np.float32).tolist(),
         }
-        probs = np.asarray(self.attributes, dtype=np.float32).tolist()
+        probs = np.asarray(self.attributes, dtype=np.float32)
         names = schema.field_names()
         if len(probs) != len(names):
             raise ValueError(f"{len(probs)} attribute probabilities for {len(names)} fields")
-        row.update(zip(names, probs))
+        # one tolist() per array, not float() per element: ~10x faster on a 1024-d vector
+        row["embedding"] = layout.stored(self.embedding, probs, schema)[0].tolist()
+        row.update(zip(names, probs.tolist()))
         return row
 
 
@@ -101,8 +185,10 @@ def collection_name(cfg: MilvusConfig, model_version: str) -> str:
 
 
 def build_schema(client: MilvusClient, *, embed_dim: int, attributes: AttributeSchema,
-                 camera_partition_key: bool = False):
-    """The collection schema for embeddings of ``embed_dim`` and the given attribute schema."""
+                 camera_partition_key: bool = False, layout: VectorLayout | None = None):
+    """The collection schema for embeddings of ``embed_dim`` and the given attribute schema,
+    its vector field as ``layout`` lays it out (default: the current layout)."""
+    layout = layout or VectorLayout.current(embed_dim, attributes)
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("camera_id", DataType.VARCHAR, max_length=CAMERA_ID_MAX,
@@ -114,7 +200,7 @@ def build_schema(client: MilvusClient, *, embed_dim: int, attributes: AttributeS
         schema.add_field(f, DataType.FLOAT)
     schema.add_field("crop_ref", DataType.VARCHAR, max_length=CROP_REF_MAX)
     schema.add_field("model_version", DataType.VARCHAR, max_length=MODEL_VERSION_MAX)
-    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=embed_dim)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=layout.dim)
     for name in attributes.field_names():
         schema.add_field(name, DataType.FLOAT)
     return schema
@@ -149,6 +235,8 @@ class DetectionCollections:
     def __init__(self, client: MilvusClient, cfg: MilvusConfig) -> None:
         self.client = client
         self.cfg = cfg
+        # collection -> its vector layout (asked once: upserts need it per batch)
+        self._layouts: dict[str, VectorLayout] = {}
 
     def ensure(
         self, model_version: str, *, embed_dim: int, attributes: AttributeSchema,
@@ -177,8 +265,10 @@ class DetectionCollections:
                 name, schema=schema, index_params=index, shards_num=self.cfg.shards_num,
                 consistency_level="Bounded",
             )
-            log.info("created collection %s (dim %d, %s; scalar indexes on %s)", name,
-                     embed_dim, self.cfg.index_type, ", ".join(self.cfg.scalar_indexes) or "none")
+            self._layouts[name] = VectorLayout.current(embed_dim, attributes)
+            log.info("created collection %s (dim %d + %d attribute space, %s; scalar indexes "
+                     "on %s)", name, embed_dim, attributes.dim, self.cfg.index_type,
+                     ", ".join(self.cfg.scalar_indexes) or "none")
         else:
             self._check_compatible(name, embed_dim, attributes)
         self.wait_loaded(name)
@@ -192,12 +282,34 @@ class DetectionCollections:
         fields = {f["name"]: f for f in desc["fields"]}
         dim = int(fields.get("embedding", {}).get("params", {}).get("dim", -1))
         missing = [f for f in attributes.field_names() if f not in fields]
-        if dim != embed_dim or missing:
+        layout = VectorLayout.of_collection(dim, embed_dim, attributes)
+        if layout is None or missing:
             raise ConfigError(
-                f"collection {name} exists with embedding dim {dim} and {len(missing)} missing "
-                f"attribute fields; the model bundle needs dim {embed_dim}. Drop it or give the "
-                "bundle a new model version."
+                f"collection {name} exists with vector dim {dim} and {len(missing)} missing "
+                f"attribute fields; the model bundle needs dim {embed_dim} + {attributes.dim} "
+                f"(or the earlier layout's {embed_dim}). Drop it or give the bundle a new model "
+                "version."
             )
+        if not layout.attribute_dim:
+            log.warning(
+                "collection %s was made by an earlier pedsearch: its vectors hold the joint "
+                "embedding alone, so the gateway ranks text queries by re-ranking their best "
+                "cosines instead of searching CMAAM's latent + attribute similarity over every "
+                "row. Rolling out a new model version (`pedsearch rollout`) makes a collection "
+                "of the current layout.", name)
+        self._layouts[name] = layout
+
+    def layout(self, name: str, embed_dim: int, attributes: AttributeSchema) -> VectorLayout:
+        """The vector layout of collection ``name`` for a model of ``embed_dim``.
+
+        Raises:
+            ConfigError: the collection's vectors fit neither layout of that model.
+        """
+        layout = self._layouts.get(name)
+        if layout is None or layout.embed_dim != embed_dim:
+            self._check_compatible(name, embed_dim, attributes)
+            layout = self._layouts[name]
+        return layout
 
     def _add_missing_scalar_indexes(self, name: str, *, loaded: bool) -> None:
         """Index the configured scalar fields that ``name`` has no index on (a collection made
@@ -322,6 +434,12 @@ class DetectionCollections:
             unique[int(row.id)] = row
         if not unique:
             return 0
-        entities = [r.to_entity(attributes) for r in unique.values()]
-        self.client.upsert(name, entities, timeout=self.cfg.timeout_s)
+        layout = self.layout(name, len(next(iter(unique.values())).embedding), attributes)
+        entities = [r.to_entity(attributes, layout) for r in unique.values()]
+        try:
+            self.client.upsert(name, entities, timeout=self.cfg.timeout_s)
+        except MilvusException:
+            # the collection may have been dropped and made again: the retry asks afresh
+            self._layouts.pop(name, None)
+            raise
         return len(entities)

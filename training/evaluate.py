@@ -21,8 +21,8 @@ Protocols (``training.metrics`` implements the arithmetic):
 - **latent + attribute similarity** (``textla``, CMAAM Eq. 19): the same captions, images
   ranked by the joint embedding's cosine plus the attribute similarity of the two towers'
   attribute predictions (:func:`pedsearch.attributes.latent_attribute_score`), as the gateway
-  ranks a text query of a bundle whose validation found it better than ``text`` (it re-ranks
-  ``k * rerank_factor`` candidates of the cosine; this scores the whole gallery).
+  ranks a text query of a bundle whose validation found it better than ``text`` (its index
+  searches that score over every stored detection, as this scores the whole gallery).
 - **concept + soft re-ranking** (``attrsoft``): what the gateway answers for an attribute
   query with soft constraints -- the concept cosine plus its probability bonus
   (:func:`soft_attribute_scores`).

@@ -1,13 +1,25 @@
-"""``DetectionCollections`` against the real Milvus server: scalar indexes of old collections."""
+"""``DetectionCollections`` against the real Milvus server: scalar indexes of old collections,
+and the two vector layouts as written and searched."""
 
 from __future__ import annotations
 
 import logging
+import time
 
+import numpy as np
+import pytest
 from pymilvus import MilvusClient
 
+from gateway.search import Searcher, TextQuery
 from pedsearch.attributes import AttributeSchema
-from pedsearch.schema import DetectionCollections
+from pedsearch.bundle import load_bundle
+from pedsearch.schema import (
+    DetectionCollections,
+    DetectionRow,
+    VectorLayout,
+    build_schema,
+    collection_name,
+)
 
 
 def test_old_collection_gets_the_scalar_indexes_when_next_loaded(settings, caplog):
@@ -34,11 +46,93 @@ def test_old_collection_gets_the_scalar_indexes_when_next_loaded(settings, caplo
         assert infos["camera_id"]["index_type"] == "Trie"
         assert infos["ts_us"]["index_type"] == "STL_SORT"
         assert str(client.get_load_state(name)["state"]).endswith("Loaded")
-        assert client.search(name, data=[[0.1] * 8], anns_field="embedding", limit=1,
+        assert client.search(name, data=[[0.1] * (8 + schema.dim)], anns_field="embedding",
+                             limit=1,
                              filter='camera_id == "cam-1" and ts_us > 0') == [[]]
     finally:
         client.drop_alias(settings.milvus.alias)
         for name in client.list_collections():
             if name.startswith(settings.milvus.collection_prefix):
                 client.drop_collection(name)
+        client.close()
+
+
+def _random_rows(n: int, dim: int, schema: AttributeSchema, version: str,
+                 rng: np.random.Generator) -> list[DetectionRow]:
+    e = rng.standard_normal((n, dim)).astype(np.float32)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    p = rng.random((n, schema.dim)).astype(np.float32)
+    return [DetectionRow(id=i + 1, camera_id="cam-1", ts_us=1_000 + i, track_id=i, frame_seq=0,
+                         box=(0.0, 0.0, 32.0, 64.0), det_score=0.9, crop_ref=f"c/{i}.jpg",
+                         model_version=version, embedding=e[i], attributes=p[i])
+            for i in range(n)]
+
+
+def _visible(client: MilvusClient, name: str, n: int, dim: int) -> None:
+    """Wait until a search sees all ``n`` rows (searches read with bounded staleness)."""
+    deadline = time.monotonic() + 30
+    while len(client.search(name, data=[[0.0] * (dim - 1) + [1.0]], anns_field="embedding",
+                            limit=n)[0]) < n:
+        assert time.monotonic() < deadline, f"{name}: rows not searchable within 30 s"
+        time.sleep(0.3)
+
+
+@pytest.mark.parametrize("earlier_layout", [False, True], ids=["current", "earlier"])
+def test_text_queries_rank_by_latent_plus_attribute_similarity_in_both_layouts(
+        settings, ingest_bundle_path, caplog, earlier_layout):
+    """The current layout searches CMAAM's S_l + w S_a over every row; a collection of the
+    earlier layout (joint embedding alone) is still written and searched: its text queries
+    re-rank the k * rerank_factor best cosines by the same score."""
+    bundle = load_bundle(ingest_bundle_path, parts=("text",))
+    schema, d, w = bundle.schema, bundle.embed_dim, 1.0
+    client = MilvusClient(uri=settings.milvus.uri)
+    cols = DetectionCollections(client, settings.milvus)
+    name = collection_name(settings.milvus, bundle.version)
+    layout = VectorLayout(d, 0) if earlier_layout else VectorLayout.current(d, schema)
+    try:
+        if earlier_layout:  # made as an earlier pedsearch made it
+            index = client.prepare_index_params()
+            index.add_index(field_name="embedding", index_type="HNSW",
+                            metric_type=settings.milvus.metric_type,
+                            params=dict(settings.milvus.index_params))
+            client.create_collection(name, schema=build_schema(
+                client, embed_dim=d, attributes=schema, layout=layout), index_params=index)
+        with caplog.at_level(logging.WARNING, logger="pedsearch"):
+            assert cols.ensure(bundle.version, embed_dim=d, attributes=schema) == name
+        assert cols.layout(name, d, schema) == layout
+        assert any("made by an earlier pedsearch" in r.getMessage()
+                   for r in caplog.records) == earlier_layout
+
+        rng = np.random.default_rng(0)
+        rows = _random_rows(300, d, schema, bundle.version, rng)
+        assert cols.upsert(name, rows, schema) == len(rows)
+        _visible(client, name, len(rows), layout.dim)
+
+        e = np.stack([r.embedding for r in rows])
+        a = schema.attribute_space(np.stack([r.attributes for r in rows]))
+        t = e[7] + 0.5 * rng.standard_normal(d).astype(np.float32)  # near row 8
+        t /= np.linalg.norm(t)
+        a_t = schema.attribute_space(rng.random((1, schema.dim)))[0]
+        s_l, la = e @ t, (e @ t + w * (a @ a_t)) / (1 + w)
+        searcher = Searcher(client=client, cfg=settings.milvus, bundle=bundle)
+        hits = searcher.search_vector(TextQuery(t, a_t, w), k=5, collection=name)
+        for h in hits:
+            assert h.score == pytest.approx(float(la[h.id - 1]), abs=1e-4)
+        if earlier_layout:  # the best 5 by LA of the 20 best cosines
+            pool = np.argsort(-s_l)[:20]
+            want = np.sort(la[pool])[::-1][:5]
+        else:  # the best 5 by LA of every row
+            want = np.sort(la)[::-1][:5]
+            # ... which re-ranking the best cosines would have missed here
+            assert not set(np.argsort(-la)[:5]) <= set(np.argsort(-s_l)[:20])
+        assert [h.score for h in hits] == pytest.approx(want.tolist(), abs=1e-4)
+        # an image query ranks by the cosine of the joint embeddings alone, in either layout
+        hits = searcher.search_vector(t, k=5, collection=name)
+        assert [h.score for h in hits] == pytest.approx(np.sort(s_l)[::-1][:5].tolist(),
+                                                        abs=1e-4)
+    finally:
+        client.drop_alias(settings.milvus.alias)
+        for c in client.list_collections():
+            if c.startswith(settings.milvus.collection_prefix):
+                client.drop_collection(c)
         client.close()

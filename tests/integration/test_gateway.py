@@ -162,6 +162,11 @@ def indexed(servers, tmp_path_factory):
                         output_fields=[*SCALAR_FIELDS, "embedding",
                                        *servers.bundle.schema.field_names()])
     client.close()
+    # each stored vector is [joint embedding ; attribute-space vector] (VectorLayout): the
+    # rows keep both, "embedding" the joint embedding alone
+    for r in rows:
+        r["vector"] = np.asarray(r["embedding"], np.float32)
+        r["embedding"] = r["vector"][:servers.bundle.embed_dim]
     server = create_server("127.0.0.1:0", settings=settings, bundle=servers.bundle).start()
     channel, stub, health = connect(server.address)
     # searches read with bounded staleness: wait until they see every stored row
@@ -222,6 +227,16 @@ def test_search_text_ranks_stored_detections_of_the_loaded_model(indexed):
     assert len(resp.hits) == min(10, len(indexed.rows))
 
 
+def test_stored_vectors_carry_the_attribute_space_of_their_predicted_attributes(indexed):
+    schema, d = indexed.bundle.schema, indexed.bundle.embed_dim
+    space = schema.attribute_space(np.array([[r[f] for f in schema.field_names()]
+                                             for r in indexed.rows]))
+    for r, a in zip(indexed.rows, space):
+        assert r["vector"].shape == (d + schema.dim,)
+        assert np.linalg.norm(r["embedding"]) == pytest.approx(1.0, abs=1e-4)
+        np.testing.assert_allclose(r["vector"][d:], a, atol=1e-5)
+
+
 def test_search_text_scores_by_latent_plus_attribute_similarity(indexed):
     """CMAAM Eq. 19 as the gateway serves it: (cosine + w * S_a) / (1 + w) of the caption and
     each stored detection, S_a from both towers' predicted attributes."""
@@ -241,11 +256,12 @@ def test_search_text_scores_by_latent_plus_attribute_similarity(indexed):
     assert {h.detection.id for h in resp.hits} == set(expected)
     for h in resp.hits:
         assert h.score == pytest.approx(expected[h.detection.id], abs=1e-3)
-    # a short list is re-ranked from k * rerank_factor cosine candidates: the same scores, and
-    # where the attributes lift a detection above a better cosine, the order says so
+    # the index searches that score itself: a short list is the best of every row by it, not a
+    # re-ranking of the best cosines
     top = indexed.stub.SearchText(search_pb2.SearchTextRequest(text=text, top_k=3),
                                   timeout=RPC_TIMEOUT_S).hits
-    assert [h.score for h in top] == sorted((h.score for h in top), reverse=True)
+    assert [h.score for h in top] == pytest.approx(
+        sorted(expected.values(), reverse=True)[:3], abs=1e-3)
     for h in top:
         assert h.score == pytest.approx(expected[h.detection.id], abs=1e-3)
 

@@ -320,7 +320,8 @@ def test_watch_for_the_person_of_a_stored_detection(indexed):
             id=new_id, camera_id=camera, ts_us=d.ts_us + 1_000_000, track_id=track,
             frame_seq=0, box=(0.0, 0.0, 64.0, 128.0), det_score=0.9,
             crop_ref=stored["crop_ref"], model_version=stored["model_version"],
-            embedding=np.asarray(stored["embedding"], np.float32),
+            # the stored vector ends with the attribute-space part (VectorLayout)
+            embedding=np.asarray(stored["embedding"], np.float32)[:-AttributeSchema.default().dim],
             attributes=np.zeros(AttributeSchema.default().dim, np.float32))
 
     proc, lines = _start_watch("--like", str(d.id), "--threshold", "0.9", "--max-matches", "1",
