@@ -22,6 +22,15 @@ from pedsearch.schema import (
 )
 
 
+def _drop_alias_and_collections(client: MilvusClient, settings) -> None:
+    """What a test made: its alias and its collections (by the test's prefix)."""
+    client.drop_alias(settings.milvus.alias)
+    for name in client.list_collections():
+        if name.startswith(settings.milvus.collection_prefix):
+            client.drop_collection(name)
+    client.close()
+
+
 def test_old_collection_gets_the_scalar_indexes_when_next_loaded(settings, caplog):
     client = MilvusClient(uri=settings.milvus.uri)
     schema = AttributeSchema.default()
@@ -50,11 +59,7 @@ def test_old_collection_gets_the_scalar_indexes_when_next_loaded(settings, caplo
                              limit=1,
                              filter='camera_id == "cam-1" and ts_us > 0') == [[]]
     finally:
-        client.drop_alias(settings.milvus.alias)
-        for name in client.list_collections():
-            if name.startswith(settings.milvus.collection_prefix):
-                client.drop_collection(name)
-        client.close()
+        _drop_alias_and_collections(client, settings)
 
 
 def _random_rows(n: int, dim: int, schema: AttributeSchema, version: str,
@@ -131,8 +136,4 @@ def test_text_queries_rank_by_latent_plus_attribute_similarity_in_both_layouts(
         assert [h.score for h in hits] == pytest.approx(np.sort(s_l)[::-1][:5].tolist(),
                                                         abs=1e-4)
     finally:
-        client.drop_alias(settings.milvus.alias)
-        for c in client.list_collections():
-            if c.startswith(settings.milvus.collection_prefix):
-                client.drop_collection(c)
-        client.close()
+        _drop_alias_and_collections(client, settings)
