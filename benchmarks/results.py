@@ -1126,7 +1126,8 @@ def shipped_section(shipped: dict[str, Any]) -> list[str]:
         "(Eq. 19) as `SearchText` does: `(cosine + w S_a) / (1 + w)` with",
         f"`text_attribute_weight` w = {TEXT_ATTRIBUTE_WEIGHT} (the index searches that score "
         "over every stored detection,",
-        "as this scores every image). The shipped bundle's `bundle.json` predates the `textla` metric,",
+        "as this scores every image). The shipped bundle's `bundle.json` predates the "
+        "`textla` metric,",
         "so the gateway serves it with w = 1, the paper's; bundles trained from now on carry",
         "their validation's `textla_mAP` and are served by LA only where it beat L there.",
         "Attribute queries use the semantic-ID protocol (one query per",

@@ -46,7 +46,7 @@ from pedsearch.bundle import Bundle
 from pedsearch.config import DEFAULT_SOFT_WEIGHT, SOFT_PROBABILITY_FLOOR, MilvusConfig
 from pedsearch.envelope import CAMERA_ID
 from pedsearch.errors import InvalidInput, NotFound, NotReady, Unavailable
-from pedsearch.schema import SCALAR_FIELDS, VectorLayout
+from pedsearch.schema import SCALAR_FIELDS, VectorLayout, vector_dim
 
 log = logging.getLogger("pedsearch.gateway.search")
 
@@ -394,13 +394,11 @@ class Searcher:
             desc = self.client.describe_collection(collection, timeout=self._timeout(timeout_s))
         except MILVUS_FAILURES as exc:
             raise _milvus_error(exc, f"describe {collection}", self.cfg.uri) from exc
-        dims = [int(f.get("params", {}).get("dim", -1)) for f in desc.get("fields", ())
-                if f.get("name") == "embedding"]
-        layout = VectorLayout.of_collection(dims[0] if dims else -1, self.bundle.embed_dim,
-                                            self.bundle.schema)
+        dim = vector_dim(desc)
+        layout = VectorLayout.of_collection(dim, self.bundle.embed_dim, self.bundle.schema)
         if layout is None:
-            raise NotReady(f"collection {collection} holds vectors of dim "
-                           f"{dims[0] if dims else 'none'}, which model {self.bundle.version} "
+            raise NotReady(f"collection {collection} holds vectors of dim {dim}, which model "
+                           f"{self.bundle.version} "
                            f"(dim {self.bundle.embed_dim} + {self.bundle.schema.dim}) did not "
                            "write; re-index it with this bundle or point the alias elsewhere")
         self._layouts[collection] = layout
@@ -519,7 +517,6 @@ class Searcher:
                 break
             hits.append(self._hit(best[ids[j]][1], ids[j], float(scores[j])))
         return hits
-
 
     def _search_params(self, limit: int) -> dict[str, int]:
         return search_params(self.cfg.search_params, limit)

@@ -81,9 +81,9 @@ class AttributeSchema:
         self._alias = {w: k for k, words in self.synonyms.items() for w in words}
         # built once: every search hit maps its 48+ Milvus fields to these names
         self._field_labels = dict(zip(self.field_names(), self.names()))
-        # attribute_space in a few whole-array operations (every indexed batch goes through
-        # it, pedsearch.schema.VectorLayout): which values are multi, and the (dim, dim) matrix that averages each single
-        # family's log-probabilities over the family
+        # attribute_space in a few whole-array operations (every indexed row goes through it,
+        # pedsearch.schema.VectorLayout): which values are multi, and the (dim, dim) matrix that
+        # averages each single family's log-probabilities over the family
         self._multi = np.zeros(self.dim, bool)
         self._single_mean = np.zeros((self.dim, self.dim))
         for f in self.families:

@@ -173,6 +173,14 @@ def version_of_collection(cfg: MilvusConfig, name: str) -> str | None:
     return name[len(prefix):] if name.startswith(prefix) and len(name) > len(prefix) else None
 
 
+def vector_dim(description: dict[str, Any]) -> int:
+    """The dim of the ``embedding`` vector field in a ``describe_collection`` answer (-1: none)."""
+    for f in description.get("fields", ()):
+        if f.get("name") == "embedding":
+            return int(f.get("params", {}).get("dim", -1))
+    return -1
+
+
 def collection_name(cfg: MilvusConfig, model_version: str) -> str:
     """``detections_<model version>``; raises if the result is not a legal Milvus name."""
     name = f"{cfg.collection_prefix}{model_version}"
@@ -279,8 +287,8 @@ class DetectionCollections:
 
     def _check_compatible(self, name: str, embed_dim: int, attributes: AttributeSchema) -> None:
         desc = self.client.describe_collection(name)
-        fields = {f["name"]: f for f in desc["fields"]}
-        dim = int(fields.get("embedding", {}).get("params", {}).get("dim", -1))
+        fields = {f["name"] for f in desc["fields"]}
+        dim = vector_dim(desc)
         missing = [f for f in attributes.field_names() if f not in fields]
         layout = VectorLayout.of_collection(dim, embed_dim, attributes)
         if layout is None or missing:
