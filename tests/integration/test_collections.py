@@ -137,3 +137,41 @@ def test_text_queries_rank_by_latent_plus_attribute_similarity_in_both_layouts(
                                                         abs=1e-4)
     finally:
         _drop_alias_and_collections(client, settings)
+
+
+def test_settle_merges_the_sealed_segments_and_waits_for_their_indexes(settings):
+    """Three flushed inserts are three sealed segments; ``settle`` leaves them merged and indexed
+    (nothing for Milvus' background compaction to do), and a second call, with nothing left to
+    merge, returns too."""
+    schema, d = AttributeSchema.default(), 8
+    client = MilvusClient(uri=settings.milvus.uri)
+    cols = DetectionCollections(client, settings.milvus)
+    try:
+        name = cols.ensure("v1", embed_dim=d, attributes=schema)
+        rng = np.random.default_rng(0)
+        rows = _random_rows(300, d, schema, "v1", rng)
+        for part in (rows[:100], rows[100:200], rows[200:]):
+            cols.upsert(name, part, schema)
+            client.flush(name)
+        cols.wait_indexed(name, len(rows), timeout_s=300)
+        def sealed():
+            return [s for s in client.list_persistent_segments(name)
+                    if s.num_rows and s.state_name != "Dropped"]
+
+        assert len(sealed()) == 3
+
+        phases = []
+        cols.settle(name, len(rows), timeout_s=300, on_progress=phases.append)
+        assert phases == ["compacting", "indexing"]
+        deadline = time.monotonic() + 60  # the merged segment replaces its sources when indexed
+        while len(sealed()) > 1:
+            assert time.monotonic() < deadline, sealed()
+            time.sleep(0.5)
+        assert sum(s.num_rows for s in sealed()) == len(rows)
+        assert all(int(i["indexed_rows"]) == len(rows) and not int(i["pending_index_rows"])
+                   for i in cols.indexes(name).values())
+        _visible(client, name, len(rows), VectorLayout.current(d, schema).dim)
+
+        cols.settle(name, len(rows), timeout_s=120)  # nothing left to merge
+    finally:
+        _drop_alias_and_collections(client, settings)
