@@ -6,7 +6,9 @@ For each index size (default 100k and 1M stored detections), in one run:
    Gaussian fit to the bundle's image embeddings of rendered people (``EmbeddingGeometry``;
    ``--geometry isotropic``: random clusters), 40 crops per person on average, 16 cameras,
    capture times over one day, random attribute probabilities; waits until Milvus has built
-   the index over every row;
+   the index over every row, then has Milvus merge the inserted segments and waits for their
+   indexes (``DetectionCollections.settle``): the queries are timed against the index at
+   rest, not while Milvus compacts in the background;
 2. for each HNSW ``ef`` of ``--ef`` (a gateway started with it), times, query by query
    (sequential, after a warm-up), p50 / p99 of
    - the text encoder alone (the bundle's ``encode_texts`` of one caption),
@@ -24,7 +26,7 @@ The target (issue 4): gateway p50 <= 1.3 x raw Milvus p50 + the text encoder's p
 recall@10 >= 0.95. The embedded Milvus and Redis start on free ports in a temporary folder
 unless PEDSEARCH_BENCH_MILVUS / PEDSEARCH_BENCH_REDIS give addresses.
 
-    python benchmarks/query.py --sizes 100000 1000000 --ef 256 512
+    python benchmarks/query.py --sizes 100000 1000000 --ef 384 512
 """
 
 from __future__ import annotations

@@ -154,6 +154,7 @@ def test_settle_merges_the_sealed_segments_and_waits_for_their_indexes(settings)
             cols.upsert(name, part, schema)
             client.flush(name)
         cols.wait_indexed(name, len(rows), timeout_s=300)
+
         def sealed():
             return [s for s in client.list_persistent_segments(name)
                     if s.num_rows and s.state_name != "Dropped"]
