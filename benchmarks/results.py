@@ -47,6 +47,14 @@ SHIPPED = ROOT / "pedsearch" / "bundles" / "default"
 LAMBDA_G_SWEEP = {"1e-2": 0.01, "1e-1": 0.1, "1": 1.0}
 
 #: row -> (title, overrides of results_common.yaml). Only typed config switches change.
+#: CMAAM's Eq. 3 heads with the attribute head at the base learning rate: base.yaml's lr_mult
+#: (10x) suits the FC heads, whose classifier is the image tower's own; the backbone's 0.1 is
+#: written out as _base_ merges lr_mult (rows only read it: sharing the dicts is safe)
+_EQ3_HEADS_LR1: dict[str, Any] = {
+    "model": {"attr_classifier": "cosine"},
+    "optimizer": {"lr_mult": {"image_encoder.backbone": 0.1, "image_encoder.attr_head": 1.0}},
+}
+
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "full": ("full model (SSAN + CR, APR, CMAAM L_MLC, AAIPR)", {}),
     "ssan_global": ("SSAN: global only, ranking loss", {
@@ -89,12 +97,9 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
         "losses": {"cmaam_multilabel": {"weight": 0.0},
                    "cmaam_attribute_space": {"weight": 0.3333}}}),
     # the same with the attribute head (and so the shared classifier, named under it) at the
-    # base learning rate instead of APR's 10x: base.yaml's lr_mult suits the FC heads, whose
-    # classifier is the image tower's own; the written-out 1.0 is needed as _base_ merges lr_mult
+    # base learning rate instead of APR's 10x (_EQ3_HEADS_LR1)
     "cmaam_cos_lattr_lr1": ("CMAAM Eq. 3 heads, whole L_attr, attribute head at lr x1", {
-        "model": {"attr_classifier": "cosine"},
-        "optimizer": {"lr_mult": {"image_encoder.backbone": 0.1,
-                                  "image_encoder.attr_head": 1.0}},
+        **_EQ3_HEADS_LR1,
         "losses": {"cmaam_multilabel": {"weight": 0.0},
                    "cmaam_attribute_space": {"weight": 0.3333}}}),
     # ... and with the full model's L_MLC kept beside L_attr (whose lambda_b L_MLC is 1/3 of
@@ -102,9 +107,7 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     # while LA keeps its text gain? (L_MLC trains the Eq. 3 scores, not the attribute space)
     "cmaam_cos_lattr_lr1_mlc": ("CMAAM Eq. 3 heads, whole L_attr + L_MLC, attribute head at "
                                 "lr x1", {
-        "model": {"attr_classifier": "cosine"},
-        "optimizer": {"lr_mult": {"image_encoder.backbone": 0.1,
-                                  "image_encoder.attr_head": 1.0}},
+        **_EQ3_HEADS_LR1,
         "losses": {"cmaam_attribute_space": {"weight": 0.3333}}}),
     # how the game is wired where the paper is silent (training.config.AaiprConfig)
     "aaipr_joint_features": ("AAIPR wiring: D on one batch of both, Psi_I on features", {
