@@ -326,11 +326,18 @@ def spawn_gateway(settings: Settings):
             time.sleep(0.5)
 
     def stop() -> None:
+        crashed = proc.poll() is not None  # it ended before we asked: its log says why
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
+        if crashed:
+            console.print(f"[red]the gateway process ended on its own (exit {proc.returncode});"
+                          f" its log: {log.name}")
+        else:  # a clean run leaves nothing behind in the temp folder
+            pathlib.Path(log.name).unlink(missing_ok=True)
 
     return f"127.0.0.1:{port}", stop
 

@@ -1214,6 +1214,17 @@ def concept_paragraph(shipped: dict[str, Any]) -> list[str]:
     ]
 
 
+def rows_to_run(named: list[str] | None, seeds: int, peta: bool) -> list[str]:
+    """The rows one invocation trains, in order: the ``named`` rows (default: every synthetic
+    row), then the seeds 1..``seeds``-1 of those among ``REPEATED_ROWS``, then (unnamed, with
+    ``peta``) PETA's rows. Seed 0 of everything comes first, so a run cut short has it."""
+    base = list(named) if named else list(ROWS)
+    rows = base + [seeded(r, s) for s in range(1, seeds) for r in base if r in REPEATED_ROWS]
+    if not named and peta:
+        rows += [PETA_PREFIX + r for r in PETA_ORDER]
+    return list(dict.fromkeys(rows))  # a seed row also named explicitly runs once
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", nargs="*", default=None, help="rows to run (default: all)")
@@ -1222,8 +1233,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peta", action="store_true",
                     help="also run every row on PETA's real crops (peta_<row>)")
     ap.add_argument("--seeds", type=int, default=1,
-                    help=f"train the rows {', '.join(REPEATED_ROWS)} with seeds 0..N-1 "
-                         "(<row>_s<seed>; default 1: seed 0 only)")
+                    help=f"train the rows {', '.join(REPEATED_ROWS)} (those of them named by "
+                         "--rows) with seeds 0..N-1 (<row>_s<seed>; default 1: seed 0 only)")
     ap.add_argument("--no-doc", action="store_true", help="print figures, do not write the doc")
     ap.add_argument("--doc-only", action="store_true",
                     help="write the doc from the cached figures, train nothing (rows not yet "
@@ -1238,10 +1249,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.doc_only and args.no_doc:
         ap.error("--doc-only writes the doc and --no-doc forbids it: pass one of them")
     peta_rows = [PETA_PREFIX + r for r in PETA_ORDER]
-    seed_rows = [seeded(r, s) for s in range(1, args.seeds) for r in REPEATED_ROWS]
     known = list(ROWS) + peta_rows + [seeded(r, s) for s in range(1, len(T95) + 1)
                                       for r in ROWS]
-    rows = args.rows or list(ROWS) + seed_rows + (peta_rows if args.peta else [])
+    rows = rows_to_run(args.rows, args.seeds, args.peta)
     unknown = [r for r in rows if r not in known]
     if unknown:
         ap.error(f"unknown rows {unknown}; choose from {known}")

@@ -13,8 +13,10 @@ through one alias. A roll-out of a retrained bundle, in the order that loses not
    collection (they create it if need be; the alias stays where it is).
 3. ``pedsearch rollout --bundle NEW`` copies what the old workers wrote since (a copy takes
    only the detections the new collection lacks, or holds with an earlier crop), waits until
-   every gateway reporting in Redis holds NEW, then moves the alias in one atomic step. Each
-   request is answered whole by the version the alias points at, so queries never stop.
+   every gateway reporting in Redis holds NEW and Milvus has merged and indexed the new
+   collection (so the first queries do not scan fresh rows), then moves the alias in one
+   atomic step. Each request is answered whole by the version the alias points at, so
+   queries never stop.
 
 A detection whose crop is gone from the crop store cannot be embedded again: it is counted
 and reported, not copied. The old collection is kept (drop it when no client needs it); moving
@@ -55,6 +57,10 @@ KEPT_FIELDS = [f for f in SCALAR_FIELDS if f != "model_version"]
 
 #: seconds ``pedsearch rollout`` waits for the gateways by default
 WAIT_S = 120.0
+
+#: seconds a switching roll-out waits for Milvus to merge and index the new collection (1M
+#: indexed rows took 27 min on 2 cores: docs/BENCHMARKS.md, session 20)
+SETTLE_S = 7200.0
 
 #: ``progress(rows_done, rows_total)`` after every batch of a pass
 ProgressFn = Callable[[int, int], None]
@@ -196,10 +202,27 @@ def wait_for_gateways(fleet: Fleet, version: str, *, timeout_s: float,
         time.sleep(poll_s)
 
 
+def _settle(cols: DetectionCollections, name: str, timeout_s: float,
+            progress: ProgressFn | None) -> None:
+    """Flush ``name``, merge its sealed segments and wait for their indexes (steps 0..2)."""
+    steps = {"compacting": 1, "indexing": 2}
+    if progress is not None:
+        progress(0, len(steps))
+    cols.client.flush(name)
+    try:
+        cols.settle(name, None, timeout_s=timeout_s, on_progress=None if progress is None else
+                    lambda phase: progress(steps[phase] - 1, len(steps)))
+    except NotReady as exc:
+        raise NotReady(f"the alias was not moved: {exc.message}. Run the command again: the "
+                       "copy is kept, and Milvus goes on indexing meanwhile") from None
+    if progress is not None:
+        progress(len(steps), len(steps))
+
+
 def rollout(cols: DetectionCollections, crops: CropStore, bundle: Bundle, *,
             fleet: Fleet | None = None, bundle_path: str | None = None,
             copy: bool = True, switch: bool = True, wait_s: float = WAIT_S,
-            force: bool = False,
+            settle_s: float = SETTLE_S, force: bool = False,
             progress: Callable[[str], ProgressFn] | None = None) -> RolloutReport:
     """Stage ``bundle`` for the gateways, fill its version's collection from the aliased one,
     then move the alias once every gateway holds the version.
@@ -215,6 +238,8 @@ def rollout(cols: DetectionCollections, crops: CropStore, bundle: Bundle, *,
             what its workers have written).
         switch: move the alias at the end (False: fill only, e.g. to check it first).
         wait_s: how long to wait for the gateways to hold the version before switching.
+        settle_s: how long to wait, before switching, for Milvus to merge and index what the
+            new collection holds.
         force: switch even if some gateway does not hold it by then.
         progress: ``progress(pass title)`` returns the progress callback of that pass.
 
@@ -222,8 +247,9 @@ def rollout(cols: DetectionCollections, crops: CropStore, bundle: Bundle, *,
         what was done.
 
     Raises:
-        NotReady: some gateway does not hold the version after ``wait_s`` (and not ``force``);
-            the copy is kept, the alias not moved.
+        NotReady: some gateway does not hold the version after ``wait_s`` (and not ``force``),
+            or the new collection is not indexed after ``settle_s``; the copy is kept, the
+            alias not moved.
     """
     if fleet is not None and bundle_path is not None:
         fleet.stage(bundle.version, bundle_path)  # first: the gateways load it during the copy
@@ -245,6 +271,12 @@ def rollout(cols: DetectionCollections, crops: CropStore, bundle: Bundle, *,
         # the second pass takes what the old workers wrote while the first one ran
         stats.add(run("copying those that arrived meanwhile"))
     switched = switch and previous != target
+    if switched:
+        # every query goes here once the alias moves: merge and index what was just written
+        # first, so the first queries neither scan unindexed rows by brute force nor share the
+        # cores with Milvus' own compaction of the copy (docs/BENCHMARKS.md, "Roll-out")
+        _settle(cols, target, settle_s, progress("merging and indexing the new collection")
+                if progress else None)
     gateways: list[GatewayReport] = []
     unstaged: list[str] = []
     if fleet is not None:
@@ -301,7 +333,8 @@ def register(subparsers) -> None:
         description="Stage --bundle for the gateways (each loads it within seconds, no "
         "restart), copy the detections of the collection behind the Milvus alias into the "
         "collection of its model version, each embedded again from its stored crop, then move "
-        "the alias there in one atomic step once every reporting gateway holds the version. The "
+        "the alias there in one atomic step once every reporting gateway holds the version and "
+        "Milvus has indexed the copy. The "
         "order that fails no query and misses no detection: `rollout --no-switch` (the long "
         "copy); the workers restarted on the new bundle; `rollout` (the rest, and the switch). "
         "See README, Rolling out.",

@@ -388,9 +388,10 @@ class DetectionCollections:
                  for index in self.client.list_indexes(name))
         return {info["field_name"]: info for info in infos}
 
-    def wait_indexed(self, name: str, rows: int, *, timeout_s: float = 7200.0,
+    def wait_indexed(self, name: str, rows: int | None, *, timeout_s: float = 7200.0,
                      on_progress: Callable[[str, int], None] | None = None) -> dict[str, dict]:
-        """Wait until every index of ``name`` (vector and scalar) covers ``rows`` sealed rows.
+        """Wait until every index of ``name`` (vector and scalar) covers ``rows`` sealed rows
+        (``None``: every row sealed by then, for a collection that is still being written).
 
         Growing segments are searched by brute force and filtered by a scan, so timings and
         index checks need this first (after a flush). ``on_progress(field, indexed_rows)`` is
@@ -403,7 +404,8 @@ class DetectionCollections:
         while True:
             infos = self.indexes(name)
             behind = {f: i for f, i in infos.items()
-                      if int(i.get("indexed_rows", 0)) < rows
+                      if int(i.get("indexed_rows", 0)) < (
+                          int(i.get("total_rows", 0)) if rows is None else rows)
                       or int(i.get("pending_index_rows", 0))}
             if not behind:
                 return infos
@@ -415,7 +417,7 @@ class DetectionCollections:
                                f"{timeout_s:.0f} s: {info}")
             time.sleep(min(2.0, max(0.1, timeout_s / 100)))
 
-    def settle(self, name: str, rows: int, *, timeout_s: float = 7200.0,
+    def settle(self, name: str, rows: int | None, *, timeout_s: float = 7200.0,
                on_progress: Callable[[str], None] | None = None) -> None:
         """Merge the sealed segments of ``name`` now and wait until the merged ones are indexed.
 
@@ -423,7 +425,7 @@ class DetectionCollections:
         segments on its own and rebuilds their indexes: at 100k rows that kept both cores of a
         2-core machine busy for about 70 s. Whatever is timed or served then competes with it;
         after this, nothing is left for the background to merge. ``on_progress(phase)`` says
-        which wait is running.
+        which wait is running. ``rows`` as in :meth:`wait_indexed`.
 
         Raises:
             NotReady: the compaction or the indexes did not finish within ``timeout_s``.

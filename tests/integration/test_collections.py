@@ -174,5 +174,14 @@ def test_settle_merges_the_sealed_segments_and_waits_for_their_indexes(settings)
         _visible(client, name, len(rows), VectorLayout.current(d, schema).dim)
 
         cols.settle(name, len(rows), timeout_s=120)  # nothing left to merge
+
+        # a collection still being written (a roll-out's target): rows=None waits for every
+        # row sealed by then, here a fourth flushed insert, without counting them up front
+        more = _random_rows(400, d, schema, "v1", rng)[300:]
+        cols.upsert(name, more, schema)
+        client.flush(name)
+        cols.settle(name, None, timeout_s=300)
+        assert all(int(i["indexed_rows"]) == len(rows) + len(more)
+                   and not int(i["pending_index_rows"]) for i in cols.indexes(name).values())
     finally:
         _drop_alias_and_collections(client, settings)

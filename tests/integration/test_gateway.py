@@ -886,8 +886,11 @@ def test_rollout_moves_queries_to_the_new_version_and_none_fails(indexed, server
                                 timeout=RPC_TIMEOUT_S).model_version == new_version
         # only the rewritten detection was copied again
         assert (report.stats.copied, report.stats.present) == (1, len(rows) - 1)
-        # the copies: same detection, the new version's embedding of the stored crop
+        # the alias moved onto an indexed collection: nothing left for queries to scan
         new_name = collection_name(settings.milvus, new_version)
+        assert all(int(i["indexed_rows"]) >= len(rows) and not int(i["pending_index_rows"])
+                   for i in cols.indexes(new_name).values())
+        # the copies: same detection, the new version's embedding of the stored crop
         copied = client.query(new_name, filter="id != 0", limit=16384,
                               consistency_level="Strong",
                               output_fields=["id", "camera_id", "ts_us", "model_version"])

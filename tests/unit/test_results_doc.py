@@ -187,3 +187,20 @@ def test_the_cmaam_terms_table_shows_each_rows_seeds_and_gradients(results):
     assert "| L_MLC (the full model) | 2 | 36.0 ± 1.4 | 34.0 ± 1.4 |" in text
     assert "| L_MLC + CORAL | 1 | 28.0 | 29.0 | 30.0 | 30.0 | 60.0 | 150 | 17 |" in text
     assert results.cmaam_terms_section({"full": res["full"]}) == []
+
+
+def test_named_rows_bring_their_seed_rows_along(results):
+    # a repeated row named with --seeds 3 runs seeds 0, 1, 2; a row outside the repeated set
+    # runs once; a seed row named as well is not run twice
+    rows = results.rows_to_run(["full", "vitaa_align", "full_s2"], 3, peta=False)
+    assert rows == ["full", "vitaa_align", "full_s2", "full_s1"]
+    assert results.rows_to_run(["peta_full"], 5, peta=True) == ["peta_full"]
+
+
+def test_the_default_run_trains_seed_zero_of_every_row_before_any_other_seed(results):
+    rows = results.rows_to_run(None, 2, peta=True)
+    first_seed = rows.index(results.seeded(results.REPEATED_ROWS[0], 1))
+    assert set(rows[:first_seed]) == set(results.ROWS)
+    assert rows[-len(results.PETA_ORDER):] == [results.PETA_PREFIX + r
+                                               for r in results.PETA_ORDER]
+    assert len(rows) == len(results.ROWS) + len(results.REPEATED_ROWS) + len(results.PETA_ORDER)
