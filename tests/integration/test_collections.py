@@ -164,7 +164,11 @@ def test_settle_merges_the_sealed_segments_and_waits_for_their_indexes(settings)
         phases = []
         cols.settle(name, len(rows), timeout_s=300, on_progress=phases.append)
         assert phases == ["compacting", "indexing"]
-        deadline = time.monotonic() + 60  # the merged segment replaces its sources when indexed
+        # Milvus 2.3's manual compaction first rewrites each segment alone; its own merge of
+        # them follows, and the merged segment replaces its sources once indexed (40-66 s
+        # after settle returned on a quiet machine, measured in session 20; 60 s was too short
+        # under the whole suite's load)
+        deadline = time.monotonic() + 300
         while len(sealed()) > 1:
             assert time.monotonic() < deadline, sealed()
             time.sleep(0.5)
