@@ -13,7 +13,7 @@ through one alias. A roll-out of a retrained bundle, in the order that loses not
    collection (they create it if need be; the alias stays where it is).
 3. ``pedsearch rollout --bundle NEW`` copies what the old workers wrote since (a copy takes
    only the detections the new collection lacks, or holds with an earlier crop), waits until
-   every gateway reporting in Redis holds NEW and Milvus has merged and indexed the new
+   every gateway reporting in Redis holds NEW and Milvus has compacted and indexed the new
    collection (so the first queries do not scan fresh rows), then moves the alias in one
    atomic step. Each request is answered whole by the version the alias points at, so
    queries never stop.
