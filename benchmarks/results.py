@@ -135,6 +135,8 @@ PETA_PREFIX = "peta_"
 #: the PETA rows in the order they run: the most telling comparisons first
 PETA_ORDER = ("full", "ssan_global", "aaipr_no_adv", "apr_no_attr", "cmaam_no_mlc",
               "aaipr_no_sc", "ssan_prl", "vitaa_align", "ssan_pfl")
+#: their names as rows (``--peta``)
+PETA_ROWS = tuple(PETA_PREFIX + r for r in PETA_ORDER)
 #: the synthetic rows ``--seeds N`` repeats with training seeds 1..N-1 (row ``<row>_s<seed>``):
 #: the ends of the claims on text and attribute queries, where one seed cannot tell
 SEED_ROWS = ("full", "ssan_global", "aaipr_no_adv", "aaipr_joint_features",
@@ -1221,7 +1223,7 @@ def rows_to_run(named: list[str] | None, seeds: int, peta: bool) -> list[str]:
     base = list(named) if named else list(ROWS)
     rows = base + [seeded(r, s) for s in range(1, seeds) for r in base if r in REPEATED_ROWS]
     if not named and peta:
-        rows += [PETA_PREFIX + r for r in PETA_ORDER]
+        rows += PETA_ROWS
     return list(dict.fromkeys(rows))  # a seed row also named explicitly runs once
 
 
@@ -1248,8 +1250,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--seeds must be 1..{len(T95) + 1}")
     if args.doc_only and args.no_doc:
         ap.error("--doc-only writes the doc and --no-doc forbids it: pass one of them")
-    peta_rows = [PETA_PREFIX + r for r in PETA_ORDER]
-    known = list(ROWS) + peta_rows + [seeded(r, s) for s in range(1, len(T95) + 1)
+    known = list(ROWS) + list(PETA_ROWS) + [seeded(r, s) for s in range(1, len(T95) + 1)
                                       for r in ROWS]
     rows = rows_to_run(args.rows, args.seeds, args.peta)
     unknown = [r for r in rows if r not in known]

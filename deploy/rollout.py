@@ -205,13 +205,13 @@ def wait_for_gateways(fleet: Fleet, version: str, *, timeout_s: float,
 def _settle(cols: DetectionCollections, name: str, timeout_s: float,
             progress: ProgressFn | None) -> None:
     """Flush ``name``, merge its sealed segments and wait for their indexes (steps 0..2)."""
-    steps = {"compacting": 1, "indexing": 2}
+    steps = ("compacting", "indexing")  # settle's phases, after the flush
     if progress is not None:
         progress(0, len(steps))
     cols.client.flush(name)
     try:
         cols.settle(name, None, timeout_s=timeout_s, on_progress=None if progress is None else
-                    lambda phase: progress(steps[phase] - 1, len(steps)))
+                    lambda phase: progress(steps.index(phase), len(steps)))
     except NotReady as exc:
         raise NotReady(f"the alias was not moved: {exc.message}. Run the command again: the "
                        "copy is kept, and Milvus goes on indexing meanwhile") from None
