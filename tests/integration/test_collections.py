@@ -139,10 +139,13 @@ def test_text_queries_rank_by_latent_plus_attribute_similarity_in_both_layouts(
         _drop_alias_and_collections(client, settings)
 
 
-def test_settle_merges_the_sealed_segments_and_waits_for_their_indexes(settings):
-    """Three flushed inserts are three sealed segments; ``settle`` leaves them merged and indexed
-    (nothing for Milvus' background compaction to do), and a second call, with nothing left to
-    merge, returns too."""
+def test_settle_compacts_and_waits_for_the_indexes(settings):
+    """Three flushed inserts are three sealed segments; ``settle`` runs a compaction to its end
+    and returns with every row indexed and searchable, and a second call returns too.
+
+    Milvus 2.3's manual compaction may rewrite each segment alone, and its own background merge
+    of them comes later, at a time of its choosing (40-66 s on a quiet machine, more than 300 s
+    once under CI's load): not part of ``settle``'s promise, so not waited for here."""
     schema, d = AttributeSchema.default(), 8
     client = MilvusClient(uri=settings.milvus.uri)
     cols = DetectionCollections(client, settings.milvus)
@@ -159,19 +162,14 @@ def test_settle_merges_the_sealed_segments_and_waits_for_their_indexes(settings)
             return [s for s in client.list_persistent_segments(name)
                     if s.num_rows and s.state_name != "Dropped"]
 
-        assert len(sealed()) == 3
+        before = sealed()
+        assert len(before) == 3
 
         phases = []
         cols.settle(name, len(rows), timeout_s=300, on_progress=phases.append)
         assert phases == ["compacting", "indexing"]
-        # Milvus 2.3's manual compaction first rewrites each segment alone; its own merge of
-        # them follows, and the merged segment replaces its sources once indexed (40-66 s
-        # after settle returned on a quiet machine, measured in session 20; 60 s was too short
-        # under the whole suite's load)
-        deadline = time.monotonic() + 300
-        while len(sealed()) > 1:
-            assert time.monotonic() < deadline, sealed()
-            time.sleep(0.5)
+        # the compaction ran: none of the three segments is left as it was
+        assert not {s.segment_id for s in before} & {s.segment_id for s in sealed()}
         assert sum(s.num_rows for s in sealed()) == len(rows)
         assert all(int(i["indexed_rows"]) == len(rows) and not int(i["pending_index_rows"])
                    for i in cols.indexes(name).values())
