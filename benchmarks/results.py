@@ -237,7 +237,9 @@ def shipped_metrics(bundle: pathlib.Path, max_images: int = 512) -> dict[str, An
 
     manifest = read_manifest(bundle)
     records = eval_records(None, "test", manifest=manifest)  # read once, split per source
-    out: dict[str, Any] = {"version": manifest["version"], "path": str(bundle)}
+    out: dict[str, Any] = {"version": manifest["version"], "path": str(bundle),
+                           "recipe": recipe_of(manifest.get("train_config")),
+                           "validation": manifest.get("metrics") or {}}
     for source in sorted({r.source for r in records}):
         recs = eval_subset(only_source(records, source), max_images, 0)
         print(f"== shipped bundle on {len(recs)} {source} test images", flush=True)
@@ -249,6 +251,22 @@ def shipped_metrics(bundle: pathlib.Path, max_images: int = 512) -> dict[str, An
         print(f"== shipped bundle on {len(recs)} synthetic training images", flush=True)
         out["synthetic_train"] = evaluate_bundle(bundle, recs)
     return out
+
+
+def recipe_of(train_config: dict[str, Any] | None) -> str | None:
+    """The packaged training configuration (``training/configs/NAME.yaml``) that trains what a
+    bundle's stored ``train_config`` trained: the command that makes it again. Fields added
+    since the bundle was made are read at their defaults, as ``--resume`` reads them (so a
+    bundle from before them still names its file). None if no packaged file matches."""
+    from training.config import load_train_config, parse_train_config
+
+    if not train_config:
+        return None
+    want = parse_train_config(train_config, where="the bundle's train_config").config_hash()
+    for path in sorted((ROOT / "training" / "configs").glob("*.yaml")):
+        if load_train_config(path).config_hash() == want:
+            return f"training/configs/{path.name}"
+    return None
 
 
 def figures_in_doc(doc: pathlib.Path = DOC) -> dict[str, Any]:
@@ -1136,6 +1154,7 @@ def seeds_section(res: dict[str, dict[str, float]]) -> list[str]:
 
 def shipped_section(shipped: dict[str, Any]) -> list[str]:
     """The shipped bundle on its held-out test identities, per data source."""
+    from pedsearch.bundle import validated_text_attribute_weight
     from training.evaluate import SOFT_WEIGHT, TEXT_ATTRIBUTE_WEIGHT
 
     rows = []
@@ -1147,15 +1166,29 @@ def shipped_section(shipped: dict[str, Any]) -> list[str]:
         rows.append([source, f"{m['images']:.0f} / {m['ids']:.0f}", f"{100 * chance:.1f}",
                      pct(m, "text_R@1"), pct(m, "text_R@10"), pct(m, "text_mAP"),
                      pct(m, "textla_R@1"), pct(m, "textla_mAP"),
-                     pct(m, "textpred_mAP"), pct(m, "attr_R@1"), pct(m, "attr_mAP"),
-                     pct(m, "attrpred_mAP"),
+                     pct(m, "textpred_R@1"), pct(m, "textpred_mAP"),
+                     pct(m, "attr_R@1"), pct(m, "attr_mAP"), pct(m, "attrpred_mAP"),
                      pct(m, "attrsoft_mAP"), pct(m, "image_R@1"), pct(m, "attr_mA")])
+    recipe = shipped.get("recipe")
+    trained = (f"trained by `pedsearch train --config {recipe}`" if recipe else
+               "trained by a configuration that is no longer among `training/configs/`")
+    val = shipped.get("validation", {})
+    served_la = validated_text_attribute_weight(val) > 0
+    if "textla_mAP" in val:
+        serving = (f"Its validation ranked captions {'better' if served_la else 'worse'} by LA "
+                   f"(mAP {pct(val, 'textla_mAP')} against {pct(val, 'text_mAP')} by the "
+                   "cosine), so the gateway serves its text queries by "
+                   + ("LA." if served_la else "the cosine alone (w = 0)."))
+    else:
+        serving = ("Its `bundle.json` predates the `textla` metric, so the gateway serves it "
+                   "by LA with the paper's w = 1.")
     return [
         "## The shipped bundle on held-out identities",
         "",
-        f"`{shipped['version']}` (`pedsearch/bundles/default`, trained by `pedsearch train "
-        "--config training/configs/default.yaml`, the synthetic world plus PETA) on the test",
-        "identities of its own identity-disjoint split, each data source alone, at most 512",
+        f"`{shipped['version']}` (`pedsearch/bundles/default`, {trained}, the synthetic world "
+        "plus PETA)",
+        "on the test identities of its own identity-disjoint split, each data source alone, at "
+        "most 512",
         "images (whole identities): `pedsearch eval --bundle pedsearch/bundles/default --source",
         "peta --max-images 512` (and `--source synthetic`). The PETA row is real crops of people",
         "the model never saw; its captions come from their attribute labels through the",
@@ -1163,10 +1196,11 @@ def shipped_section(shipped: dict[str, Any]) -> list[str]:
         "(Eq. 19) as `SearchText` does: `(cosine + w S_a) / (1 + w)` with",
         f"`text_attribute_weight` w = {TEXT_ATTRIBUTE_WEIGHT} (the index searches that score "
         "over every stored detection,",
-        "as this scores every image). The shipped bundle's `bundle.json` predates the "
-        "`textla` metric,",
-        "so the gateway serves it with w = 1, the paper's; bundles trained from now on carry",
-        "their validation's `textla_mAP` and are served by LA only where it beat L there.",
+        "as this scores every image).",
+        serving,
+        "\"Text attr-prediction\" ranks without the",
+        "joint embedding, by how well the attributes the text head reads from the caption agree",
+        "with those the image head sees (`textpred`).",
         "Attribute queries use the semantic-ID protocol (one query per",
         "distinct description); \"attribute prediction\" ranks by the APR head's likelihood,",
         "\"attr + soft\" by what `SearchAttributes` answers: the concept cosine + `soft_weight`",
@@ -1174,7 +1208,8 @@ def shipped_section(shipped: dict[str, Any]) -> list[str]:
         "(`gateway/search.py`).",
         "",
         table(["test source", "images / ids", "chance R@1", "text R@1", "text R@10", "text mAP",
-               "text LA R@1", "text LA mAP", "text attr-prediction mAP", "attr R@1", "attr mAP",
+               "text LA R@1", "text LA mAP", "text attr-prediction R@1",
+               "text attr-prediction mAP", "attr R@1", "attr mAP",
                "attr-prediction mAP", "attr + soft mAP", "image rank-1", "attr mA"], rows),
         "",
         *concept_paragraph(shipped),

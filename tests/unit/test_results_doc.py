@@ -204,3 +204,33 @@ def test_the_default_run_trains_seed_zero_of_every_row_before_any_other_seed(res
     assert rows[-len(results.PETA_ORDER):] == [results.PETA_PREFIX + r
                                                for r in results.PETA_ORDER]
     assert len(rows) == len(results.ROWS) + len(results.REPEATED_ROWS) + len(results.PETA_ORDER)
+
+
+def test_the_shipped_recipe_is_the_packaged_config_with_the_bundles_hash(results):
+    from training.config import load_train_config
+
+    tiny = load_train_config("tiny.yaml").learning_dump()
+    assert results.recipe_of(tiny) == "training/configs/tiny.yaml"
+    # a field added after the bundle was made is read at its default
+    del tiny["model"]["attr_classifier"]
+    assert results.recipe_of(tiny) == "training/configs/tiny.yaml"
+    tiny["epochs"] += 1
+    assert results.recipe_of(tiny) is None
+    assert results.recipe_of(None) is None
+
+
+def test_the_shipped_section_says_how_its_text_queries_are_served(results):
+    test = _row(0.4, 0.3, 0.6, images=500.0, ids=160.0, **{
+        "textla_R@1": 0.45, "textla_mAP": 0.5, "textpred_R@1": 0.35, "textpred_mAP": 0.4})
+    shipped = {"version": "v1", "recipe": "training/configs/default.yaml", "peta": test,
+               "validation": {"text_mAP": 0.46, "textla_mAP": 0.47}}
+    text = " ".join(results.shipped_section(shipped))
+    assert "trained by `pedsearch train --config training/configs/default.yaml`" in text
+    assert "mAP 47.0 against 46.0 by the cosine), so the gateway serves its text queries by LA" \
+        in text
+    assert "| peta | 500 / 160 | 0.6 | 40.0 |" in text
+    assert "| 45.0 | 50.0 | 35.0 | 40.0 |" in text  # LA, then attribute prediction
+    shipped.update(recipe=None, validation={"text_mAP": 0.5, "textla_mAP": 0.4})
+    text = " ".join(results.shipped_section(shipped))
+    assert "no longer among `training/configs/`" in text
+    assert "serves its text queries by the cosine alone (w = 0)" in text
