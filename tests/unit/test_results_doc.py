@@ -206,7 +206,7 @@ def test_the_default_run_trains_seed_zero_of_every_row_before_any_other_seed(res
     assert len(rows) == len(results.ROWS) + len(results.REPEATED_ROWS) + len(results.PETA_ORDER)
 
 
-def test_the_shipped_recipe_is_the_packaged_config_with_the_bundles_hash(results):
+def test_the_shipped_recipe_is_the_packaged_config_that_learns_the_same(results):
     from training.config import load_train_config
 
     tiny = load_train_config("tiny.yaml").learning_dump()
