@@ -58,7 +58,7 @@ KEPT_FIELDS = [f for f in SCALAR_FIELDS if f != "model_version"]
 #: seconds ``pedsearch rollout`` waits for the gateways by default
 WAIT_S = 120.0
 
-#: seconds a switching roll-out waits for Milvus to merge and index the new collection (1M
+#: seconds a switching roll-out waits for Milvus to compact and index the new collection (1M
 #: indexed rows took 27 min on 2 cores: docs/BENCHMARKS.md, session 20)
 SETTLE_S = 7200.0
 
@@ -204,7 +204,7 @@ def wait_for_gateways(fleet: Fleet, version: str, *, timeout_s: float,
 
 def _settle(cols: DetectionCollections, name: str, timeout_s: float,
             progress: ProgressFn | None) -> None:
-    """Flush ``name``, merge its sealed segments and wait for their indexes (steps 0..2)."""
+    """Flush ``name``, compact its sealed segments and wait for their indexes (steps 0..2)."""
     steps = ("compacting", "indexing")  # settle's phases, after the flush
     if progress is not None:
         progress(0, len(steps))
@@ -238,7 +238,7 @@ def rollout(cols: DetectionCollections, crops: CropStore, bundle: Bundle, *,
             what its workers have written).
         switch: move the alias at the end (False: fill only, e.g. to check it first).
         wait_s: how long to wait for the gateways to hold the version before switching.
-        settle_s: how long to wait, before switching, for Milvus to merge and index what the
+        settle_s: how long to wait, before switching, for Milvus to compact and index what the
             new collection holds.
         force: switch even if some gateway does not hold it by then.
         progress: ``progress(pass title)`` returns the progress callback of that pass.
@@ -272,10 +272,11 @@ def rollout(cols: DetectionCollections, crops: CropStore, bundle: Bundle, *,
         stats.add(run("copying those that arrived meanwhile"))
     switched = switch and previous != target
     if switched:
-        # every query goes here once the alias moves: merge and index what was just written
-        # first, so the first queries neither scan unindexed rows by brute force nor share the
-        # cores with Milvus' own compaction of the copy (docs/BENCHMARKS.md, "Roll-out")
-        _settle(cols, target, settle_s, progress("merging and indexing the new collection")
+        # every query goes here once the alias moves: compact and index what was just written
+        # first, so the first queries do not scan unindexed rows by brute force and the bulk of
+        # the copy's compaction is behind them (Milvus' own later merge of the compacted
+        # segments is not waited for: DetectionCollections.settle; BENCHMARKS, "Roll-out")
+        _settle(cols, target, settle_s, progress("compacting and indexing the new collection")
                 if progress else None)
     gateways: list[GatewayReport] = []
     unstaged: list[str] = []

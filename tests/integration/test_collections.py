@@ -174,7 +174,7 @@ def test_settle_compacts_and_waits_for_the_indexes(settings):
                    for i in cols.indexes(name).values())
         _visible(client, name, len(rows), VectorLayout.current(d, schema).dim)
 
-        cols.settle(name, len(rows), timeout_s=120)  # nothing left to merge
+        cols.settle(name, len(rows), timeout_s=120)  # again, on what is already compacted
 
         # a collection still being written (a roll-out's target): rows=None waits for every
         # row sealed by then, here a fourth flushed insert, without counting them up front
