@@ -5,6 +5,7 @@ Registered through the ``pedsearch.commands`` entry point (``train = "training.c
 
     pedsearch train --config tiny.yaml [--resume] [--workers N] [--export DIR] [--overwrite]
     pedsearch eval --bundle DIR [--data CONFIG|FOLDER|peta] [--split test] [--out DIR]
+                   [--against DIR]
     pedsearch export --run DIR --out DIR [--which best|last]
 
 ``--config`` after ``train`` names the *training* configuration (a file, or a packaged one of
@@ -45,7 +46,7 @@ def register(subparsers: Any) -> None:
                    help="train on GPUs (default: when the cluster has them)")
     p.add_argument("--cpu", dest="use_gpu", action="store_const", const=False,
                    help="train on CPUs even when GPUs are there")
-    p.add_argument("--epochs", type=int, default=None, help="override epochs")
+    p.add_argument("--epochs", type=bounded(int, 1), default=None, help="override epochs")
     p.add_argument("--output-dir", default=None, metavar="DIR", help="override output_dir")
     p.add_argument("--run-name", default=None, help="override run_name")
     p.add_argument("--export", default=None, metavar="DIR",
@@ -63,7 +64,9 @@ def register(subparsers: Any) -> None:
                    "synthetic or CUHK-PEDES form), or 'peta' (every PETA image); default: the "
                    "configuration the bundle was trained with")
     p.add_argument("--split", choices=SPLITS, default="test",
-                   help="which part of the data (default test; 'all' for everything)")
+                   help="which part of the data (default test; 'all' for everything): a "
+                   "training config's split as it trained, a data set folder's own split "
+                   "(its file's), none for 'peta'")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="results folder (default runs/eval/<bundle version>-<split>)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
@@ -75,6 +78,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--output-dir", default=None, metavar="DIR",
                    help="with a training config: the output_dir it was trained with (where its "
                    "synthetic data was generated)")
+    p.add_argument("--against", default=None, metavar="DIR",
+                   help="a second bundle (the one in service) scored on the same images: every "
+                   "figure's difference with a 95 %% interval (paired bootstrap over persons), "
+                   "in compare.json and compare.png")
     p.set_defaults(handler=cmd_eval)
 
     p = subparsers.add_parser("export", help="write a training checkpoint as a model bundle")
@@ -129,12 +136,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from pedsearch.bundle import read_manifest
+    from pedsearch.bundle import load_bundle, read_manifest
+    from training.compare import against_baselines, write_comparison
     from training.data import eval_subset
     from training.evaluate import evaluate_bundle
 
     console = _console()
     manifest = read_manifest(args.bundle)
+    # every bundle's files and the device are checked before the data, which may take minutes
+    bundles = {path: load_bundle(path, device=args.device)
+               for path in filter(None, (args.bundle, args.against))}
     settings = _settings(args)
     records = eval_records(args.data, args.split, manifest=manifest,
                            data_root=settings.paths.resolved_data_root(),
@@ -143,13 +154,97 @@ def cmd_eval(args: argparse.Namespace) -> int:
         records = only_source(records, args.source)
     if args.max_images is not None:
         records = eval_subset(records, args.max_images, 0)
-    out = pathlib.Path(args.out) if args.out else (
-        pathlib.Path("runs") / "eval" / f"{manifest['version']}-{args.split}")
+    if args.against is not None:
+        return _compare_bundles(args, manifest, bundles, records, console)
+    out = pathlib.Path(args.out) if args.out else _default_out(args, manifest["version"])
+    bundle = bundles[args.bundle]
+    per_query: dict[str, dict] = {}
     with console.status(f"evaluating {manifest['version']} on {len(records)} images ..."):
-        metrics = evaluate_bundle(args.bundle, records, out_dir=out, device=args.device,
-                                  title=f"{manifest['version']} ({args.split})")
+        metrics = evaluate_bundle(bundle, records, out_dir=out,
+                                  title=f"{manifest['version']} ({args.split})",
+                                  per_query=per_query)
     _print_metrics(console, metrics, f"bundle {manifest['version']}, {args.split} split")
-    console.print(f"results: {out / 'metrics.json'}, {out / 'cmc.png'}")
+    with console.status("bootstrapping the differences ..."):
+        diffs = against_baselines(per_query, bundle.text_attribute_weight)
+    if diffs:
+        write_comparison(diffs, out, baseline="attribute prediction", candidate="as served",
+                         stem="baselines")
+        _print_differences(console, diffs, "attr. pred.", "served",
+                           f"as the gateway serves it vs attribute prediction alone, "
+                           f"{args.split} split, {len(records)} images")
+    console.print(f"results: {out / 'metrics.json'}, {out / 'cmc.png'}"
+                  + (f", {out / 'baselines.png'}" if diffs else ""))
+    return 0
+
+
+def _print_differences(console: Any, diffs: list, old: str, new: str, title: str) -> None:
+    """A rich table of :class:`~training.compare.Difference` rows (percent)."""
+    from rich.table import Table
+
+    table = Table(title=f"{title}; percent, 95 % interval of the difference (paired bootstrap "
+                  "over persons)")
+    table.add_column("figure", no_wrap=True)
+    table.add_column(old, justify="right")
+    table.add_column(new, justify="right")
+    table.add_column(f"{new} - {old} [interval]", justify="right", no_wrap=True)
+    table.add_column("queries", justify="right")
+    table.add_column("verdict", no_wrap=True)
+    style = {"better": "green", "worse": "red", "not decided": "dim"}
+    for d in diffs:
+        table.add_row(d.metric, f"{100 * d.baseline:.1f}", f"{100 * d.candidate:.1f}",
+                      f"{100 * d.delta:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]",
+                      str(d.queries), f"[{style[d.verdict]}]{d.verdict}[/]")
+    console.print(table)
+
+
+def _default_out(args: argparse.Namespace, name: str) -> pathlib.Path:
+    """``runs/eval/<name>-<split>[-<data>][-<source>][-max<N>]``: two evaluations of one bundle
+    on different images do not overwrite each other's results."""
+    parts = [name, args.split]
+    if args.data:
+        parts.append(pathlib.Path(args.data).stem)
+    if args.source:
+        parts.append(args.source.lower())
+    if args.max_images:
+        parts.append(f"max{args.max_images}")
+    return pathlib.Path("runs") / "eval" / "-".join(parts)
+
+
+def _compare_bundles(args: argparse.Namespace, manifest: dict[str, Any], bundles: dict,
+                     records: list, console: Any) -> int:
+    """``eval --against OLD``: both bundles on the same images, then the paired differences."""
+    from pedsearch.bundle import read_manifest, validated_text_attribute_weight
+    from training.compare import compare_per_query, write_comparison
+    from training.evaluate import evaluate_bundle
+
+    other = read_manifest(args.against)
+    new, old = manifest["version"], other["version"]
+    if manifest.get("schema") != other.get("schema"):
+        raise InvalidInput(f"{old} and {new} speak different attribute schemas; their attribute "
+                           "figures cannot be paired")
+    if args.data is None and ((manifest.get("train_config") or {}).get("data")
+                              != (other.get("train_config") or {}).get("data")):
+        raise InvalidInput(
+            f"{old} and {new} were trained on different data, so the held-out images of one may "
+            "be training images of the other; pass --data with images neither trained on")
+    out = pathlib.Path(args.out) if args.out else _default_out(args, f"{new}-vs-{old}")
+    per_query: dict[str, dict] = {"old": {}, "new": {}}
+    for role, path, version in (("old", args.against, old), ("new", args.bundle, new)):
+        with console.status(f"evaluating {version} on {len(records)} images ..."):
+            evaluate_bundle(bundles[path], records, out_dir=out / f"{role}-{version}",
+                            title=f"{version} ({args.split})", per_query=per_query[role])
+    weights = (validated_text_attribute_weight(other.get("metrics") or {}),
+               validated_text_attribute_weight(manifest.get("metrics") or {}))
+    with console.status("bootstrapping the differences ..."):
+        diffs = compare_per_query(per_query["old"], per_query["new"], weights=weights)
+    write_comparison(diffs, out, baseline=old, candidate=new)
+
+    console.print(f"old: {old} ({args.against}); new: {new} ({args.bundle})")
+    _print_differences(console, diffs, "old", "new",
+                       f"{args.split} split, {len(records)} images")
+    console.print("text_served: each bundle's text queries ranked as the gateway serves them "
+                  f"(text-attribute weight {weights[0]:g} for {old}, {weights[1]:g} for {new})")
+    console.print(f"results: {out / 'compare.json'}, {out / 'compare.png'}")
     return 0
 
 
@@ -221,8 +316,13 @@ def eval_records(
         else:
             records = getattr(split_records(all_records, cfg), split)
     elif split != "all":
-        records = [r for r in records if r.split in (None, split)] if any(
-            r.split for r in records) else records
+        if not any(r.split for r in records):
+            # scoring "test" would silently mean every image, a model's training ones included
+            hint = ("for a bundle's held-out PETA identities leave out --data and pass --source "
+                    "peta" if spec.lower() == "peta" else "its file marks no split")
+            raise InvalidInput(f"--data {spec} has no {split} split ({hint}); pass --split all "
+                               "to score every image")
+        records = [r for r in records if r.split in (None, split)]
     if not records:
         raise InvalidInput(f"no images in the {split} split of {spec or 'the bundle config'}")
     return records
@@ -264,3 +364,11 @@ def _print_metrics(console: Any, metrics: dict[str, Any], title: str) -> None:
             count = k.endswith("queries") or k in ("images", "ids")
             table.add_row(k, f"{v:.0f}" if count else f"{v:.4f}")
     console.print(table)
+
+
+if __name__ == "__main__":  # python -m training.cli: the same commands as `pedsearch`
+    import sys
+
+    from pedsearch.cli import main
+
+    sys.exit(main())

@@ -185,12 +185,16 @@ class LossTerm(Strict):
 # ------------------------------------------------------------------------------------------------
 # optimisation
 # ------------------------------------------------------------------------------------------------
+#: an Adam beta (torch refuses others, but only inside a worker once training has started)
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
 class OptimizerConfig(Strict):
     type: Literal["adam", "adamw", "sgd"] = Field("adam", description="optimiser")
     lr: float = Field(3e-4, gt=0.0, le=10.0, description="base learning rate")
     weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas")
+    betas: tuple[Beta, Beta] = Field((0.9, 0.999), description="Adam betas, each in [0, 1)")
     lr_mult: dict[str, float] = Field(
         default_factory=dict,
         description="parameter-name prefix -> learning-rate factor, e.g. {image.backbone: 0.1}; "
@@ -256,6 +260,15 @@ class AaiprConfig(Strict):
 # ------------------------------------------------------------------------------------------------
 # the run
 # ------------------------------------------------------------------------------------------------
+#: Validation figures a run may rank its checkpoints by (``val/<name>``, all higher-is-better):
+#: what :func:`training.evaluate.evaluate_encoders` reports.
+CHECKPOINT_METRICS = frozenset(
+    ["score", "attr_mA", "attr_mean_accuracy", "attr_instance_f1"]
+    + [f"{protocol}_{figure}"
+       for protocol in ("text", "textpred", "textla", "attr", "attrpred", "attrsoft", "image")
+       for figure in ("R@1", "R@5", "R@10", "mAP")])
+
+
 class TrainConfig(Strict):
     """Everything that defines one training run."""
 
@@ -312,6 +325,18 @@ class TrainConfig(Strict):
         "a worker dies (-1 = without limit)",
     )
     log_every_steps: int = Field(10, ge=1, le=100_000)
+
+    @field_validator("checkpoint_metric")
+    @classmethod
+    def _known_metric(cls, name: str) -> str:
+        # a misspelt name would be missing from every report, and Ray would keep checkpoints
+        # by time while the run looked as if it ranked them
+        if not name.startswith("val/") or name.removeprefix("val/") not in CHECKPOINT_METRICS:
+            raise ValueError(
+                f"{name!r} is not a validation figure; name one of val/score (the default), "
+                "val/text_mAP, val/text_R@1, val/attr_mAP, val/image_mAP, val/attr_mA, ... "
+                "(every val/<protocol>_<R@1|R@5|R@10|mAP> of pedsearch eval; higher is better)")
+        return name
 
     @field_validator("losses")
     @classmethod

@@ -104,13 +104,21 @@ def check_source(src: Any, *, data_root: pathlib.Path | None = None) -> None:
     if isinstance(src, PetaSource):
         from training.datasets.peta import peta_subsets
 
-        peta_subsets(_data_root(src.root or data_root))
+        found = peta_subsets(_data_root(src.root or data_root))
+        missing = [s for s in src.subsets or () if s not in found]
+        if missing:
+            raise NotFound(f"PETA subset(s) {', '.join(map(repr, missing))} not found; the data "
+                           f"root has {', '.join(found) or 'none'}")
         return
     paths: list[tuple[str, pathlib.Path | None, bool]] = []
     if isinstance(src, CaptionSource):
         paths = [("caption file", src.annotations, False), ("image folder", src.image_root, True)]
     elif isinstance(src, ReidSource):
-        paths = [("image folder", src.root, True), ("attribute file", src.attributes, False)]
+        from training.datasets.market import REID_FOLDERS
+
+        # training reads the train folder: a root without it fails here, not after rendering
+        paths = [("image folder", pathlib.Path(src.root) / REID_FOLDERS["train"], True),
+                 ("attribute file", src.attributes, False)]
     for what, path, folder in paths:
         if path is None:
             continue

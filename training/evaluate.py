@@ -42,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import pathlib
@@ -79,6 +80,8 @@ SOFT_WEIGHT = DEFAULT_SOFT_WEIGHT
 #: CMAAM Eq. 19's weight of the attribute similarity (``textla``; a bundle whose ``textla``
 #: validates below ``text`` is served with 0, :attr:`pedsearch.bundle.Bundle.text_attribute_weight`)
 TEXT_ATTRIBUTE_WEIGHT = DEFAULT_TEXT_ATTRIBUTE_WEIGHT
+#: What each query scored, by protocol (``evaluate_encoders(per_query=...)``).
+PerQuery = dict[str, dict[str, np.ndarray]]
 #: Metrics averaged into ``score``, the number that ranks checkpoints.
 SCORE_KEYS = ("text_mAP", "attr_mAP", "image_mAP")
 
@@ -381,9 +384,14 @@ def concept_geometry(concepts: np.ndarray, images: np.ndarray, query_labels: np.
             "attr_centroid_spread": float((cent @ cent.T)[off].mean()) if off.any() else nan}
 
 
-def _retrieval(prefix: str, sim: np.ndarray, q: np.ndarray, g: np.ndarray, **kw: Any
+def _retrieval(prefix: str, sim: np.ndarray, q: np.ndarray, g: np.ndarray,
+               per_query: PerQuery | None = None, **kw: Any
                ) -> tuple[dict[str, float], np.ndarray]:
     m = retrieval_metrics(sim, q, g, ks=(1, 5, 10), **kw)
+    if per_query is not None:
+        valid = m["first_hit_rank"] > 0
+        per_query[prefix] = {"rank": m["first_hit_rank"][valid], "ap": m["ap"][valid],
+                             "cluster": np.asarray(q)[valid]}
     out = {f"{prefix}_R@{k}": m[f"R@{k}"] for k in (1, 5, 10)}
     out[f"{prefix}_mAP"] = m["mAP"]
     out[f"{prefix}_queries"] = float(m["num_valid_queries"])
@@ -398,6 +406,7 @@ def evaluate_encoders(
     out_dir: str | pathlib.Path | None = None,
     title: str = "evaluation",
     seed: int = 0,
+    per_query: PerQuery | None = None,
 ) -> dict[str, float]:
     """Run every protocol the data and the encoders allow.
 
@@ -408,6 +417,12 @@ def evaluate_encoders(
         out_dir: where ``metrics.json``, ``cmc.png`` and ``cmc.html`` go; None writes nothing.
         title: title of the pictures.
         seed: seed of the image -> image query choice.
+        per_query: when given, filled with what each query scored, for paired comparisons of
+            two models (:mod:`training.compare`): per protocol prefix, ``rank`` ``(Q,)`` the
+            1-based rank of the first hit, ``ap`` ``(Q,)`` and ``cluster`` ``(Q,)`` the query's
+            label (its person, or its description), over the queries with a hit in the
+            gallery; under ``"recognition"``, ``probs`` (one-hot single families),
+            ``targets``, ``masks`` ``(N, A)`` and ``cluster`` ``(N,)`` the images' persons.
 
     Returns:
         Flat metrics: ``text_R@1/5/10``, ``text_mAP``, ``attr_R@1/5/10``, ``attr_mAP``,
@@ -423,20 +438,21 @@ def evaluate_encoders(
 
     metrics: dict[str, float] = {}
     curves: dict[str, np.ndarray] = {}
+    retrieve = functools.partial(_retrieval, per_query=per_query)
     img_emb, img_probs = encoders.encode_images(data.records)
 
     if data.captions:
         txt, txt_probs = encoders.encode_texts(data.captions)
         owners = data.pids[data.caption_owner]
-        m, cmc = _retrieval("text", txt @ img_emb.T, owners, data.pids)
+        m, cmc = retrieve("text", txt @ img_emb.T, owners, data.pids)
         metrics.update(m)
         curves[PROTOCOLS["text"]] = cmc
-        m, cmc = _retrieval("textpred", attribute_agreement(txt_probs, img_probs, schema),
-                            owners, data.pids)
+        m, cmc = retrieve("textpred", attribute_agreement(txt_probs, img_probs, schema),
+                          owners, data.pids)
         metrics.update(m)
         curves[PROTOCOLS["textpred"]] = cmc
         cos_a = schema.attribute_space(txt_probs) @ schema.attribute_space(img_probs).T
-        m, cmc = _retrieval("textla", latent_attribute_score(
+        m, cmc = retrieve("textla", latent_attribute_score(
             txt @ img_emb.T, cos_a, TEXT_ATTRIBUTE_WEIGHT), owners, data.pids)
         metrics.update(m)
         curves[PROTOCOLS["textla"]] = cmc
@@ -455,25 +471,30 @@ def evaluate_encoders(
             att = encoders.encode_attribute_vectors(vec)
             if att is not None:
                 cosine = att @ img_emb[known].T
-                m, cmc = _retrieval("attr", cosine, queries.query_labels, queries.gallery_labels)
+                m, cmc = retrieve("attr", cosine, queries.query_labels, queries.gallery_labels)
                 metrics.update(m)
                 curves[PROTOCOLS["attr"]] = cmc
                 metrics.update(concept_geometry(att, img_emb[known], queries.query_labels,
                                                 queries.gallery_labels))
-                m, cmc = _retrieval("attrsoft", soft_attribute_scores(
+                m, cmc = retrieve("attrsoft", soft_attribute_scores(
                     cosine, queries.targets, queries.masks, img_probs[known], schema),
                     queries.query_labels, queries.gallery_labels)
                 metrics.update(m)
                 curves[PROTOCOLS["attrsoft"]] = cmc
-            m, cmc = _retrieval(
+            m, cmc = retrieve(
                 "attrpred", attribute_likelihood(queries.targets, queries.masks,
                                                  img_probs[known]),
                 queries.query_labels, queries.gallery_labels)
             metrics.update(m)
             curves[PROTOCOLS["attrpred"]] = cmc
         try:
-            rec = attribute_metrics(one_hot_single_families(img_probs[known], schema),
-                                    data.targets[known], data.masks[known], names=schema.names())
+            predicted = one_hot_single_families(img_probs[known], schema)
+            rec = attribute_metrics(predicted, data.targets[known], data.masks[known],
+                                    names=schema.names())
+            if per_query is not None:
+                per_query["recognition"] = {"probs": predicted, "targets": data.targets[known],
+                                            "masks": data.masks[known],
+                                            "cluster": data.pids[known]}
             metrics.update(attr_mA=rec["mA"], attr_mean_accuracy=rec["mean_accuracy"],
                            attr_instance_f1=rec["instance_f1"])
         except InvalidInput as exc:
@@ -486,9 +507,9 @@ def evaluate_encoders(
         index = {id(r): i for i, r in enumerate(data.records)}
         qi = np.array([index[id(r)] for r in split.query], np.int64)
         gi = np.array([index[id(r)] for r in split.gallery], np.int64)
-        m, cmc = _retrieval("image", img_emb[qi] @ img_emb[gi].T, data.pids[qi], data.pids[gi],
-                            query_cams=data.cams[qi], gallery_cams=data.cams[gi],
-                            exclude_same_cam=True)
+        m, cmc = retrieve("image", img_emb[qi] @ img_emb[gi].T, data.pids[qi], data.pids[gi],
+                          query_cams=data.cams[qi], gallery_cams=data.cams[gi],
+                          exclude_same_cam=True)
         metrics.update(m)
         curves[PROTOCOLS["image"]] = cmc
     else:
@@ -520,25 +541,29 @@ def write_results(
 
 
 def evaluate_bundle(
-    bundle_path: str | pathlib.Path,
+    bundle_path: str | pathlib.Path | Any,
     records: Sequence[ImageRecord],
     *,
     out_dir: str | pathlib.Path | None = None,
     device: str = "cpu",
     title: str | None = None,
     seed: int = 0,
+    per_query: PerQuery | None = None,
 ) -> dict[str, float]:
-    """Evaluate a bundle folder on labelled images (see :func:`evaluate_encoders`).
+    """Evaluate a bundle folder, or a :class:`~pedsearch.bundle.Bundle` already loaded (then
+    on its own device), on labelled images (see :func:`evaluate_encoders`).
 
     Raises:
         BundleError: the bundle cannot be loaded. InvalidInput: no images.
     """
-    from pedsearch.bundle import load_bundle
+    from pedsearch.bundle import Bundle, load_bundle
 
-    bundle = load_bundle(bundle_path, device=device)
+    bundle = (bundle_path if isinstance(bundle_path, Bundle)
+              else load_bundle(bundle_path, device=device))
     data = EvalSet.from_records(records, bundle.schema, seed=seed)
     return evaluate_encoders(BundleEncoders(bundle), data, bundle.schema, out_dir=out_dir,
-                             title=title or f"bundle {bundle.version}", seed=seed)
+                             title=title or f"bundle {bundle.version}", seed=seed,
+                             per_query=per_query)
 
 
 __all__ = [

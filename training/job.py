@@ -186,7 +186,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                       "steps_per_epoch": steps_per_epoch, "world_size": world,
                       "global_step": global_step, "resumed_from": resumed_from,
                       "device": str(device)})
-    last_score = float("nan")
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.monotonic()
         # randomness by (seed, epoch, rank): a resumed epoch draws what an uninterrupted one would
@@ -221,8 +220,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         validate = val_records and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs)
         if rank == 0 and validate:
             metrics.update(_validate(model, val_records, cfg, device, schema))
-            last_score = metrics.get("val/score", last_score)
-        metrics.setdefault(cfg.checkpoint_metric, last_score if np.isfinite(last_score) else 0.0)
+        reported = ray_report_metrics(metrics, cfg.checkpoint_metric)
         name = checkpoint_dir_name(epoch + 1)
         if rank == 0:
             _post(board, {"kind": "epoch", **metrics})
@@ -234,10 +232,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     vocab=vocab, num_identities=data.num_ids,
                     num_semantic_ids=data.num_semantic_ids,
                 )
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                                  checkpoint_dir_name=name)
         else:
-            ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
+            ray.train.report(reported, checkpoint=None, checkpoint_dir_name=name)
 
 
 def _restore_state(run_dir: str | None) -> tuple[dict[str, Any] | None, str | None]:
@@ -783,6 +781,17 @@ class _ProgressWatcher:
                 self._stop.wait(self.interval_s)
 
 
+def ray_report_metrics(metrics: dict[str, Any], checkpoint_metric: str) -> dict[str, Any]:
+    """What an epoch reports to Ray Train, which ranks the checkpoints it keeps by
+    ``checkpoint_metric`` and needs it in every report.
+
+    An epoch that was not validated (``eval_every`` > 1) has no score: NaN ranks it below every
+    validated one (Ray keeps the latest checkpoint whatever its score), while the checkpoint's
+    own metadata claims none, so the best checkpoint is always a validated epoch.
+    """
+    return {checkpoint_metric: float("nan"), **metrics}
+
+
 def _epoch_line(ev: dict[str, Any], metric: str) -> str:
     parts = [f"epoch {ev.get('epoch')}", f"loss {ev.get('loss/total', float('nan')):.4f}"]
     for k in ("val/text_R@1", "val/attr_mAP", "val/image_R@1", "val/attr_mA", metric):
@@ -801,6 +810,7 @@ __all__ = [
     "connect_ray",
     "curve_history",
     "data_fingerprint",
+    "ray_report_metrics",
     "read_history",
     "run_training",
     "train_loop_per_worker",

@@ -139,6 +139,11 @@ def test_train_kill_resume_eval_export_load(ray_2_cpus, tmp_path):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["text_R@1"] <= metrics["text_R@5"] <= metrics["text_R@10"]
     assert cv2.imread(str(eval_dir / "cmc.png")) is not None
+    # what the gateway serves against the attribute-prediction baselines, with intervals
+    baselines = json.loads((eval_dir / "baselines.json").read_text())["differences"]
+    assert {d["metric"] for d in baselines} >= {"text_served vs textpred R@1",
+                                                 "attrsoft vs attrpred mAP"}
+    assert all(d["low"] <= d["delta"] <= d["high"] for d in baselines)
 
     # 4. the bundle records where it came from
     manifest = read_manifest(bundle_dir)
@@ -147,6 +152,21 @@ def test_train_kill_resume_eval_export_load(ray_2_cpus, tmp_path):
     assert "score" in manifest["metrics"]
     last = export_bundle(run_dir, tmp_path / "bundle-last", which="last")
     assert read_manifest(last)["metrics"]["epoch"] == cfg.epochs
+
+    # 5. the last checkpoint against the best one, paired on the same held-out images
+    cmp_dir = tmp_path / "compare"
+    cmp = subprocess.run([*cli(), "eval", "--bundle", str(last), "--against", str(bundle_dir),
+                          "--data", "tiny.yaml", "--output-dir", str(out), "--out", str(cmp_dir),
+                          "--source", "synthetic"],
+                         env=env, capture_output=True, text=True, timeout=STEP_TIMEOUT_S)
+    assert cmp.returncode == 0, (cmp.stdout + cmp.stderr)[-6000:]
+    doc = json.loads((cmp_dir / "compare.json").read_text())
+    assert doc["candidate"] == read_manifest(last)["version"]
+    rows = {d["metric"]: d for d in doc["differences"]}
+    assert {"text_served_R@1", "image_mAP", "attr_mA"} <= set(rows)
+    assert all(r["verdict"] in ("better", "worse", "not decided") for r in rows.values())
+    assert cv2.imread(str(cmp_dir / "compare.png")) is not None
+    assert (cmp_dir / f"new-{doc['candidate']}" / "metrics.json").is_file()
 
     # 5. load the towers as workers (image) and the gateway (text + attributes) do
     test_image = next(run_dir.parent.glob("data/*/imgs/**/*.jpg"))

@@ -91,6 +91,9 @@ def test_bad_losses_are_errors(losses, message):
         ({"model": {"global_dim": 1000, "part_dim": 100}}, "exceeds"),
         ({"optimizer": {"lr_mult": {"image_encoder": -1}}}, "lr_mult"),
         ({"run_name": "../escape"}, "run_name"),
+        ({"optimizer": {"betas": [0.9, 9.99]}}, "betas"),
+        ({"checkpoint_metric": "val/text_r@1"}, "not a validation figure"),
+        ({"checkpoint_metric": "loss/total"}, "not a validation figure"),
     ],
 )
 def test_bad_values_are_errors_naming_the_key(patch, message):
@@ -125,3 +128,13 @@ def test_run_dir_and_adversarial():
     assert str(cfg.run_dir).endswith("/tmp/x/exp")
     assert not cfg.adversarial
     assert load_train_config("tiny.yaml", environ={}).adversarial
+
+
+def test_every_checkpoint_metric_is_a_figure_validation_reports():
+    from training.config import CHECKPOINT_METRICS
+    from training.evaluate import PROTOCOLS
+
+    protocols = {name.rsplit("_", 1)[0] for name in CHECKPOINT_METRICS if "@" in name
+                 or name.endswith("_mAP")}
+    assert protocols == set(PROTOCOLS)
+    assert "score" in CHECKPOINT_METRICS

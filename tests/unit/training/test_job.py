@@ -4,6 +4,7 @@ half-written checkpoints, metrics history after a crash, run-folder rules."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -25,6 +26,7 @@ from training.job import (
     check_run_dir,
     clear_run_dir,
     curve_history,
+    ray_report_metrics,
     read_history,
     truncate_history,
 )
@@ -49,6 +51,23 @@ def test_best_and_last_checkpoint(tmp_path):
     assert select_checkpoint(tmp_path, "best", metric="missing").epoch == 3  # ties: the later
     assert select_checkpoint(tmp_path / checkpoint_dir_name(1)).epoch == 1
     assert "nan" not in list_checkpoints(tmp_path)[0].metrics  # not JSON; left out
+
+
+def test_an_epoch_without_validation_is_never_the_best(tmp_path):
+    """``eval_every: 2``: epochs 1 and 3 are not validated. Epoch 2 (0.40) is the best, not
+    epoch 3, which must not inherit epoch 2's score."""
+    for epoch in (1, 2, 3, 4):
+        metrics = {"epoch": epoch, "loss/total": 1.0 / epoch}
+        if epoch % 2 == 0:
+            metrics["val/score"] = {2: 0.40, 4: 0.38}[epoch]
+        reported = ray_report_metrics(metrics, "val/score")
+        assert math.isnan(reported["val/score"]) == (epoch % 2 == 1)  # Ray ranks NaN last
+        write_checkpoint(tmp_path / checkpoint_dir_name(epoch),
+                         state={"model": {}, "optimizer": {}}, epoch=epoch, global_step=epoch,
+                         metrics=metrics, train_config={"name": "t"}, config_hash="h",
+                         vocab=Vocab.build(["a b"]), num_identities=2, num_semantic_ids=2)
+    assert "val/score" not in read_meta(tmp_path / checkpoint_dir_name(3))["metrics"]
+    assert select_checkpoint(tmp_path, "best").epoch == 2
 
 
 def test_half_written_checkpoint_is_ignored(tmp_path):

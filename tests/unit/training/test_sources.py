@@ -30,6 +30,9 @@ def test_caption_and_reid_sources_name_the_missing_path(tmp_path):
         check_source(cap)
     reid = _data({"type": "market1501", "root": str(tmp_path),
                   "attributes": str(tmp_path / "market_attribute.mat")}).sources[0]
+    with pytest.raises(NotFound, match=r"image folder .*bounding_box_train is not a folder"):
+        check_source(reid)
+    (tmp_path / "bounding_box_train").mkdir()
     with pytest.raises(NotFound, match=r"attribute file .*market_attribute.mat is not a file"):
         check_source(reid)
     (tmp_path / "imgs").mkdir()
@@ -39,3 +42,12 @@ def test_caption_and_reid_sources_name_the_missing_path(tmp_path):
 def test_a_present_peta_root_passes(tmp_path):
     (tmp_path / "peta" / "CUHK" / "archive").mkdir(parents=True)
     check_source(_data({"type": "peta", "root": str(tmp_path)}).sources[0])
+
+
+def test_a_misspelt_peta_subset_fails_before_anything_is_read(tmp_path):
+    (tmp_path / "peta" / "CUHK" / "archive").mkdir(parents=True)
+    (tmp_path / "peta" / "CUHK" / "archive" / "Label.txt").write_text("")
+    check_source(_data({"type": "peta", "root": str(tmp_path), "subsets": ["CUHK"]}).sources[0])
+    with pytest.raises(NotFound, match=r"'PRDI' not found; the data root has CUHK"):
+        check_source(_data({"type": "peta", "root": str(tmp_path),
+                            "subsets": ["CUHK", "PRDI"]}).sources[0])
