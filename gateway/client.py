@@ -35,7 +35,13 @@ from typing import Iterator, Mapping, Sequence
 
 import grpc
 
-from gateway.status import MAX_IMAGE_BYTES, ORIGIN_GATEWAY, ORIGIN_KEY
+from gateway.status import (
+    MAX_IMAGE_BYTES,
+    ORIGIN_GATEWAY,
+    ORIGIN_KEY,
+    WATCH_DURATION_KEY,
+    WATCH_MAX_KEY,
+)
 from pedsearch.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -194,6 +200,7 @@ class GatewayClient:
         self.address = address
         self.timeout_s = timeout_s
         self.stub = search_pb2_grpc.SearchStub(channel)
+        token = clean_token(token)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
     # context manager so scripts close the channel
@@ -272,8 +279,13 @@ class GatewayClient:
         ``skip_tracks``: ``(camera_id, track_id)`` pairs never reported (the example's own
         track, whose later crops would match it).
 
+        ``max_duration_s``: seconds the watch runs; 0 takes the gateway's default
+        (``gateway.watch_default_s``, 600), and the gateway cuts a longer one to its
+        ``gateway.watch_max_s`` (3600 by default): the stream's ``duration_s`` says what it got.
+
         Returns a :class:`WatchStream`: iterate it for :class:`Hit` (a new match) and
-        :class:`Heartbeat` events; ``cancel()`` (or leaving a ``with`` block) ends it.
+        :class:`Heartbeat` events; ``cancel()`` (or leaving a ``with`` block) ends it. It ends by
+        itself after ``max_matches`` or when its duration runs out.
         """
         with _building("Watch"):
             req = search_pb2.WatchRequest(threshold=threshold, max_matches=max_matches,
@@ -342,6 +354,31 @@ class WatchStream:
                 return  # we ended it ourselves
             raise error_from_rpc(exc, self._client.address) from None
 
+    @property
+    def duration_s(self) -> int | None:
+        """Seconds the gateway lets this watch run (``max_duration_s``, or its default when
+        that was 0, capped at :attr:`max_duration_s`); None from a gateway that does not say.
+        Known once the first event arrived (until then, reading it waits for the gateway)."""
+        return self._initial_int(WATCH_DURATION_KEY)
+
+    @property
+    def max_duration_s(self) -> int | None:
+        """The longest watch the gateway allows (``gateway.watch_max_s``), or None."""
+        return self._initial_int(WATCH_MAX_KEY)
+
+    def _initial_int(self, key: str) -> int | None:
+        try:
+            metadata = self._call.initial_metadata() or ()
+        except Exception:  # noqa: BLE001 -- a call without metadata (ended before any)
+            return None
+        for k, value in metadata:
+            if k == key:
+                try:
+                    return int(value)
+                except ValueError:
+                    return None
+        return None
+
     def cancel(self) -> None:
         """End the stream; an iteration in progress stops cleanly."""
         self._cancelled.set()
@@ -361,18 +398,18 @@ def connect(address: str, token: str | None = None, tls_ca: str | pathlib.Path |
 
     Args:
         address: ``host:port`` of the gateway.
-        token: bearer token, when the gateway requires one.
+        token: bearer token, when the gateway requires one (surrounding whitespace is dropped).
         tls_ca: PEM file of the CA (or the self-signed certificate) to trust; enables TLS.
         timeout_s: deadline of each unary call.
         connect_timeout_s: how long to wait for the gateway to answer before giving up.
 
     Raises:
         Unavailable: the gateway cannot be reached (the message says how to start one).
-        InvalidInput: a malformed address or an unreadable CA file.
+        InvalidInput: a malformed address (also one with a scheme such as ``http://``), a
+            token a header cannot carry, or an unreadable CA file.
     """
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise InvalidInput(f"gateway address {address!r} must be host:port, e.g. 127.0.0.1:50051")
+    check_address(address)
+    token = clean_token(token)  # before connecting: a bad token is the caller's to fix first
     if tls_ca is not None:
         try:
             ca = pathlib.Path(tls_ca).read_bytes()
@@ -392,6 +429,52 @@ def connect(address: str, token: str | None = None, tls_ca: str | pathlib.Path |
                         "gateway's certificate, and does that certificate name this host?")
         raise Unavailable(message)
     return GatewayClient(channel=channel, address=address, token=token, timeout_s=timeout_s)
+
+
+def check_address(address: str) -> str:
+    """Raise :class:`InvalidInput` unless ``address`` is ``host:port``.
+
+    ``http://host:port`` would pass the host:port shape (host ``http``, the rest after the last
+    colon a port) and then fail to connect, reported as "cannot reach the gateway": the scheme
+    is refused by name instead.
+    """
+    scheme, sep, _rest = address.partition("://")
+    if sep:
+        raise InvalidInput(f"gateway address {address!r} has a scheme ({scheme}://): give "
+                           "HOST:PORT without http:// or grpc://, e.g. 127.0.0.1:50051 (TLS is "
+                           "--tls-ca, not https://)")
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidInput(f"gateway address {address!r} must be host:port, e.g. 127.0.0.1:50051")
+    return address
+
+
+def clean_token(token: str | None) -> str | None:
+    """The bearer token without surrounding whitespace, or None when there is none.
+
+    A token read from a file or pasted (``PEDSEARCH_TOKEN=$'s3cret\\n'``) may end in a newline,
+    which gRPC refuses to put in a header before the call leaves the client -- reported only as
+    INTERNAL "Invalid metadata". A header carries printable ASCII only, so anything else left
+    is refused here, by position: the token is a secret and is not echoed.
+
+    Raises:
+        InvalidInput: the token holds a character a gRPC header cannot carry.
+    """
+    if token is None:
+        return None
+    token = token.strip()
+    for i, ch in enumerate(token):
+        if not " " <= ch <= "~":
+            raise InvalidInput("the bearer token (--token or $PEDSEARCH_TOKEN) holds a character "
+                               f"a gRPC header cannot carry ({_char_name(ch)} at position "
+                               f"{i + 1}): a token is printable ASCII; check how it was read "
+                               "or pasted")
+    return token or None
+
+
+def _char_name(ch: str) -> str:
+    # the character itself may not print (a control character): name it by its code point
+    return f"U+{ord(ch):04X}" + (f" {ch!r}" if ch.isprintable() else "")
 
 
 def _wait_connected(channel: grpc.Channel, timeout_s: float) -> grpc.ChannelConnectivity | None:

@@ -11,7 +11,9 @@ Examples::
 
 ``search`` prints a table of the hits and writes ``<out>/contact_sheet.html`` and
 ``<out>/contact_sheet.png`` of the top crops (fetched from the gateway) with score, camera and
-time. ``watch`` prints each new match as it is indexed until Ctrl-C (or ``--max-matches``).
+time. ``watch`` prints each new match as it is indexed until Ctrl-C, ``--max-matches`` or the
+end of its duration (``--duration``: 600 s unless given, at most 3600 s, with the gateway's
+default settings), and says which ended it.
 
 Exit status: 0 on success, 2 for a bad argument or a request the gateway rejects (the message
 says which), 1 when the gateway or a service behind it cannot be reached.
@@ -35,7 +37,7 @@ from rich.table import Table
 
 from gateway.address import listen_address, local_host
 from pedsearch.argtypes import bounded
-from pedsearch.errors import AccessDenied, InvalidInput, NotFound, ResourceExhausted, Unavailable
+from pedsearch.errors import InvalidInput, PedsearchError, ResourceExhausted, Unavailable
 
 console = Console()
 err_console = Console(stderr=True)
@@ -52,6 +54,10 @@ WIDE_TABLE_COLUMNS = 110
 UINT32_MAX = 2**32 - 1
 #: longest rate-limit wait (s) the contact sheet sits out before leaving a crop out
 MAX_RATE_WAIT_S = 5.0
+#: a watch's duration when --duration is 0, and the longest one, unless the gateway's settings
+#: (gateway.watch_default_s / watch_max_s) say otherwise: for --help, which cannot ask the
+#: gateway (a unit test keeps them equal to the settings' defaults)
+WATCH_DEFAULT_S, WATCH_MAX_S = 600, 3600
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*(?:ago)?\s*$", re.I)
 
@@ -117,12 +123,19 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
                         "none: --duration bounds it)")
 
 
-def _query_args(p: argparse.ArgumentParser) -> None:
+#: ``--attr``'s help, then what the attributes do in a search or a watch
+ATTR_HELP = ("attribute, e.g. upper_color=red, backpack=yes (repeatable; several accepted "
+             "values: footwear=boots,sneakers). ")
+SEARCH_ATTR_HELP = ATTR_HELP + "Alone: an attribute query; with a text or image: re-ranks its hits"
+# cmd_watch refuses --attr beside a text or an example: a watch is one query
+WATCH_ATTR_HELP = ATTR_HELP + ("The watch's query (not together with a text, --image or --like: "
+                               "a watch is one kind of query)")
+
+
+def _query_args(p: argparse.ArgumentParser, attr_help: str) -> None:
     p.add_argument("text", nargs="?", default=None, help="what the person looks like, in words")
     p.add_argument("--attr", action="append", type=_attr, default=[], metavar="FAMILY=VALUE",
-                   help="attribute, e.g. upper_color=red, backpack=yes (repeatable; several "
-                        "accepted values: footwear=boots,sneakers). Alone: an attribute query; "
-                        "with a text or image: re-ranks its hits")
+                   help=attr_help)
     p.add_argument("--hard", action="store_true",
                    help="the attributes filter the hits (probability >= 0.5) instead of "
                         "re-ranking them")
@@ -151,7 +164,7 @@ def register(subparsers) -> None:
         description="Search the live index through the gateway; prints a table and writes a "
                     "contact sheet (HTML and PNG) of the top crops.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _query_args(p)
+    _query_args(p, SEARCH_ATTR_HELP)
     _example_args(p, "query by")
     p.add_argument("-k", "--top-k", dest="k", type=bounded(int, 1, MAX_K), default=10,
                    help=f"hits to return, 1..{MAX_K} (default 10)")
@@ -166,16 +179,21 @@ def register(subparsers) -> None:
     w = subparsers.add_parser(
         "watch", help="print matches of a standing query as new detections are indexed",
         description="A standing query: prints each newly indexed detection that scores at least "
-                    "the threshold, until Ctrl-C, --max-matches or --duration. With --image or "
-                    "--like: tells when that person appears again.")
-    _query_args(w)
+                    "the threshold, until Ctrl-C, --max-matches or the end of its duration "
+                    f"(--duration: {WATCH_DEFAULT_S} s unless given, at most {WATCH_MAX_S} s, "
+                    "as the gateway's settings say). With --image or --like: tells when that "
+                    "person appears again. --until, if given, must be in the future.")
+    _query_args(w, WATCH_ATTR_HELP)
     _example_args(w, "watch for the person of")
     w.add_argument("--threshold", type=_SCORE, required=True,
                    help="a new detection matches when its score >= this")
     w.add_argument("--max-matches", type=bounded(int, 0, UINT32_MAX), default=0,
                    help="stop after this many matches (0: no limit)")
     w.add_argument("--duration", type=bounded(int, 0, UINT32_MAX), default=0, metavar="S",
-                   help="stop after S seconds (0: the gateway's default)")
+                   help="stop after S seconds (default 0: the gateway's default, "
+                        f"gateway.watch_default_s, {WATCH_DEFAULT_S} s unless configured; the "
+                        f"gateway cuts S to its gateway.watch_max_s, {WATCH_MAX_S} s unless "
+                        "configured)")
     _connection_args(w)
     w.set_defaults(handler=cmd_watch, _parser=w)
 
@@ -289,12 +307,14 @@ def cmd_search(args) -> int:
                               "on, e.g. COLUMNS=140; the contact sheet has them too)[/]")
             if result.hits and args.sheet:
                 html, png = write_sheets(gw, result, out, query, args.sheet)
-                console.print(f"contact sheet: {html}  {png}", soft_wrap=True)
+                # paths are the user's text: "[/x]" in one is not rich markup
+                console.print(f"contact sheet: {escape(str(html))}  {escape(str(png))}",
+                              soft_wrap=True)
             elif args.sheet:
                 old = [p for p in (out / "contact_sheet.html", out / "contact_sheet.png")
                        if p.exists()]
                 console.print("no hits, so no contact sheet" + (
-                    f" (the one in {out} is from an earlier search)" if old else ""),
+                    f" (the one in {escape(str(out))} is from an earlier search)" if old else ""),
                     soft_wrap=True)
     except Unavailable as exc:
         return _unavailable(exc)
@@ -350,12 +370,20 @@ def write_sheets(gw, result, out: pathlib.Path, query: str, n: int) -> tuple[pat
             d = hit.detection
             try:
                 jpeg = _fetch_crop(gw, d.id)
-            except (NotFound, AccessDenied, ResourceExhausted) as exc:
-                # one crop the gateway cannot or will not give: a placeholder, not a lost search
+            except ResourceExhausted as exc:  # before Unavailable, its base: this crop only
+                missing.append(f"#{rank} (id {d.id}): {exc.message}")
+                jpeg = b""
+            except Unavailable:
+                raise  # the gateway or a service behind it is down: so is every later crop
+            except PedsearchError as exc:
+                # one crop the gateway cannot or will not give (gone, unreadable in its store,
+                # refused): a placeholder, not a lost search and sheet
                 missing.append(f"#{rank} (id {d.id}): {exc.message}")
                 jpeg = b""
             img = (cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
                    if jpeg else None)
+            if jpeg and img is None:
+                missing.append(f"#{rank} (id {d.id}): the stored crop is not a readable image")
             items.append({"image": img, "title": f"#{rank} {hit.score:.3f}",
                           "subtitle": f"{d.camera_id} {format_ts(d.ts_us)[11:19]}",
                           "score": hit.score, "camera": d.camera_id, "time": d.ts_us / 1e6})
@@ -365,7 +393,8 @@ def write_sheets(gw, result, out: pathlib.Path, query: str, n: int) -> tuple[pat
                         title=query)
     if missing:
         err_console.print(f"[yellow]warning:[/] {len(missing)} of {len(hits)} crops could not "
-                          "be fetched and show as 'no image' on the sheet:", soft_wrap=True)
+                          "be fetched or read and show as 'no image' on the sheet:",
+                          soft_wrap=True)
         for line in missing[:5]:
             err_console.print(f"  {escape(line)}", soft_wrap=True)
     return html, png
@@ -394,6 +423,11 @@ def cmd_watch(args) -> int:
     _check_query(args)
     if args.attr and (args.text is not None or args.image is not None or args.like is not None):
         args._parser.error("a watch is one query: a text, --attr, --image or --like")
+    if args.until is not None and args.until <= time.time() * 1e6:
+        # it would run its whole duration and never match: that reads as "nobody came"
+        args._parser.error(f"--until {format_ts(args.until)[:19]} UTC is not in the future: a "
+                           "watch sees only new detections; its time range must end in the "
+                           "future")
     _apply_mode(args)
     matches, tracks = 0, TrackLog()
     try:
@@ -417,7 +451,8 @@ def cmd_watch(args) -> int:
                             # is checked
                             established = True
                             console.print(f"watching for [bold]{escape(what)}[/] (score >= "
-                                          f"{args.threshold}) at {gw.address}; Ctrl-C to stop",
+                                          f"{args.threshold}) at {escape(gw.address)}"
+                                          f"{_watch_span(stream, args)}; Ctrl-C to stop",
                                           soft_wrap=True)
                         if isinstance(event, Heartbeat):
                             status.update(f"waiting for new detections... {event.scanned} "
@@ -439,8 +474,37 @@ def cmd_watch(args) -> int:
                 stream.cancel()
     except Unavailable as exc:
         return _unavailable(exc)
-    console.print(f"the watch ended after {matches} match(es){tracks.summary()}")
+    if args.max_matches and matches >= args.max_matches:
+        console.print(f"the watch ended after {matches} match(es){tracks.summary()} "
+                      "(--max-matches)")
+    else:  # the gateway ends a stream by itself only then, or at the end of its duration
+        console.print(f"the watch ended after {_watch_end(stream, args)}, with {matches} "
+                      f"match(es){tracks.summary()}", soft_wrap=True)
     return 0
+
+
+def _watch_span(stream, args) -> str:
+    """`` for 600 s`` (what the gateway granted; a longer --duration it cut is said so), or ""
+    from a gateway that does not say."""
+    granted, cap = stream.duration_s, stream.max_duration_s
+    if granted is None:
+        return ""
+    if args.duration > granted:
+        return (f" for {granted} s (--duration {args.duration} is beyond this gateway's limit "
+                f"of {cap if cap is not None else granted} s)")
+    return f" for {granted} s"
+
+
+def _watch_end(stream, args) -> str:
+    """Why a stream the gateway ended itself ended: its duration ran out."""
+    granted, cap = stream.duration_s, stream.max_duration_s
+    if granted is None:  # a gateway that does not say what it granted
+        return ("its duration (--duration, or the gateway's default: "
+                f"{WATCH_DEFAULT_S} s unless configured)")
+    limit = f"the gateway allows at most {cap} s" if cap is not None else "the gateway's limit"
+    if not args.duration:
+        return f"its {granted} s (the gateway's default; --duration sets another, {limit})"
+    return f"its {granted} s (--duration; {limit})"
 
 
 class TrackLog:

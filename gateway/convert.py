@@ -78,7 +78,7 @@ def parse_filter(msg: search_pb2.Filter) -> FilterParams:
     if len(cams) > MAX_CAMERAS:
         raise InvalidInput(f"filter.camera_ids lists {len(cams)} cameras; at most {MAX_CAMERAS}")
     for cam in cams:
-        if not CAMERA_ID.match(cam):
+        if not CAMERA_ID.fullmatch(cam):
             raise InvalidInput(f"filter.camera_ids: {cam[:80]!r} is not a camera id (1-64 "
                                "letters, digits or '_.:-', starting with a letter or digit)")
     since = msg.since_us if msg.HasField("since_us") else None
@@ -89,12 +89,26 @@ def parse_filter(msg: search_pb2.Filter) -> FilterParams:
     return FilterParams(cams, since, until, min_score)
 
 
+def watch_filter(msg: search_pb2.Filter, now_us: int) -> FilterParams:
+    """:func:`parse_filter` for a Watch, whose time range must also end after ``now_us``.
+
+    A watch checks only detections indexed from now on; with ``until_us`` at or before now it
+    would run its whole duration and never match, which looks like "nobody came".
+    """
+    flt = parse_filter(msg)
+    if flt.until_us is not None and flt.until_us <= now_us:
+        raise InvalidInput(f"a watch sees only new detections; its time range must end in the "
+                           f"future (filter.until_us {flt.until_us} is "
+                           f"{(now_us - flt.until_us) / 1e6:.0f} s before now)")
+    return flt
+
+
 def skip_tracks(msgs: Sequence[search_pb2.TrackRef]) -> frozenset[tuple[str, int]]:
     """Check ``WatchRequest.skip_tracks`` (valid camera ids, at most :data:`MAX_SKIP_TRACKS`)."""
     if len(msgs) > MAX_SKIP_TRACKS:
         raise InvalidInput(f"skip_tracks lists {len(msgs)} tracks; at most {MAX_SKIP_TRACKS}")
     for i, t in enumerate(msgs):
-        if not CAMERA_ID.match(t.camera_id):
+        if not CAMERA_ID.fullmatch(t.camera_id):
             raise InvalidInput(f"skip_tracks[{i}].camera_id {t.camera_id[:80]!r} is not a camera "
                                "id (1-64 letters, digits or '_.:-', starting with a letter or "
                                "digit)")

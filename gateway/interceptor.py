@@ -1,7 +1,8 @@
 """The one server interceptor every RPC passes: auth, rate limit, error mapping, metrics.
 
 Order per request: bearer token (UNAUTHENTICATED / PERMISSION_DENIED), then the client's rate
-limit (RESOURCE_EXHAUSTED with a ``retry-after-ms`` trailer), then the request's bytes (a message
+limit (RESOURCE_EXHAUSTED with a ``retry-after-ms`` trailer; the client is its verified token,
+or its peer host when the gateway checks no tokens), then the request's bytes (a message
 that does not parse is INVALID_ARGUMENT: grpc itself would answer INTERNAL), then the handler.
 Whatever the handler raises is mapped by :func:`gateway.status.code_for`: pedsearch errors to
 their codes with their message, anything else to INTERNAL with the traceback logged -- an escaped
@@ -62,7 +63,10 @@ class GatewayInterceptor(grpc.ServerInterceptor):
                context: grpc.ServicerContext) -> None:
         self.auth.check(full, token)
         if self.limiter is not None and self.limiter.enabled:
-            self.limiter.check(client_key(token, context.peer()))
+            # only a token the gateway checked names a client: with auth off, any made-up token
+            # would pass, and a fresh one per request would get a fresh bucket each time
+            verified = token if self.auth.enabled else None
+            self.limiter.check(client_key(verified, context.peer()))
         if isinstance(request, Undecodable):
             raise InvalidInput(f"the {name} request is not a valid protobuf message "
                                f"({request.why}); build it from this gateway's .proto files")

@@ -1,6 +1,8 @@
 """Per-client rate limit kept in Redis: a token bucket shared by every gateway replica.
 
-A client is its bearer token (hashed, never stored in clear) or, without one, its peer host.
+A client is its bearer token (hashed, never stored in clear) when the gateway checks tokens,
+else its peer host: a token nobody verified is whatever the caller chose to send, and a new one
+per request would get a new, full bucket each time.
 The bucket holds up to ``burst`` requests and refills at ``rate_per_s``; one Lua script reads,
 refills, takes and writes the bucket atomically, with Redis' own clock, so several gateways
 behind a load balancer share one limit and their clocks need not agree.
@@ -58,7 +60,11 @@ return {allowed, wait}
 
 
 def client_key(token: str | None, peer: str) -> str:
-    """``token:<sha256 prefix>`` for a token, else ``peer:<host>`` (port dropped)."""
+    """``token:<sha256 prefix>`` for a token, else ``peer:<host>`` (port dropped).
+
+    Pass only a token the gateway verified (None while auth is off): an unverified one is a
+    key the caller picks, so it could dodge the limit by sending a new one each time.
+    """
     if token:
         return "token:" + hashlib.sha256(token.encode()).hexdigest()[:24]
     # grpc peers look like ipv4:127.0.0.1:5555, ipv6:[::1]:5555, unix:/path

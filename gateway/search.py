@@ -240,7 +240,7 @@ def filter_expression(cameras: Sequence[str] = (), since_us: int | None = None,
     parts = []
     if cameras:
         for cam in cameras:
-            if not isinstance(cam, str) or not CAMERA_ID.match(cam):
+            if not isinstance(cam, str) or not CAMERA_ID.fullmatch(cam):
                 raise InvalidInput(f"camera id {cam!r} is invalid: 1-64 letters, digits or "
                                    "'_.:-', starting with a letter or digit")
         parts.append("camera_id in [" + ", ".join(f'"{c}"' for c in cameras) + "]")

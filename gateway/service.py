@@ -30,9 +30,10 @@ from gateway.convert import (
     parse_filter,
     skip_tracks,
     top_k,
+    watch_filter,
 )
 from gateway.search import Constraint, Searcher, TextQuery, no_index
-from gateway.status import DeadlineExceeded
+from gateway.status import WATCH_DURATION_KEY, WATCH_MAX_KEY, DeadlineExceeded
 from gateway.watch import Heartbeat, WatchQuery, WatchSlots, run_watch
 from pedsearch.bundle import Bundle
 from pedsearch.config import Settings
@@ -342,6 +343,9 @@ class SearchService(search_pb2_grpc.SearchServicer):
             except (NotFound, InvalidInput) as exc:
                 raise NotFound(f"detection {request.id} exists but its crop is missing: "
                                f"{exc.message}") from None
+            except NotReady as exc:  # there but unreadable: FAILED_PRECONDITION, not INTERNAL
+                raise NotReady(f"detection {request.id} exists but its crop cannot be read: "
+                               f"{exc.message}") from None
         return search_pb2.GetDetectionResponse(detection=detection_proto(hit, bundle.schema),
                                                crop_jpeg=crop)
 
@@ -371,6 +375,10 @@ class SearchService(search_pb2_grpc.SearchServicer):
         query = self._watch_query(request, bundle)
         release = self.watches.acquire()
         context.add_callback(release)  # frees the slot even if the generator is never resumed
+        # how long it runs, and the cap a longer max_duration_s was cut to: the client can say
+        # so when the stream ends (otherwise an end at the duration looks like a dropped watch)
+        context.send_initial_metadata(((WATCH_DURATION_KEY, str(int(query.duration_s))),
+                                       (WATCH_MAX_KEY, str(self.cfg.watch_max_s))))
         try:
             events = run_watch(query, feed=self.feed, schema=bundle.schema,
                                is_active=context.is_active, stopping=self.stopping,
@@ -390,7 +398,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
             raise InvalidInput("Watch needs a query: set text, attributes or image")
         threshold = finite(request.threshold, "threshold", low=-MAX_ABS_THRESHOLD,
                            high=MAX_ABS_THRESHOLD)
-        flt = parse_filter(request.filter)
+        flt = watch_filter(request.filter, int(time.time() * 1e6))
         duration = request.max_duration_s or self.cfg.watch_default_s
         duration = min(duration, self.cfg.watch_max_s)
         constraints: list[Constraint] = []

@@ -26,6 +26,10 @@ from pedsearch.errors import (
 #: trailing metadata on every error status the gateway answers itself: a client tells the
 #: gateway's UNAVAILABLE ("Milvus is down") from gRPC's own (the gateway cannot be reached)
 ORIGIN_KEY, ORIGIN_GATEWAY = "pedsearch-origin", "gateway"
+#: initial metadata of a Watch stream: the seconds it will run (its max_duration_s, or the
+#: gateway's default, capped) and the most this gateway allows, so a client can say why the
+#: stream ended and that a longer duration it asked for was cut
+WATCH_DURATION_KEY, WATCH_MAX_KEY = "pedsearch-watch-duration-s", "pedsearch-watch-max-s"
 #: the largest query image (SearchImage) the gateway takes; the client checks it before sending
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
 
@@ -43,8 +47,9 @@ _CODES: tuple[tuple[type[PedsearchError], grpc.StatusCode], ...] = (
     (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
-__all__ = ["MAX_IMAGE_BYTES", "ORIGIN_GATEWAY", "ORIGIN_KEY", "DeadlineExceeded",
-           "PermissionDenied", "ResourceExhausted", "Unauthenticated", "code_for"]
+__all__ = ["MAX_IMAGE_BYTES", "ORIGIN_GATEWAY", "ORIGIN_KEY", "WATCH_DURATION_KEY",
+           "WATCH_MAX_KEY", "DeadlineExceeded", "PermissionDenied", "ResourceExhausted",
+           "Unauthenticated", "code_for"]
 
 
 def code_for(exc: BaseException) -> grpc.StatusCode:

@@ -29,7 +29,7 @@ SCHEMA_FILE = pathlib.Path(__file__).with_name("attribute_schema.yaml")
 #: weight of CMAAM's attribute similarity beside the latent one for text queries (Eq. 19 adds
 #: the two: weight 1); :func:`latent_attribute_score`
 DEFAULT_TEXT_ATTRIBUTE_WEIGHT = 1.0
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME = re.compile(r"\A[a-z][a-z0-9_]*\Z")
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ MANIFEST = "bundle.json"
 VOCAB_FILE = "vocab.json"
 #: weight file of each part
 PART_FILES = {"image": "image.pt", "text": "text.pt", "attributes": "concept.pt"}
-VERSION_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+VERSION_PATTERN = re.compile(r"\A[A-Za-z][A-Za-z0-9_]{0,63}\Z")
 CREATE_HINT = "create one with `pedsearch train --config ... --export`"
 #: how weights may be stored (``save_bundle(weights_dtype=...)``)
 WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}

@@ -31,8 +31,10 @@ except ImportError:  # pragma: no cover -- older 2.x
 from pedsearch.errors import ConfigError
 
 ENV_PREFIX = "PEDSEARCH_"
-#: what a camera id may be, in frames, configuration and queries alike
-CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+#: what a camera id may be, in frames, configuration and queries alike. Anchored with ``\Z``
+#: and tested with ``fullmatch``: ``$`` also accepts a trailing newline ("gate-3\n"), which
+#: then breaks the Milvus filter expression the id is quoted into
+CAMERA_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
 CONFIG_ENV = "PEDSEARCH_CONFIG"
 
 log = logging.getLogger("pedsearch.config")
@@ -226,7 +228,9 @@ class GatewayConfig(Strict):
     tls_cert: pathlib.Path | None = Field(None, description="PEM certificate chain; enables TLS")
     tls_key: pathlib.Path | None = Field(None, description="PEM private key of tls_cert")
     rate_limit_per_s: float = Field(
-        50.0, ge=0, le=1e6, description="requests per second per client (token or peer); 0 = off"
+        50.0, ge=0, le=1e6,
+        description="requests per second per client (its token when tokens are checked, else its "
+        "host); 0 = off",
     )
     rate_limit_burst: int = Field(100, ge=1, le=1_000_000, description="bucket size")
     max_watches: int = Field(64, ge=0, le=100_000, description="concurrent Watch streams")
@@ -299,7 +303,7 @@ class Settings(BaseSettings):
     @classmethod
     def _camera_ids(cls, cameras: dict[str, CameraConfig]) -> dict[str, CameraConfig]:
         # an id no frame can carry would configure nothing, silently
-        bad = [cam for cam in cameras if not CAMERA_ID.match(cam)]
+        bad = [cam for cam in cameras if not CAMERA_ID.fullmatch(cam)]
         if bad:
             raise ValueError(f"camera ids {bad} are invalid: 1-64 letters, digits or '_.:-', "
                              "starting with a letter or digit (as in the frames' camera_id)")

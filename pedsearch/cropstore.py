@@ -14,9 +14,10 @@ import re
 import tempfile
 import time
 
-from pedsearch.errors import InvalidInput, NotFound
+from pedsearch.errors import InvalidInput, NotFound, NotReady
 
-_REF = re.compile(r"^[A-Za-z0-9_.:-]+/\d{10}/-?\d+\.jpg$")
+#: a crop reference (``\Z``, not ``$``, which would let a trailing newline through)
+_REF = re.compile(r"\A[A-Za-z0-9_.:-]+/\d{10}/-?\d+\.jpg\Z")
 
 
 class CropStore:
@@ -35,7 +36,7 @@ class CropStore:
         return f"{camera_id}/{hour}/{int(detection_id)}.jpg"
 
     def _path(self, ref: str) -> pathlib.Path:
-        if not _REF.match(ref):
+        if not _REF.fullmatch(ref):
             raise InvalidInput(f"crop reference {ref!r} is malformed")
         return self.root / ref
 
@@ -53,10 +54,27 @@ class CropStore:
         return ref
 
     def get(self, ref: str) -> bytes:
+        """The JPEG of ``ref``.
+
+        Raises:
+            InvalidInput: ``ref`` is malformed.
+            NotFound: no crop file at its path (none, or a folder in its place).
+            NotReady: the file is there but cannot be read (permissions, an I/O error of a
+                shared file system): the store needs fixing, which a caller should hear as
+                such, not as a bug of its own (an escaped OSError is INTERNAL in the gateway).
+        """
+        path = self._path(ref)
         try:
-            return self._path(ref).read_bytes()
-        except FileNotFoundError:
+            return path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f"crop {ref} is not in the crop store at {self.root}") from None
+        except IsADirectoryError:
+            raise NotFound(f"crop {ref} is not in the crop store at {self.root}: {path} is a "
+                           "folder, not a crop file") from None
+        except OSError as exc:
+            raise NotReady(f"crop {ref} cannot be read from the crop store: {path}: "
+                           f"{exc.strerror or exc}; check that this process can read "
+                           "paths.crops_dir") from None
 
     def exists(self, ref: str) -> bool:
         return self._path(ref).is_file()

@@ -38,7 +38,7 @@ class PoisonMessage(InvalidInput):
 
 def check_camera_id(camera_id: str) -> str:
     """Raise :class:`InvalidInput` unless ``camera_id`` is 1-64 of ``[A-Za-z0-9_.:-]``."""
-    if not CAMERA_ID.match(camera_id or ""):
+    if not CAMERA_ID.fullmatch(camera_id or ""):
         raise InvalidInput(
             f"camera id {camera_id!r} is invalid: use 1-64 letters, digits, '_', '.', ':' or '-', "
             "starting with a letter or digit"
@@ -105,7 +105,7 @@ def parse_frame(value: bytes | None, *, key: bytes | None, max_bytes: int) -> fr
             f"format_version {frame.format_version} is not supported "
             f"(supported: {sorted(SUPPORTED_VERSIONS)}); upgrade the workers or the camera",
         )
-    if not CAMERA_ID.match(frame.camera_id):
+    if not CAMERA_ID.fullmatch(frame.camera_id):
         raise PoisonMessage("bad_camera_id", f"camera id {frame.camera_id!r} is invalid")
     if key is not None and key.decode("utf-8", "replace") != frame.camera_id:
         raise PoisonMessage(

@@ -36,7 +36,7 @@ log = logging.getLogger("pedsearch.schema")
 CAMERA_ID_MAX = 64
 CROP_REF_MAX = 512
 MODEL_VERSION_MAX = 64
-_COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+_COLLECTION_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,254}\Z")
 
 SCALAR_FIELDS = (
     "id", "camera_id", "ts_us", "track_id", "frame_seq", "box_x", "box_y", "box_w", "box_h",

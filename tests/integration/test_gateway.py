@@ -39,6 +39,7 @@ from pymilvus import MilvusClient
 from deploy.demo import person_of
 from deploy.rollout import rollout, unstage
 from gateway.server import create_server
+from gateway.status import WATCH_DURATION_KEY, WATCH_MAX_KEY
 from pedsearch.bundle import load_bundle
 from pedsearch.config import ENV_PREFIX, Settings
 from pedsearch.cropstore import CropStore
@@ -445,6 +446,10 @@ BAD_INPUTS = {
         CODE.INVALID_ARGUMENT),
     "camera id empty": ("SearchText", search_pb2.SearchTextRequest(
         text="a man", filter=search_pb2.Filter(camera_ids=[""])), CODE.INVALID_ARGUMENT),
+    # "$" matched before a final newline: the id reached Milvus, whose parser failed on it
+    "camera id newline": ("SearchText", search_pb2.SearchTextRequest(
+        text="a man", filter=search_pb2.Filter(camera_ids=["gate-3\n"])),
+        CODE.INVALID_ARGUMENT),
     "min_score nan": ("SearchText", search_pb2.SearchTextRequest(
         text="a man", filter=search_pb2.Filter(min_score=NAN)), CODE.INVALID_ARGUMENT),
     "min_score inf": ("SearchText", search_pb2.SearchTextRequest(
@@ -526,6 +531,13 @@ BAD_INPUTS = {
         threshold=0.5), CODE.INVALID_ARGUMENT),
     "watch bad camera": ("Watch", search_pb2.WatchRequest(
         text="a man", threshold=0.5, filter=search_pb2.Filter(camera_ids=["-x"])),
+        CODE.INVALID_ARGUMENT),
+    "watch camera newline": ("Watch", search_pb2.WatchRequest(
+        text="a man", threshold=0.5, filter=search_pb2.Filter(camera_ids=["gate-3\n"])),
+        CODE.INVALID_ARGUMENT),
+    # a watch sees only detections indexed from now on: a range that has ended never matches
+    "watch until past": ("Watch", search_pb2.WatchRequest(
+        text="a man", threshold=0.5, filter=search_pb2.Filter(until_us=1)),
         CODE.INVALID_ARGUMENT),
 }
 
@@ -805,6 +817,26 @@ def test_watch_ends_cleanly_when_the_client_cancels(indexed):
         time.sleep(0.1)
     assert service.watches.open == before
     assert health_of(indexed.health) == "SERVING"
+
+
+def test_a_watch_is_told_its_duration_and_ends_cleanly_when_it_runs_out(indexed):
+    """The stream's initial metadata says how long it runs and the gateway's cap (a longer
+    max_duration_s is cut to it), so a client can say why a stream that simply ended did."""
+    cap = indexed.server.service.cfg.watch_max_s
+    short = WatchReader(indexed.stub, search_pb2.WatchRequest(text="a man", threshold=0.99,
+                                                              max_duration_s=1))
+    assert short.next().WhichOneof("event") == "heartbeat"
+    meta = dict(short.call.initial_metadata())
+    assert (meta[WATCH_DURATION_KEY], meta[WATCH_MAX_KEY]) == ("1", str(cap))
+    short.thread.join(timeout=15)
+    assert short.code == CODE.OK
+    long = WatchReader(indexed.stub, search_pb2.WatchRequest(text="a man", threshold=0.99,
+                                                             max_duration_s=cap + 1))
+    try:
+        assert long.next().WhichOneof("event") == "heartbeat"
+        assert dict(long.call.initial_metadata())[WATCH_DURATION_KEY] == str(cap)
+    finally:
+        long.call.cancel()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import cv2
+import grpc
 import numpy as np
 import pytest
 
@@ -18,8 +19,10 @@ from gateway.convert import (
     parse_filter,
     skip_tracks,
     top_k,
+    watch_filter,
 )
 from gateway.search import Hit
+from gateway.status import code_for
 from pedsearch.attributes import AttributeSchema
 from pedsearch.errors import InvalidInput
 from pedsearch.v1 import search_pb2
@@ -58,6 +61,28 @@ def test_parse_filter():
         parse_filter(search_pb2.Filter(min_score=float("nan")))
     with pytest.raises(InvalidInput, match="at most 1000"):
         parse_filter(search_pb2.Filter(camera_ids=[f"c{i}" for i in range(1001)]))
+
+
+def test_a_camera_id_with_a_trailing_newline_is_refused():
+    """``$`` matches before a final newline: 'gate-3\\n' would pass the check and then break
+    the Milvus filter it is quoted into, answered as UNAVAILABLE instead of INVALID_ARGUMENT."""
+    with pytest.raises(InvalidInput, match=r"filter.camera_ids: 'gate-3\\n' is not a camera id"):
+        parse_filter(search_pb2.Filter(camera_ids=["gate-3\n"]))
+    with pytest.raises(InvalidInput, match=r"skip_tracks\[0\].camera_id 'gate-3\\n'"):
+        skip_tracks([search_pb2.TrackRef(camera_id="gate-3\n", track_id=1)])
+    assert code_for(InvalidInput("x")) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_watch_time_range_must_end_in_the_future():
+    now = 1_800_000_000_000_000
+    assert watch_filter(search_pb2.Filter(until_us=now + 1), now).until_us == now + 1
+    assert watch_filter(search_pb2.Filter(since_us=now - 10**9), now).since_us == now - 10**9
+    for until in (now, now - 60 * 10**6, 0):
+        with pytest.raises(InvalidInput, match="a watch sees only new detections; its time "
+                                               "range must end in the future"):
+            watch_filter(search_pb2.Filter(until_us=until), now)
+    with pytest.raises(InvalidInput, match="inverted"):  # the search checks still apply
+        watch_filter(search_pb2.Filter(since_us=now + 2, until_us=now + 1), now)
 
 
 def test_skip_tracks():

@@ -33,9 +33,21 @@ class Failing(search_pb2_grpc.SearchServicer):
         raise Unavailable("redis went away")
 
 
-def serve(tokens):
+class KeyLog:
+    """A rate limiter that admits everything and records the client key of each request."""
+
+    enabled = True
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    def check(self, client: str) -> None:
+        self.keys.append(client)
+
+
+def serve(tokens, limiter=None):
     server = grpc.server(futures.ThreadPoolExecutor(4), interceptors=[
-        GatewayInterceptor(auth=TokenAuth(tokens), limiter=None)])
+        GatewayInterceptor(auth=TokenAuth(tokens), limiter=limiter)])
     search_pb2_grpc.add_SearchServicer_to_server(Failing(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -117,3 +129,23 @@ def test_bytes_that_are_not_the_request_message_are_invalid_argument():
     finally:
         channel.close()
         server.stop(None)
+
+
+@pytest.mark.parametrize("tokens, distinct", [({}, 1), ({"t-a": ["*"], "t-b": ["*"]}, 2)])
+def test_the_rate_limit_keys_on_a_token_only_when_auth_checked_it(tokens, distinct):
+    """With auth off a token is whatever the caller sends: made-up ones must not buy fresh
+    buckets, so the peer is the client; with auth on each verified token has its own."""
+    log = KeyLog()
+    server, channel, stub = serve(tokens, limiter=log)
+    try:
+        for token in ("t-a", "t-b"):
+            stub.ListCameras(search_pb2.ListCamerasRequest(), timeout=10,
+                             metadata=(("authorization", f"Bearer {token}"),))
+    finally:
+        channel.close()
+        server.stop(None)
+    assert len(log.keys) == 2 and len(set(log.keys)) == distinct
+    if not tokens:
+        assert log.keys == ["peer:127.0.0.1"] * 2
+    else:
+        assert all(k.startswith("token:") for k in log.keys)

@@ -106,6 +106,6 @@ def test_filter_expression():
     assert filter_expression((), 2**63 - 1, None) == f"ts_us >= {2**62}"
     with pytest.raises(InvalidInput, match="inverted"):
         filter_expression((), 10, 9)
-    for bad in ('a" or 1==1', "", "-x", "a" * 65):
+    for bad in ('a" or 1==1', "", "-x", "a" * 65, "gate-3\n"):
         with pytest.raises(InvalidInput, match="camera id"):
             filter_expression([bad])

@@ -81,3 +81,10 @@ def test_an_unknown_field_in_the_environment_is_an_error(monkeypatch):
     monkeypatch.setenv("PEDSEARCH_MILVUS__URL", "http://m:19530")  # a typo of URI
     with pytest.raises(ConfigError, match="milvus.url"):
         load_settings()
+
+
+def test_a_camera_id_with_a_trailing_newline_is_refused(tmp_path):
+    # a quoted YAML key keeps its escaped newline; "$" would have let it through
+    (tmp_path / "c.yaml").write_text('cameras:\n  "gate-3\\n": {}\n')
+    with pytest.raises(ConfigError, match="camera ids"):
+        load_settings(tmp_path / "c.yaml")

@@ -60,3 +60,11 @@ def test_poison_reasons():
 def test_bad_camera_id_on_the_camera_side():
     with pytest.raises(InvalidInput, match="camera id"):
         make_frame(camera_id="", seq=0, image=_image())
+    # "$" would match before the newline: the id must match as a whole
+    with pytest.raises(InvalidInput, match="camera id"):
+        make_frame(camera_id="gate-3\n", seq=0, image=_image())
+
+
+def test_a_camera_id_with_a_trailing_newline_is_poison():
+    f = _frame(); f.camera_id = "cam-1\n"
+    assert _reason(f.SerializeToString(), key=None) == "bad_camera_id"
