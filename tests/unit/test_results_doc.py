@@ -234,3 +234,26 @@ def test_the_shipped_section_says_how_its_text_queries_are_served(results):
     text = " ".join(results.shipped_section(shipped))
     assert "no longer among `training/configs/`" in text
     assert "serves its text queries by the cosine alone (w = 0)" in text
+
+
+def test_the_baselines_paragraph_says_what_each_interval_decides(results):
+    def diff(metric, base, served, low, high):
+        return {"metric": metric, "baseline": base, "candidate": served, "low": low,
+                "high": high, "queries": 2000, "clusters": 600,
+                "verdict": "better" if low > 0 else "worse" if high < 0 else "not decided"}
+
+    baselines = {"peta": {"images": 2076.0, "ids": 638.0, "differences": [
+        diff("text_served vs textpred R@1", 0.197, 0.181, -0.063, 0.032),
+        diff("text_served vs textpred mAP", 0.231, 0.245, -0.013, 0.041),
+        diff("attrsoft vs attrpred R@1", 0.134, 0.15, -0.014, 0.045),
+        diff("attrsoft vs attrpred mAP", 0.178, 0.218, 0.02, 0.06)]},
+        "synthetic": {"images": 240.0, "ids": 60.0, "differences": [
+            diff("text_served vs textpred R@1", 0.433, 0.702, 0.179, 0.36),
+            diff("text_served vs textpred mAP", 0.441, 0.625, 0.133, 0.237)]}}
+    text = "\n".join(results.baselines_paragraph(baselines))
+    assert ("| peta | 2076 / 638 | text_served vs textpred R@1 | 19.7 | 18.1 | -1.6 [-6.3, +3.2] "
+            "| 2000 / 600 | not decided |") in text
+    assert "- synthetic, text queries: the model as served clearly beats it (R@1 and mAP)." in text
+    assert "- peta, text queries: the model as served cannot be told from it" in text
+    assert "- peta, attribute queries: the model as served beats it on one of R@1 / mAP" in text
+    assert results.baselines_paragraph({}) == []
