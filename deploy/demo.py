@@ -1,6 +1,6 @@
 """``pedsearch demo``: the whole system on one machine, scored against a scene's ground truth.
 
-1. starts the embedded stack (Kafka-API broker, Milvus, Redis) on free loopback ports;
+1. starts the embedded stack (Kafka-API broker, Milvus, Redis) on free ports;
 2. renders a synthetic scene of several cameras with known people and publishes its frames;
 3. runs the ingest workers on Ray (detect, track, crop, embed, index) until the stream drains;
 4. starts the gRPC gateway (in this process, on a free port) and asks it, through the client
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import shlex
 import signal
 import threading
@@ -57,9 +58,12 @@ def register(subparsers) -> None:
 def _check(args) -> None:
     from pedsearch.errors import InvalidInput
 
-    for name, low in (("cameras", 1), ("people", 1), ("queries", 1)):
-        if getattr(args, name) < low:
-            raise InvalidInput(f"--{name} must be >= {low}")
+    # the scene's own bounds (pedsearch.synthetic.scene.SceneConfig), checked before the stack
+    # starts rather than by a validation error after it
+    for name, low, high in (("cameras", 1, 64), ("people", 1, 10_000), ("queries", 1, 10_000),
+                            ("seed", 0, 2**32 - 1)):
+        if not low <= getattr(args, name) <= high:
+            raise InvalidInput(f"--{name} must be {low}..{high}, not {getattr(args, name)}")
     if not 5 <= args.duration <= 3600:
         raise InvalidInput("--duration must be 5..3600 seconds")
     if not 0.5 <= args.fps <= 30:
@@ -82,12 +86,34 @@ def train_bundle(bundle_path: pathlib.Path, args) -> None:
                        f"--config default.yaml --export {bundle_path}` or drop --no-train")
     cmd = [sys.executable, "-c", "import sys; from pedsearch.cli import main; sys.exit(main())",
            "train", "--config", args.train_config, "--export", str(bundle_path),
-           "--output-dir", str(pathlib.Path(args.out).absolute() / "training")]
+           "--output-dir", str(pathlib.Path(args.out).absolute() / "training"),
+           # one scratch run per bundle, started afresh: an earlier demo's run (another bundle,
+           # or one interrupted) must not stop this one with "run folder already exists"
+           "--run-name", "demo-" + (re.sub(r"[^A-Za-z0-9_-]", "_", bundle_path.name) or "bundle"),
+           "--overwrite"]
     console.print(f"[yellow]no model bundle at {bundle_path}[/]: training one first with\n  "
                   f"pedsearch train --config {args.train_config} --export {bundle_path}")
     # its own process: the training job owns its Ray session and progress display
     if subprocess.call(cmd) != 0 or not (bundle_path / "bundle.json").exists():
         raise NotReady(f"training a bundle into {bundle_path} failed (its output is above)")
+
+
+def _fresh_demo_data(out: pathlib.Path) -> None:
+    """Start the demo's own stack data and crops afresh: an earlier demo's index would answer
+    this scene's queries with another scene's people (or another model version's). A stack
+    still running there (``--keep-running``) is left alone; ``stack.up`` then says so."""
+    import shutil
+
+    from deploy._state import read_state, state_path
+    from deploy.stack import service_alive
+
+    state = read_state(state_path(out / "stack"))
+    if state is not None and any(service_alive(s) for s in state.services.values()):
+        return
+    for folder in (out / "stack", out / "crops"):
+        if folder.exists():
+            console.print(f"starting afresh: removing the previous demo's {folder}")
+            shutil.rmtree(folder)
 
 
 def _stop_on_signals() -> None:
@@ -123,6 +149,8 @@ def cmd_demo(args) -> int:
     # the gateway loads the bundle; here only its version is shown (and a missing one caught)
     console.print(f"model bundle {read_manifest(bundle_path)['version']} ({bundle_path})")
 
+    if not args.data_dir:
+        _fresh_demo_data(out)
     settings = load_settings(args.config, stack={
         "data_dir": str(pathlib.Path(args.data_dir).absolute() if args.data_dir else out / "stack"),
         "kafka_port": 0, "milvus_port": 0, "redis_port": 0,
@@ -213,6 +241,12 @@ def _run_queries(gateway: str, args, scene, truth, crops: int, out: pathlib.Path
     from pedsearch.synthetic.captions import describe
 
     seen = sorted({pid for frames in truth.values() for f in frames for pid, _ in f})
+    if not seen or not crops:
+        from pedsearch.errors import NotReady
+
+        raise NotReady(f"the scene showed {len(seen)} people and the workers stored {crops} "
+                       "crops: nothing to search for; give the people time to walk past "
+                       "(raise --duration, --fps or --people)")
     rng = np.random.default_rng(args.seed)
     chosen = [int(x) for x in rng.permutation(seen)[: args.queries]]
     queries, sheet, rows = [], [], []

@@ -258,6 +258,11 @@ def rollout(cols: DetectionCollections, crops: CropStore, bundle: Bundle, *,
     previous = cols.resolve_alias()
     stats = CopyStats()
     if copy and previous is not None and previous != target:
+        if not crops.root.is_dir() and not force:
+            # every row would be "without a crop", and the alias would move to an empty index
+            raise NotReady(f"the crop store {crops.root} is not a folder here, so no detection "
+                           "could be re-embedded: point paths.crops_dir at the workers' crop "
+                           "store (the same path, or a shared volume), or pass --force")
         done = _stamps(cols.client, target)
 
         def run(title: str) -> CopyStats:
@@ -271,6 +276,13 @@ def rollout(cols: DetectionCollections, crops: CropStore, bundle: Bundle, *,
         # the second pass takes what the old workers wrote while the first one ran
         stats.add(run("copying those that arrived meanwhile"))
     switched = switch and previous != target
+    lost = stats.missing_crop + stats.bad_crop
+    if switched and not force and lost > stats.copied + stats.present:
+        raise NotReady(f"the alias was not moved: {lost} of the "
+                       f"{lost + stats.copied + stats.present} detections had no readable crop "
+                       f"in {crops.root}, so the new index would lose most of the history. Point "
+                       "paths.crops_dir at the workers' crop store and run the command again "
+                       "(the copy is kept), or pass --force to switch anyway")
     if switched:
         # every query goes here once the alias moves: compact and index what was just written
         # first, so the first queries do not scan unindexed rows by brute force and the bulk of

