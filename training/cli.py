@@ -68,7 +68,8 @@ def register(subparsers: Any) -> None:
                    "training config's split as it trained, a data set folder's own split "
                    "(its file's), none for 'peta'")
     p.add_argument("--out", default=None, metavar="DIR",
-                   help="results folder (default runs/eval/<bundle version>-<split>)")
+                   help="results folder (default runs/eval/<bundle version>-<split>, then "
+                   "the --data, --source and --max-images given)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--source", default=None, metavar="NAME",
                    help="only images of this data set (peta, synthetic, market1501, ...): with "
