@@ -452,15 +452,20 @@ def _culprits(exc: pydantic.ValidationError, path: str | os.PathLike[str] | None
 
 
 def _apply_overrides(model: pydantic.BaseModel, overrides: Mapping[str, Any]) -> None:
-    """Set ``overrides`` (nested section mappings) on ``model``, each value validated."""
+    """Set ``overrides`` (mappings of sections) on ``model``.
+
+    A section is validated whole, its current values merged with the overrides, so checks
+    across its fields (``kafka.dlq_topic`` differs from ``frames_topic``) see the final values
+    and plug-in keys of a detector spec pass as they do in a file.
+    """
     for key, value in overrides.items():
         if key not in type(model).model_fields:
             raise ConfigError(f"unknown setting {key!r}")
         current = getattr(model, key)
         if isinstance(current, pydantic.BaseModel) and isinstance(value, Mapping):
-            _apply_overrides(current, value)
-        else:  # validated with the field's own validators, also where assignments are not
-            model.__pydantic_validator__.validate_assignment(model, key, value)
+            value = deep_merge(current.model_dump(), value)
+        # validated with the field's own validators, also where assignments are not
+        model.__pydantic_validator__.validate_assignment(model, key, value)
 
 
 def _beside_checkout(name: str) -> pathlib.Path | None:

@@ -130,8 +130,9 @@ def cmd_camera(args) -> int:
             s = publisher.stats
             progress.update(task, completed=s.sent, rate=s.rate, failed=s.failed)
     s = publisher.stats
+    oversized = f" ({s.oversized} over kafka.max_message_bytes)" if s.oversized else ""
     console.print(f"published {s.acked}/{s.sent} frames ({s.bytes / 1e6:.1f} MB) from "
-                  f"{len(s.per_camera)} camera(s); {s.failed} failed")
+                  f"{len(s.per_camera)} camera(s); {s.failed} failed{oversized}")
     if stream is not None:
         console.print(f"stream {source.url}: {stream.summary()}")
     return 1 if s.failed else 0

@@ -16,7 +16,9 @@ Delivery guarantee (no frame lost, no detection stored twice):
    overwrite instead of duplicating.
 
 Poison messages go to the dead-letter topic with the reason and their original
-topic/partition/offset in headers, and count as processed.
+topic/partition/offset in headers, and count as processed. A record too large to forward whole
+goes with a prefix of its bytes (or, if even that is refused, with its headers alone), so that
+no record can stop its partition.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from typing import Any, Callable, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import (
+    CommitFailedError, KafkaError, MessageSizeTooLargeError, RecordListTooLargeError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from pedsearch.config import Settings
@@ -45,6 +49,14 @@ log = logging.getLogger("pedsearch.workers")
 
 STATE_KEY = "pedsearch:state:{group}:{topic}:{partition}"
 STATE_FORMAT = 1
+#: what a dead letter keeps of a record too large to forward whole: the envelope's small fields
+#: (version, camera, seq, timestamp, size) come before the JPEG, so a prefix identifies it
+DLQ_PREFIX_BYTES = 16 * 1024
+#: the key of such a dead letter is cut to this (a camera id is at most 64 bytes)
+DLQ_KEY_BYTES = 256
+#: room the dead-letter producer leaves beside ``kafka.max_message_bytes`` for key and headers
+DLQ_OVERHEAD_BYTES = 4096
+_SIZE_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
 class Sink(Protocol):
@@ -69,6 +81,9 @@ class PartitionState:
 
     next_offset: int | None = None
     cameras: dict[str, CameraPipeline] = field(default_factory=dict)
+    #: where the consumer was sent on assignment (not saved): a first record below it means
+    #: the broker reset the position, i.e. this snapshot is of an earlier life of the topic
+    resumed_at: int | None = None
 
     def to_bytes(self) -> bytes:
         payload = {
@@ -147,6 +162,10 @@ class ConsumerLoop:
         self._camera_seen: dict[tuple[TopicPartition, str], float] = {}
         self.consumer: KafkaConsumer | None = None
         self.dlq: KafkaProducer | None = None
+        # dead letters the broker refused as too large (its limit for the dead-letter topic
+        # can be below kafka.max_message_bytes): sent again with headers alone before the
+        # checkpoint commits past them. Appended on kafka-python's IO thread.
+        self._refused_letters: deque[tuple[bytes | None, list[tuple[str, bytes]], int]] = deque()
 
     # -- Kafka wiring ---------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -168,7 +187,7 @@ class ConsumerLoop:
         self.consumer.subscribe([k.frames_topic], listener=_Rebalance(self))
         self.dlq = KafkaProducer(
             bootstrap_servers=k.bootstrap_servers.split(","), acks="all",
-            max_request_size=k.max_message_bytes + 4096,
+            max_request_size=k.max_message_bytes + DLQ_OVERHEAD_BYTES,
         )
 
     def close(self) -> None:
@@ -213,7 +232,8 @@ class ConsumerLoop:
                 # earlier if a stateful detector must re-learn from the frames before it
                 replay = [c.replay_from for c in state.cameras.values()
                           if c.replay_from is not None]
-                self.consumer.seek(tp, min([state.next_offset, *replay]))
+                state.resumed_at = min([state.next_offset, *replay])
+                self.consumer.seek(tp, state.resumed_at)
             log.info("%s: assigned %s (resume at %s)", self.worker_id, tp,
                      state.next_offset if state.next_offset is not None else "committed")
         self.metrics.assigned.set(len(self.states))
@@ -248,11 +268,22 @@ class ConsumerLoop:
     def handle(self, tp: TopicPartition, msg) -> None:
         t0 = time.perf_counter()
         state = self.states.setdefault(tp, PartitionState())
+        if state.resumed_at is not None:
+            if msg.offset < state.resumed_at:
+                # the seek was out of range and the broker reset the position: the topic was
+                # recreated (a new broker, a deleted topic), and skipping its records up to the
+                # old offset as "already processed" would lose them without a word
+                log.warning("%s: %s starts at offset %d, below the checkpoint's %d: the topic "
+                            "was recreated since; its checkpoint is dropped and its frames "
+                            "processed afresh", self.worker_id, tp, msg.offset, state.resumed_at)
+                state = self.states[tp] = PartitionState()
+            state.resumed_at = None
         if state.next_offset is not None and msg.offset < state.next_offset:
             self._rewarm(state, msg)  # before the checkpoint: already processed
             return
         try:
-            decoded = decode_frame(msg.value, key=msg.key, max_bytes=self.kcfg.max_message_bytes)
+            decoded = decode_frame(msg.value, key=msg.key, require_key=True,
+                                   max_bytes=self.kcfg.max_message_bytes)
             cam_id = decoded.camera_id
             if cam_id not in state.cameras:
                 if (self.settings.camera(cam_id) is None
@@ -277,7 +308,8 @@ class ConsumerLoop:
 
     def _rewarm(self, state: PartitionState, msg) -> None:
         try:
-            decoded = decode_frame(msg.value, key=msg.key, max_bytes=self.kcfg.max_message_bytes)
+            decoded = decode_frame(msg.value, key=msg.key, require_key=True,
+                                   max_bytes=self.kcfg.max_message_bytes)
         except PoisonMessage:
             return  # it was dead-lettered the first time
         cam = state.cameras.get(decoded.camera_id)
@@ -326,20 +358,65 @@ class ConsumerLoop:
         return high is not None and state.next_offset >= high
 
     def dead_letter(self, msg, exc: PoisonMessage) -> None:
+        """Send ``msg`` to the dead-letter topic; never raises because of its size.
+
+        The original bytes go along unchanged so nothing is lost, unless the record is larger
+        than ``kafka.max_message_bytes`` (a broker that accepts more than the workers do): the
+        dead-letter producer would refuse it, the exception would escape :meth:`handle` before
+        the offset moved on, and the worker would crash on the same record at every restart.
+        Such a record goes with a prefix of its bytes and a ``pedsearch-truncated`` header
+        holding its real size; the topic/partition/offset headers point at the original.
+        """
         headers = [
             ("pedsearch-reason", exc.reason.encode()),
             ("pedsearch-error", exc.message.encode("utf-8", "replace")[:1000]),
             ("pedsearch-topic", msg.topic.encode()),
             ("pedsearch-partition", str(msg.partition).encode()),
             ("pedsearch-offset", str(msg.offset).encode()),
-            ("pedsearch-worker", self.worker_id.encode()),
+            ("pedsearch-worker", self.worker_id.encode()[:256]),
         ]
-        # the original bytes go along unchanged so nothing is lost
-        self.dlq.send(self.kcfg.dlq_topic, key=msg.key, value=msg.value or b"", headers=headers)
+        key, value = msg.key, msg.value or b""
+        size = len(value)
+        if size + len(key or b"") > self.kcfg.max_message_bytes:
+            headers.append(("pedsearch-truncated", str(size).encode()))
+            key, value = (key[:DLQ_KEY_BYTES] if key else key), value[:DLQ_PREFIX_BYTES]
+        try:
+            future = self.dlq.send(self.kcfg.dlq_topic, key=key, value=value, headers=headers)
+        except _SIZE_ERRORS:
+            # not expected after the cut above; the headers alone always fit
+            future = self.dlq.send(self.kcfg.dlq_topic, key=key[:DLQ_KEY_BYTES] if key else key,
+                                   value=b"", headers=_truncated(headers, size))
+        future.add_errback(self._dead_letter_failed, msg, key, headers, size)
         self.stats.dead_letters += 1
         self.metrics.dead_letters.labels(exc.reason).inc()
         log.warning("%s: dead-lettered %s[%d]@%d: %s", self.worker_id, msg.topic, msg.partition,
                     msg.offset, exc.message)
+
+    def _dead_letter_failed(self, msg, key: bytes | None, headers: list[tuple[str, bytes]],
+                            size: int, error: BaseException) -> None:
+        """Errback of a dead letter, on kafka-python's IO thread (where sending could block on
+        the very buffer that thread frees): one the broker refused as too large is queued to go
+        again with its headers alone; any other failure is logged."""
+        if isinstance(error, _SIZE_ERRORS):
+            self._refused_letters.append((key[:DLQ_KEY_BYTES] if key else key, headers, size))
+            return
+        log.error("%s: dead letter of %s[%d]@%d not delivered: %s", self.worker_id, msg.topic,
+                  msg.partition, msg.offset, error)
+
+    def _flush_dead_letters(self) -> None:
+        """Make the dead letters durable before their offsets commit; the ones the broker
+        refused as too large go again with their headers alone."""
+        self.dlq.flush(timeout=30)
+        while self._refused_letters:
+            key, headers, size = self._refused_letters.popleft()
+            log.warning("%s: the broker refused a dead letter of %d bytes as too large; sending "
+                        "its headers alone", self.worker_id, size)
+            self.dlq.send(self.kcfg.dlq_topic, key=key, value=b"",
+                          headers=_truncated(headers, size)).add_errback(self._headers_lost)
+            self.dlq.flush(timeout=30)
+
+    def _headers_lost(self, error: BaseException) -> None:
+        log.error("%s: headers-only dead letter not delivered: %s", self.worker_id, error)
 
     def flush_crops(self) -> None:
         """Hand every pending crop to the writer (blocks only while too many are in flight)."""
@@ -416,7 +493,7 @@ class ConsumerLoop:
             if not wait:
                 return {}
             self._account(self.writes.wait_through(ck.seq))
-        self.dlq.flush(timeout=30)  # dead letters are durable before their offsets commit
+        self._flush_dead_letters()  # dead letters are durable before their offsets commit
         offsets = {}
         for tp, (raw, next_offset) in ck.states.items():
             if tp not in self.states:  # revoked meanwhile: its new owner has its state
@@ -447,7 +524,7 @@ class ConsumerLoop:
         if force:
             self.flush_crops()
             self._account(self.writes.drain())
-            self.dlq.flush(timeout=30)
+            self._flush_dead_letters()
             commits.append(self.save_states(list(self.states)))
             self._last_ckpt = time.monotonic()
             return commits
@@ -516,6 +593,12 @@ class ConsumerLoop:
         finally:
             self.close()
         return self.stats
+
+
+def _truncated(headers: list[tuple[str, bytes]], size: int) -> list[tuple[str, bytes]]:
+    """``headers`` of a dead letter sent without the original bytes (``size`` of them)."""
+    return [h for h in headers if h[0] != "pedsearch-truncated"] + [
+        ("pedsearch-truncated", str(size).encode())]
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -144,6 +144,8 @@ class BestCropSelector:
         self.sharpness_ref = float(sharpness_ref)
         self._pending: dict[int, _Pending] = {}
         self._emitted: dict[int, tuple[int, float]] = {}  # track -> (last window, its end)
+        # track -> window length it was cut with, for tracks older than a change of window_s
+        self._kept_window_s: dict[int, float] = {}
 
     @classmethod
     def from_config(cls, cfg: object, *, camera_id: str, **options: float) -> BestCropSelector:
@@ -152,9 +154,38 @@ class BestCropSelector:
         return cls(camera_id=camera_id, window_s=cfg.window_s,  # type: ignore[attr-defined]
                    min_box_height=cfg.min_box_height, **options)  # type: ignore[attr-defined]
 
+    def configure(self, cfg: object, *, alive: Iterable[int] = ()) -> None:
+        """Take ``window_s`` and ``min_box_height`` of ``cfg`` (a
+        :class:`pedsearch.config.TrackingConfig`), keeping the open windows.
+
+        Window indices are part of the crop ids, and a track's windows are cut from its first
+        frame: re-cut with another length, a track's next window could get the index (so the
+        id) of one already stored, or its frames be skipped as late ones. So the tracks cut
+        already -- ``alive`` (the tracker's confirmed tracks) and those with a window open or
+        just emitted -- keep the length they started with until they end; the others (born
+        from now on, or still tentative: nothing of theirs is stored yet) get the new one.
+
+        Raises:
+            InvalidInput: an option out of bounds.
+        """
+        checked = BestCropSelector.from_config(cfg, camera_id=self.camera_id)
+        if checked.window_s != self.window_s:
+            kept = dict(getattr(self, "_kept_window_s", None) or {})  # absent: older pickles
+            for track_id in {*alive, *self._pending, *self._emitted}:
+                kept.setdefault(track_id, self.window_s)
+            self._kept_window_s = kept
+            self.window_s = checked.window_s
+        self.min_box_height = checked.min_box_height
+
+    def window_s_of(self, track_id: int) -> float:
+        """Window length of ``track_id`` (see :meth:`configure`)."""
+        kept = getattr(self, "_kept_window_s", None)  # absent from selectors pickled before
+        return kept.get(track_id, self.window_s) if kept else self.window_s
+
     def window_of(self, track: Track) -> int:
         """Index of the window ``track``'s current frame falls in."""
-        return max(0, math.floor((track.ts - track.start_ts) / self.window_s + 1e-9))
+        window_s = self.window_s_of(track.track_id)
+        return max(0, math.floor((track.ts - track.start_ts) / window_s + 1e-9))
 
     def update(self, frame: np.ndarray, tracks: Sequence[Track]) -> list[CropCandidate]:
         """Consider this frame's tracks; returns the crops of windows that closed.
@@ -181,7 +212,7 @@ class BestCropSelector:
                 continue
             quality = self.quality(frame, track.box, track.score)
             if pending is None or quality > pending.candidate.quality:
-                window_end = track.start_ts + (window + 1) * self.window_s
+                window_end = track.start_ts + (window + 1) * self.window_s_of(track.track_id)
                 self._pending[track.track_id] = _Pending(
                     window, window_end, self._candidate(frame, track, window, quality))
         return sorted(out, key=lambda c: (c.track_id, c.window))
@@ -190,8 +221,10 @@ class BestCropSelector:
         """The tracks ended (``Tracker.ended_ids``): emit their open windows."""
         ids = sorted(set(track_ids))
         out = [self._emit(t) for t in ids if t in self._pending]
+        kept = getattr(self, "_kept_window_s", None) or {}
         for t in ids:
             self._emitted.pop(t, None)
+            kept.pop(t, None)
         return out
 
     def flush(self, now_ts: float) -> list[CropCandidate]:
@@ -204,7 +237,7 @@ class BestCropSelector:
                if p.window_end <= now_ts + 1e-9]
         # the late-frame guard of a window long past is no longer needed
         for t, (_, end) in list(self._emitted.items()):
-            if end + self.window_s < now_ts and t not in self._pending:
+            if end + self.window_s_of(t) < now_ts and t not in self._pending:
                 del self._emitted[t]
         return out
 
@@ -220,6 +253,7 @@ class BestCropSelector:
         """End of stream: emit every open window and forget all state."""
         out = self.close_all()
         self._emitted.clear()
+        self._kept_window_s = {}
         return out
 
     def pending_count(self) -> int:

@@ -14,6 +14,7 @@ within the pipeline latency and stored once per window all the same.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from typing import Any, Callable
 
@@ -26,6 +27,8 @@ from workers.detectors import Detector, build_detector
 from workers.tracking import Tracker
 
 __all__ = ["CameraPipeline", "CropCandidate", "pipeline_factory"]
+
+log = logging.getLogger("pedsearch.workers")
 
 
 class CameraPipeline:
@@ -64,6 +67,7 @@ class CameraPipeline:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.tracker = state["tracker"]
         self.selector = state["selector"]
+        self._apply_tracking()
         self.seq = state["seq"]
         self.last_env_seq = state["last_env_seq"]
         self.previewed = set(state["previewed"])
@@ -71,6 +75,23 @@ class CameraPipeline:
         self.detector.reset()
         self.to_warm = (min(self.warmup_frames, len(self.recent_offsets))
                         if self.warmup_frames else 0)
+
+    def _apply_tracking(self) -> None:
+        """Give the restored tracker and selector the options configured now.
+
+        They were pickled with the options of the run that saved them, and a restart is often
+        how a change of ``tracking.*`` is rolled out: without this it would never apply to a
+        camera with saved state. The tracks and open windows stay; see
+        :meth:`BestCropSelector.configure` for how a new ``window_s`` takes over.
+        """
+        before = _tracking_options(self.tracker, self.selector)
+        self.tracker.configure(self.tracking)
+        self.selector.configure(self.tracking, alive=self.tracker.active_ids())
+        after = _tracking_options(self.tracker, self.selector)
+        changed = {k: (before[k], after[k]) for k in after if before[k] != after[k]}
+        if changed:
+            log.info("camera %s: the saved tracker state now runs with %s", self.camera_id,
+                     ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items()))
 
     @property
     def replay_from(self) -> int | None:
@@ -152,6 +173,12 @@ class CameraPipeline:
         return self.selector.finish()
 
 
+def _tracking_options(tracker: Tracker, selector: BestCropSelector) -> dict[str, float]:
+    return {"iou_threshold": tracker.iou_threshold, "max_age_frames": tracker.max_age_frames,
+            "min_hits": tracker.min_hits, "center_gate": getattr(tracker, "center_gate", 0.0),
+            "window_s": selector.window_s, "min_box_height": selector.min_box_height}
+
+
 def pipeline_factory(settings: Settings) -> Callable[[str], CameraPipeline]:
     """``camera_id -> CameraPipeline`` with the detector configured for that camera.
 
@@ -163,6 +190,7 @@ def pipeline_factory(settings: Settings) -> Callable[[str], CameraPipeline]:
         ConfigError / InvalidInput: a detector of ``workers.default_detector`` or ``cameras``
             cannot be built; the message names the camera.
     """
+    models_root = settings.paths.resolved_models_root()
     specs = {"workers.default_detector": settings.workers.default_detector}
     specs.update({f"cameras.{cam}.detector": c.detector for cam, c in settings.cameras.items()})
     built: set[str] = set()
@@ -172,7 +200,7 @@ def pipeline_factory(settings: Settings) -> Callable[[str], CameraPipeline]:
             continue
         built.add(key)
         try:
-            build_detector(spec)
+            build_detector(spec, models_root=models_root)
         except PedsearchError as exc:
             raise type(exc)(f"{where}: {exc.message}") from None
         except Exception as exc:  # noqa: BLE001 -- a damaged model file: cv2.error, RuntimeError
@@ -182,7 +210,8 @@ def pipeline_factory(settings: Settings) -> Callable[[str], CameraPipeline]:
     def make(camera_id: str) -> CameraPipeline:
         cam = settings.camera(camera_id)
         spec = cam.detector if cam is not None else settings.workers.default_detector
-        return CameraPipeline(camera_id=camera_id, detector=build_detector(spec),
+        return CameraPipeline(camera_id=camera_id,
+                              detector=build_detector(spec, models_root=models_root),
                               tracking=settings.tracking,
                               early_emit=settings.tracking.early_emit)
 

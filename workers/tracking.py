@@ -21,9 +21,14 @@ height, accepting pairs closer than ``center_gate`` whose heights differ by less
 ``1 + center_gate``. The Kalman prediction carries the velocity, so the gate follows the walk.
 
 Track ids are deterministic and unique per camera without any shared counter: a track born at
-frame ``seq`` as the ``k``-th new track of that frame has id ``seq * ID_STRIDE + k``. Replaying
-the same frames (after a worker crash) gives the same ids, and a tracker restarted mid-stream
-cannot hand out an id already used for somebody else earlier in the stream.
+frame ``seq`` as the ``k``-th new track of that frame has id ``(origin + seq) * ID_STRIDE + k``,
+where ``origin`` is fixed at the tracker's first frame: that frame's capture time in
+microseconds, less its ``seq``. Replaying the same frames (after a worker crash, from a restored
+tracker or from the same first frame) gives the same ids. A tracker started afresh later in the
+stream (its state lost, or dropped as incompatible, while Kafka still has the offset) numbers
+from a later instant: ``seq`` grows by one a frame, so an earlier tracker's ids stay below the
+later one's first capture time in microseconds (unless its camera numbered more than a frame a
+microsecond), and the crop ids derived from the track ids never overwrite somebody else's rows.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ from workers.detectors.base import Detections, iou_matrix
 log = logging.getLogger(__name__)
 
 ID_STRIDE = 1000
-"""At most this many tracks start in one frame; ids are ``birth_seq * ID_STRIDE + k``."""
+"""At most this many tracks start in one frame; ids are ``(origin + birth_seq) * ID_STRIDE + k``
+(an int64 until capture times in the year 2262)."""
 
 _STD_POSITION = 1.0 / 20  # DeepSORT's weights: noise relative to the box height
 _STD_VELOCITY = 1.0 / 160
@@ -130,6 +136,9 @@ class Tracker:
         iou_threshold: smallest IoU between a predicted track box and a detection to match.
         max_age_frames: frames a confirmed track survives without a match.
         min_hits: matched frames, without a miss, before a track is confirmed (returned).
+        id_origin: added to the birth frame's seq in track ids (module docstring); ``None``
+            takes the first frame's capture time in microseconds less its seq, so that trackers
+            started at different points of a stream never share an id.
 
     Example:
         >>> tracker = Tracker.from_config(settings.tracking)
@@ -140,7 +149,8 @@ class Tracker:
     """
 
     def __init__(self, *, iou_threshold: float = 0.3, max_age_frames: int = 5,
-                 min_hits: int = 2, center_gate: float = 0.0) -> None:
+                 min_hits: int = 2, center_gate: float = 0.0,
+                 id_origin: int | None = None) -> None:
         if not 0 < iou_threshold < 1:
             raise InvalidInput(f"iou_threshold must be in (0, 1), got {iou_threshold}")
         if max_age_frames < 1 or min_hits < 1:
@@ -152,23 +162,45 @@ class Tracker:
         if not 0 <= center_gate <= 5:
             raise InvalidInput(f"center_gate must be in [0, 5] box heights, got {center_gate}")
         self.center_gate = float(center_gate)
+        if id_origin is not None and id_origin < 0:
+            raise InvalidInput(f"id_origin must be >= 0, got {id_origin}")
+        self._origin_option = id_origin
+        self.id_origin = id_origin
         self._tracks: list[_TrackState] = []
         self._last_seq: int | None = None
         self.ended_ids: tuple[int, ...] = ()
 
     @classmethod
-    def from_config(cls, cfg: object) -> Tracker:
-        """Build from a :class:`pedsearch.config.TrackingConfig`."""
+    def from_config(cls, cfg: object, **options: int | None) -> Tracker:
+        """Build from a :class:`pedsearch.config.TrackingConfig`; ``options``: ``id_origin``."""
         return cls(iou_threshold=cfg.iou_threshold,  # type: ignore[attr-defined]
                    max_age_frames=cfg.max_age_frames,  # type: ignore[attr-defined]
                    min_hits=cfg.min_hits,  # type: ignore[attr-defined]
-                   center_gate=getattr(cfg, "center_gate", 0.0))
+                   center_gate=getattr(cfg, "center_gate", 0.0), **options)
+
+    def configure(self, cfg: object) -> None:
+        """Take the matching options of ``cfg`` (a :class:`pedsearch.config.TrackingConfig`),
+        keeping the tracks: they only steer the frames to come.
+
+        Raises:
+            InvalidInput: an option out of bounds.
+        """
+        checked = Tracker(iou_threshold=cfg.iou_threshold,  # type: ignore[attr-defined]
+                          max_age_frames=cfg.max_age_frames,  # type: ignore[attr-defined]
+                          min_hits=cfg.min_hits,  # type: ignore[attr-defined]
+                          center_gate=getattr(cfg, "center_gate", 0.0))
+        self.iou_threshold = checked.iou_threshold
+        self.max_age_frames = checked.max_age_frames
+        self.min_hits = checked.min_hits
+        self.center_gate = checked.center_gate
 
     def reset(self) -> None:
         """Forget every track (a new stream, or before replaying frames already seen)."""
         self._tracks = []
         self._last_seq = None
         self.ended_ids = ()
+        # replaying from the same first frame numbers the same ids again
+        self.id_origin = getattr(self, "_origin_option", 0)
 
     @property
     def last_seq(self) -> int | None:
@@ -204,6 +236,10 @@ class Tracker:
             )
         steps = 1 if self._last_seq is None else frame_seq - self._last_seq
         self._last_seq = frame_seq
+        # trackers pickled before id origins existed numbered from 0: they go on doing so
+        origin = getattr(self, "id_origin", 0)
+        if origin is None:
+            origin = self.id_origin = max(0, round(ts * 1e6) - frame_seq)
         ended: list[int] = []
         if steps > 1:  # frames that never arrived count as frames without a match
             ended += self._drop(lambda t: frame_seq - t.last_seq - 1 > self._allowed_misses(t))
@@ -231,7 +267,7 @@ class Tracker:
                 log.warning("frame %d: more than %d new tracks, the rest are ignored",
                             frame_seq, ID_STRIDE)
                 break
-            track = _TrackState(track_id=frame_seq * ID_STRIDE + k,
+            track = _TrackState(track_id=(origin + frame_seq) * ID_STRIDE + k,
                                 kf=KalmanBoxFilter(detections.boxes[di]), start_seq=frame_seq,
                                 start_ts=float(ts), last_seq=frame_seq)
             track.confirmed = track.hits >= self.min_hits

@@ -68,9 +68,14 @@ def ingest_settings_factory(settings, ingest_bundle_path, ray_local):
     return make
 
 
-def publish_scene(settings, **scene) -> dict[str, list]:
-    """Publish a synthetic scene as fast as possible; returns the frames' truth per camera."""
-    source = SyntheticSource(camera_id="cam", realtime=False, **(scene or SCENE))
+def publish_scene(settings, start_us=None, **scene) -> dict[str, list]:
+    """Publish a synthetic scene as fast as possible; returns the frames' truth per camera.
+
+    ``start_us``: capture time of the scene's start (default now); the same value publishes
+    the very same frames again.
+    """
+    source = SyntheticSource(camera_id="cam", realtime=False, start_us=start_us,
+                             **(scene or SCENE))
     publisher = FramePublisher(producer=make_producer(settings.kafka),
                                topic=settings.kafka.frames_topic)
     truth: dict[str, list] = defaultdict(list)
@@ -187,14 +192,16 @@ def test_synthetic_stream_is_drained_into_milvus(ingest_settings):
 
 def test_consumer_killed_mid_stream_loses_and_duplicates_nothing(ingest_settings,
                                                                    ingest_settings_factory):
-    # reference: the same stream processed without interruption
+    # reference: the same stream (same frames, capture times included: ids derive from
+    # them) processed without interruption
+    start_us = int(time.time() * 1e6)
     reference = ingest_settings_factory()
-    publish_scene(reference)
+    publish_scene(reference, start_us)
     run_workers(reference)
     expected = {r["id"]: r for r in stored_rows(reference)}
 
     settings = ingest_settings
-    publish_scene(settings)
+    publish_scene(settings, start_us)
     results, restarts = run_workers(settings, kill_after_s=6.0)
     assert restarts >= 1, "the consumer was not killed"
     got = {r["id"]: r for r in stored_rows(settings)}
@@ -236,6 +243,10 @@ def test_poison_messages_go_to_the_dead_letter_topic(ingest_settings):
             producer.send(topic, key=b"good-cam", value=corrupt.SerializeToString())
             producer.send(topic, key=b"stranger", value=unknown.SerializeToString())
             sent += ["bad_version", "corrupt_jpeg", "unknown_camera"]
+        if i == 9:  # a good frame without its key (the camera id, which partitions the frames)
+            producer.send(topic, value=make_frame(camera_id="good-cam", seq=i,
+                                                  image=image).SerializeToString())
+            sent.append("missing_key")
     producer.flush()
     results, _ = run_workers(settings)
     assert sum(r["frames"] for r in results) == good

@@ -12,7 +12,7 @@ from kafka.errors import KafkaError
 
 from pedsearch.config import KafkaConfig
 from pedsearch.envelope import make_frame
-from pedsearch.errors import InvalidInput, Unavailable
+from pedsearch.errors import Unavailable
 
 from workers.camera.sources import SourceFrame
 
@@ -23,7 +23,8 @@ log = logging.getLogger("pedsearch.camera")
 class PublishStats:
     sent: int = 0
     acked: int = 0
-    failed: int = 0
+    failed: int = 0  # not delivered, or refused here (oversized)
+    oversized: int = 0  # refused here: envelope over max_bytes
     bytes: int = 0
     per_camera: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -60,7 +61,9 @@ class FramePublisher:
         producer: a connected ``KafkaProducer``.
         topic: the frames topic.
         jpeg_quality: JPEG quality of the envelope image.
-        max_bytes: refuse (and count as failed) envelopes larger than this.
+        max_bytes: refuse (and count as failed) envelopes larger than this: the frame is
+            skipped and the stream goes on, since one busy scene that compresses badly must
+            not end a live camera. The first one is logged with what to change.
     """
 
     def __init__(self, *, producer: KafkaProducer, topic: str, jpeg_quality: int = 85,
@@ -72,8 +75,14 @@ class FramePublisher:
         self.stats = PublishStats()
         self._seq: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._size_warned = False
 
-    def publish(self, sf: SourceFrame) -> None:
+    def publish(self, sf: SourceFrame) -> bool:
+        """Encode and send one frame; ``False`` if it was refused as oversized (skipped).
+
+        A skipped frame leaves a gap in the camera's ``seq``, which the workers count as a
+        frame without detections.
+        """
         seq = self._seq.get(sf.camera_id, 0)
         self._seq[sf.camera_id] = seq + 1
         frame = make_frame(
@@ -82,16 +91,23 @@ class FramePublisher:
         )
         payload = frame.SerializeToString()
         if len(payload) > self.max_bytes:
-            raise InvalidInput(
-                f"frame of camera {sf.camera_id} is {len(payload)} bytes, over the "
-                f"{self.max_bytes}-byte limit: lower the resolution or JPEG quality, or raise "
-                "kafka.max_message_bytes on producer, broker and consumer together"
-            )
+            with self._lock:
+                self.stats.failed += 1
+                self.stats.oversized += 1
+            if not self._size_warned:  # once: at 25 fps a message per frame would flood the log
+                self._size_warned = True
+                log.warning(
+                    "camera %s: skipped a frame of %d bytes, over the %d-byte limit (further "
+                    "ones are only counted as failed): lower --jpeg-quality or the resolution, "
+                    "or raise kafka.max_message_bytes on producer, broker and consumer together",
+                    sf.camera_id, len(payload), self.max_bytes)
+            return False
         fut = self.producer.send(self.topic, key=sf.camera_id.encode(), value=payload)
         self.stats.sent += 1
         self.stats.bytes += len(payload)
         fut.add_callback(self._on_ack, sf.camera_id)
         fut.add_errback(self._on_error, sf.camera_id)
+        return True
 
     def _on_ack(self, camera_id: str, _metadata) -> None:
         with self._lock:

@@ -9,6 +9,7 @@ reconnects with exponential backoff.
 from __future__ import annotations
 
 import logging
+import math
 import pathlib
 import threading
 import time
@@ -24,6 +25,8 @@ from pedsearch.v1 import frame_pb2
 log = logging.getLogger("pedsearch.camera")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+# frame period assumed for an image folder without --fps, or a video reporting no rate
+DEFAULT_PERIOD_S = 0.2
 
 
 @dataclass
@@ -65,7 +68,12 @@ class FileSource:
         fps: publishing rate; video frames are skipped to approximate it (None = native rate,
             or as fast as possible for images).
         loop: start again at the end.
-        realtime: pace frames at ``fps``; False publishes as fast as the consumer side allows.
+        realtime: pace frames at ``fps`` and stamp them with the wall clock when sent; False
+            publishes as fast as the consumer side allows and stamps each frame with the
+            start instant plus its place in the media (the video's own timestamps, or the
+            frame index over ``fps`` for images; loops follow on), so that an hour of video
+            still spans an hour of capture time: track windows, idle closing and time
+            filters count stream time.
         max_frames: stop after this many frames (None = until the end).
     """
 
@@ -96,43 +104,60 @@ class FileSource:
         images = self._images()
         pacer = Pacer(self.fps if self.realtime else None)
         count = 0
+        start_us = int(time.time() * 1e6)
+        pass_start_s = 0.0  # media time at which this pass (of a loop) begins
         while not stop.is_set():
             it = self._read_images(images) if images else self._read_video()
             produced = False
-            for image in it:
+            next_s = pass_start_s
+            for image, pos_s, period_s in it:
                 if stop.is_set() or (self.max_frames is not None and count >= self.max_frames):
                     return
                 pacer.wait(stop)
                 produced = True
                 count += 1
-                yield SourceFrame(
-                    self.camera_id, image, int(time.time() * 1e6), source=f"file:{self.path}"
-                )
+                media_s = pass_start_s + pos_s
+                next_s = media_s + period_s
+                ts = (int(time.time() * 1e6) if self.realtime
+                      else start_us + int(round(media_s * 1e6)))
+                yield SourceFrame(self.camera_id, image, ts, source=f"file:{self.path}")
             if not self.loop or not produced:
                 return
+            pass_start_s = next_s
 
-    def _read_images(self, files: list[pathlib.Path]) -> Iterator[np.ndarray]:
-        for f in files:
+    def _read_images(self, files: list[pathlib.Path]
+                     ) -> Iterator[tuple[np.ndarray, float, float]]:
+        """``(image, seconds from the first file, time to the next)``, ``fps`` images a second."""
+        period = 1.0 / self.fps if self.fps else DEFAULT_PERIOD_S
+        for i, f in enumerate(files):
             image = cv2.imread(str(f), cv2.IMREAD_COLOR)
             if image is None:
                 log.warning("skipping unreadable image %s", f)
                 continue
-            yield image
+            yield image, i * period, period
 
-    def _read_video(self) -> Iterator[np.ndarray]:
+    def _read_video(self) -> Iterator[tuple[np.ndarray, float, float]]:
+        """``(frame, its position in the video in seconds, time to the next one handed out)``."""
         cap = cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
             raise InvalidInput(f"OpenCV cannot open video {self.path}")
         native = cap.get(cv2.CAP_PROP_FPS) or 0.0
         step = max(1, round(native / self.fps)) if (self.fps and native > self.fps) else 1
+        period = 1.0 / native if native > 0 else DEFAULT_PERIOD_S
         try:
             i = 0
+            last = -math.inf
             while True:
                 ok, image = cap.read()
                 if not ok:
                     return
+                pos = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0  # of the frame just read
+                if not (math.isfinite(pos) and pos > last):
+                    # a backend without timestamps reports 0 (or repeats one): count frames
+                    pos = max(i * period, last + period)
+                last = pos
                 if i % step == 0:
-                    yield image
+                    yield image, pos, period * step
                 i += 1
         finally:
             cap.release()
@@ -348,7 +373,9 @@ class SyntheticSource:
     """Every camera of one synthetic multi-camera scene, interleaved by scene time.
 
     Frames carry the scene's ground truth (``SceneTruth``), used only to score the pipeline.
-    ``camera_ids`` are ``<camera_id>-<i>``.
+    ``camera_ids`` are ``<camera_id>-<i>``. Unless ``realtime``, frames are stamped with
+    ``start_us`` (default: now) plus their scene time, so a scene published twice with the
+    same ``start_us`` is the very same stream (track and crop ids depend on capture times).
     """
 
     camera_id: str
@@ -361,6 +388,7 @@ class SyntheticSource:
     height: int = 360
     realtime: bool = True
     scene_kwargs: dict = field(default_factory=dict)
+    start_us: int | None = None
 
     def build_scene(self):
         from pedsearch.synthetic.scene import Scene, SceneConfig
@@ -375,7 +403,7 @@ class SyntheticSource:
         scene = self.build_scene()
         names = {cam: f"{self.camera_id}-{i}" for i, cam in enumerate(scene.camera_ids)}
         iters = {cam: scene.frames(cam) for cam in scene.camera_ids}
-        start_us = int(time.time() * 1e6)
+        start_us = int(time.time() * 1e6) if self.start_us is None else int(self.start_us)
         pacer = Pacer(self.fps if self.realtime else None)
         while iters and not stop.is_set():
             pacer.wait(stop)

@@ -22,6 +22,8 @@ Example:
 
 from __future__ import annotations
 
+import pathlib
+
 from pedsearch.registry import Registry
 from workers.detectors.base import Detections, Detector, iou_matrix, nms
 
@@ -31,14 +33,27 @@ DETECTORS: Registry[Detector] = Registry("detector")
 from workers.detectors import bgsub, darknet, hog, torchscript, yolox  # noqa: F401
 
 
-def build_detector(spec: object) -> Detector:
+def build_detector(spec: object, *, models_root: pathlib.Path | None = None) -> Detector:
     """Build the detector a :class:`pedsearch.config.DetectorSpec` names.
+
+    Args:
+        spec: the plug-in's name and options.
+        models_root: where relative model paths are read from when ``spec`` does not say
+            (pass the loaded settings' ``paths.resolved_models_root()``): without it a plug-in
+            reads the environment alone, which misses a ``paths.models_root`` set in the
+            configuration file, and a Ray worker on another machine has not even the
+            driver's environment.
 
     Raises:
         ConfigError: unknown ``type`` (the message lists the known ones), an option the
             plug-in does not have or out of bounds, or a missing model file.
     """
-    return DETECTORS.build(spec.type, **spec.params())  # type: ignore[attr-defined]
+    params = spec.params()  # type: ignore[attr-defined]
+    config = DETECTORS.config_model(spec.type)  # type: ignore[attr-defined]
+    takes_root = config is not None and "models_root" in config.model_fields
+    if models_root is not None and takes_root and params.get("models_root") is None:
+        params["models_root"] = models_root
+    return DETECTORS.build(spec.type, **params)  # type: ignore[attr-defined]
 
 
 __all__ = ["DETECTORS", "Detections", "Detector", "build_detector", "iou_matrix", "nms"]

@@ -173,8 +173,9 @@ class LearnedDetectorConfig(DetectorConfig):
     )
     models_root: pathlib.Path | None = Field(
         None,
-        description="folder that relative model paths are read from; None = "
-        "Settings().paths.resolved_models_root()",
+        description="folder that relative model paths are read from; None = the loaded "
+        "configuration's paths.models_root (build_detector's models_root), else the "
+        "environment's",
     )
 
 
@@ -277,9 +278,11 @@ def check_frame(frame: object, what: str = "frame") -> np.ndarray:
 def resolve_model_file(path: pathlib.Path | str, models_root: pathlib.Path | None) -> pathlib.Path:
     """The readable file a plug-in's ``path`` option names.
 
-    Absolute paths are taken as they are; a relative path is looked up under ``models_root``,
-    else under ``Settings().paths.resolved_models_root()`` (``PEDSEARCH_PATHS__MODELS_ROOT``
-    or ``../shared/models`` beside a source checkout), else the working directory.
+    Absolute paths are taken as they are; a relative path is looked up under ``models_root``
+    (the workers pass their loaded configuration's), else under
+    ``Settings().paths.resolved_models_root()`` (``PEDSEARCH_PATHS__MODELS_ROOT`` or
+    ``../shared/models`` beside a source checkout: the environment only, no configuration
+    file), else the working directory.
 
     Raises:
         ConfigError: the file does not exist or cannot be read; the message names the paths

@@ -88,3 +88,14 @@ def test_a_camera_id_with_a_trailing_newline_is_refused(tmp_path):
     (tmp_path / "c.yaml").write_text('cameras:\n  "gate-3\\n": {}\n')
     with pytest.raises(ConfigError, match="camera ids"):
         load_settings(tmp_path / "c.yaml")
+
+
+def test_the_dead_letter_topic_must_not_be_the_frames_topic(tmp_path):
+    # the workers would consume their own dead letters, for ever
+    (tmp_path / "c.yaml").write_text("kafka:\n  frames_topic: cams\n  dlq_topic: cams\n")
+    with pytest.raises(ConfigError, match="dlq_topic must differ from kafka.frames_topic"):
+        load_settings(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match="dlq_topic"):
+        load_settings(kafka={"dlq_topic": "frames"})
+    s = load_settings(kafka={"frames_topic": "cams", "dlq_topic": "cams.dlq"})
+    assert (s.kafka.frames_topic, s.kafka.dlq_topic) == ("cams", "cams.dlq")

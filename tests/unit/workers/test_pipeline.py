@@ -7,10 +7,12 @@ same crop ids as a worker that never died.
 
 import pickle
 import threading
+import time
 
+import numpy as np
 import pytest
 
-from pedsearch.config import Settings
+from pedsearch.config import Settings, TrackingConfig
 from pedsearch.envelope import decode_frame, make_frame
 from workers.camera.sources import SyntheticSource
 from workers.pipeline import pipeline_factory
@@ -102,3 +104,136 @@ def test_a_bad_detector_stops_the_workers_at_start_and_names_the_camera():
     settings = load_settings(cameras={"gate-3": {"detector": {"type": "yolo"}}})
     with pytest.raises(ConfigError, match="cameras.gate-3.detector: unknown detector 'yolo'"):
         pipeline_factory(settings)
+
+
+# ------------------------------------------------------------- restarts and restored state
+
+class Scripted:
+    """A detector returning the boxes the test sets before each frame."""
+
+    warmup_frames = 0
+
+    def __init__(self) -> None:
+        self.boxes: list[tuple[float, float, float, float]] = []
+
+    def __call__(self, frames):
+        from workers.detectors import Detections
+
+        return [Detections(np.array(self.boxes, np.float32).reshape(-1, 4),
+                           np.ones(len(self.boxes), np.float32)) for _ in frames]
+
+    def reset(self):
+        pass
+
+
+T0_US = int(time.time() * 1e6)
+IMAGE = np.random.default_rng(0).integers(0, 255, (360, 640, 3), np.uint8)
+
+
+def _frame(seq: int, ts_us: int):
+    from pedsearch.envelope import DecodedFrame
+    from pedsearch.v1 import frame_pb2
+
+    frame = frame_pb2.Frame(format_version=1, camera_id="cam", seq=seq, capture_ts_us=ts_us,
+                            width=640, height=360)
+    return DecodedFrame(frame=frame, image=IMAGE)
+
+
+def _play(pipe, frames, boxes=((100, 100, 60, 150),), finish=True):
+    """Feed ``(seq, ts_us)`` frames, each with ``boxes`` (or ``boxes(i)``); returns the crops."""
+    out = []
+    for i, (seq, ts_us) in enumerate(frames):
+        pipe.detector.boxes = list(boxes(i) if callable(boxes) else boxes)
+        out += pipe.process(_frame(seq, ts_us))
+    return out + (pipe.finish() if finish else [])
+
+
+def _fresh(tracking=None):
+    from workers.pipeline import CameraPipeline
+
+    return CameraPipeline(camera_id="cam", detector=Scripted(),
+                          tracking=tracking or Settings().tracking)
+
+
+def test_fresh_pipelines_later_in_a_stream_never_reuse_ids():
+    # a camera's state lost (snapshot missing or of an older format) while Kafka kept its
+    # offset: the pipeline starts afresh an hour later, its frame counter at 0 again
+    first = [(i, T0_US + i * 200_000) for i in range(10)]
+    later = [(5000 + i, T0_US + 3600 * 10**6 + i * 200_000) for i in range(10)]
+    early_ids = {c.id for c in _play(_fresh(), first)}
+    late = _play(_fresh(), later, boxes=[(400, 150, 60, 150)])
+    assert early_ids and late
+    assert not early_ids & {c.id for c in late}, "a new person overwrote an earlier one's rows"
+    # the same frames processed again (a replay after a crash) upsert the very same ids
+    assert {c.id for c in _play(_fresh(), first)} == early_ids
+    assert {c.id for c in _play(_fresh(), later, boxes=[(400, 150, 60, 150)])} == {
+        c.id for c in late}
+
+
+def test_a_restored_pipeline_replays_with_the_same_ids():
+    frames = [(i, T0_US + i * 200_000) for i in range(40)]
+    reference = {c.id for c in _play(_fresh(), frames)}
+    pipe = _fresh()
+    part1 = _play(pipe, frames[:17], finish=False)
+    restored = _fresh()
+    restored.load_state_dict(pickle.loads(pickle.dumps(pipe.state_dict())))
+    part2 = _play(restored, frames[17:])
+    assert {c.id for c in part1 + part2} == reference
+
+
+def test_a_restored_pipeline_runs_with_the_tracking_settings_configured_now():
+    old = TrackingConfig(window_s=4, min_hits=2, max_age_frames=5, iou_threshold=0.3,
+                         center_gate=0.5, min_box_height=48)
+    new = TrackingConfig(window_s=30, min_hits=5, max_age_frames=50, iou_threshold=0.2,
+                         center_gate=0.8, min_box_height=64)
+    frames = [(i, T0_US + i * 200_000) for i in range(100)]  # 20 s at 5 fps
+
+    def boxes(i):  # A walks all along; B appears after 8 s, once the settings changed
+        walkers = [(100 + i, 100, 60, 150)]
+        return walkers + [(400 + i, 150, 60, 150)] if i >= 40 else walkers
+
+    pipe = _fresh(old)
+    crops = _play(pipe, frames[:30], boxes, finish=False)  # 6 s with the old settings
+    restored = _fresh(new)
+    restored.load_state_dict(pickle.loads(pickle.dumps(pipe.state_dict())))
+    tracker, selector = restored.tracker, restored.selector
+    assert (tracker.min_hits, tracker.max_age_frames, tracker.iou_threshold,
+            tracker.center_gate) == (5, 50, 0.2, 0.8)
+    assert (selector.window_s, selector.min_box_height) == (30, 64)
+    # the offsets into the rest of the stream are those of the restored run
+    crops += _play(restored, frames[30:], lambda i: boxes(i + 30))
+    windows: dict[int, set[int]] = {}
+    for c in crops:
+        windows.setdefault(c.track_id, set()).add(c.window)
+    a, b = sorted(windows)
+    # A was being cut into 4 s windows: it keeps them (a window re-cut with 30 s would reuse
+    # the index, so the id, of a stored one, or skip its frames as late)
+    assert windows[a] == {0, 1, 2, 3, 4}
+    assert windows[b] == {0}  # B, born after the restore, has 30 s windows
+    ids = {(c.track_id, c.window): c.id for c in crops}
+    assert len(set(ids.values())) == len(ids)
+
+
+def test_relative_model_paths_are_read_under_the_configured_models_root(tmp_path, monkeypatch):
+    # paths.models_root set in the configuration file (not the environment, which a Ray worker
+    # on another machine does not share) is where the detector files are looked for
+    from pedsearch.config import load_settings
+    from pedsearch.errors import ConfigError
+
+    monkeypatch.delenv("PEDSEARCH_PATHS__MODELS_ROOT", raising=False)
+    (tmp_path / "yolox-nano").mkdir()
+    model = tmp_path / "yolox-nano" / "yolox_nano.onnx"
+    model.write_bytes(b"not ONNX")  # found, then refused: proves where it was looked for
+    config = tmp_path / "site.yaml"
+    config.write_text(f"paths:\n  models_root: {tmp_path}\n"
+                      "workers:\n  default_detector: {type: yolox}\n")
+    with pytest.raises(ConfigError, match="cannot load ONNX model") as err:
+        pipeline_factory(load_settings(config))
+    assert str(model) in err.value.message
+    # a detector's own models_root still wins
+    other = tmp_path / "elsewhere"
+    config.write_text(f"paths:\n  models_root: {tmp_path}\n"
+                      f"workers:\n  default_detector: {{type: yolox, models_root: {other}}}\n")
+    with pytest.raises(ConfigError, match="not found") as err:
+        pipeline_factory(load_settings(config))
+    assert str(other / "yolox-nano" / "yolox_nano.onnx") in err.value.message

@@ -37,7 +37,7 @@ def test_kalman_filter_follows_constant_velocity():
 
 
 def test_confirmed_after_min_hits_with_id_from_birth_frame():
-    tracker = Tracker(iou_threshold=0.3, max_age_frames=5, min_hits=2)
+    tracker = Tracker(iou_threshold=0.3, max_age_frames=5, min_hits=2, id_origin=0)
     out = run(tracker, {1: dets(walker(1)), 2: dets(walker(2)), 3: dets(walker(3))})
     assert out == {1: [], 2: [1 * ID_STRIDE], 3: [1 * ID_STRIDE]}
     track = tracker.update(dets(walker(4)), 4, 0.4)[0]
@@ -49,14 +49,14 @@ def test_confirmed_after_min_hits_with_id_from_birth_frame():
 def test_id_kept_across_a_gap_up_to_max_age_and_new_after_it():
     frames = {s: dets(walker(s)) for s in range(1, 6)}
     kept = {**frames, **{s: dets() for s in range(6, 11)}, 11: dets(walker(11))}
-    tracker = Tracker(max_age_frames=5, min_hits=2)
+    tracker = Tracker(max_age_frames=5, min_hits=2, id_origin=0)
     out = run(tracker, kept)  # frames 6..10 missed: 5 frames, not more than max_age
     assert out[11] == [1000]
     assert tracker.ended_ids == ()
 
     lost = {**frames, **{s: dets() for s in range(6, 12)}, 12: dets(walker(12)),
             13: dets(walker(13))}
-    tracker = Tracker(max_age_frames=5, min_hits=2)
+    tracker = Tracker(max_age_frames=5, min_hits=2, id_origin=0)
     ended_at = {}
     for seq, d in sorted(lost.items()):
         tracker.update(d, seq, seq / 10)
@@ -67,7 +67,7 @@ def test_id_kept_across_a_gap_up_to_max_age_and_new_after_it():
 
 
 def test_a_gap_in_frame_seq_counts_as_missed_frames():
-    tracker = Tracker(max_age_frames=3, min_hits=1)
+    tracker = Tracker(max_age_frames=3, min_hits=1, id_origin=0)
     assert run(tracker, {1: dets(walker(1)), 2: dets(walker(2))}) == {1: [1000], 2: [1000]}
     # frames 3..5 never arrive (3 missed, = max_age): the prediction carries the box along
     assert run(tracker, {6: dets(walker(6))}) == {6: [1000]}
@@ -76,7 +76,7 @@ def test_a_gap_in_frame_seq_counts_as_missed_frames():
 
 
 def test_tentative_track_dies_at_its_first_miss():
-    tracker = Tracker(min_hits=2)
+    tracker = Tracker(min_hits=2, id_origin=0)
     out = run(tracker, {1: dets(walker(1)), 2: dets(), 3: dets(walker(3)), 4: dets(walker(4))})
     assert out == {1: [], 2: [], 3: [], 4: [3000]}
     assert tracker.ended_ids == ()  # never confirmed, so never announced
@@ -89,7 +89,7 @@ def test_ids_follow_boxes_not_detection_order():
     def b(s: int) -> tuple[float, ...]:
         return walker(s, x0=400, dx=-5)
 
-    tracker = Tracker(min_hits=1)
+    tracker = Tracker(min_hits=1, id_origin=0)
     first = tracker.update(dets(a(1), b(1)), 1, 0.1)
     assert [(t.track_id, t.det_index) for t in first] == [(1000, 0), (1001, 1)]
     swapped = tracker.update(dets(b(2), a(2)), 2, 0.2)
@@ -97,7 +97,7 @@ def test_ids_follow_boxes_not_detection_order():
 
 
 def test_low_iou_does_not_match():
-    tracker = Tracker(iou_threshold=0.5, min_hits=1)
+    tracker = Tracker(iou_threshold=0.5, min_hits=1, id_origin=0)
     tracker.update(dets((0, 0, 40, 100)), 1, 0.0)
     # 20 px jump: IoU with the (static) prediction = 20*100 / (2*4000 - 2000) = 1/3 < 0.5
     assert [t.track_id for t in tracker.update(dets((20, 0, 40, 100)), 2, 0.1)] == [2000]
@@ -142,7 +142,8 @@ def test_ids_of_a_restarted_tracker_never_reuse_earlier_ids():
 
 
 def test_frames_must_arrive_in_order_and_config_is_checked():
-    tracker = Tracker.from_config(TrackingConfig(iou_threshold=0.4, max_age_frames=3, min_hits=1))
+    tracker = Tracker.from_config(TrackingConfig(iou_threshold=0.4, max_age_frames=3, min_hits=1),
+                                  id_origin=0)
     assert (tracker.iou_threshold, tracker.max_age_frames, tracker.min_hits) == (0.4, 3, 1)
     tracker.update(dets(walker(5)), 5, 0.5)
     with pytest.raises(InvalidInput, match="not after the previous frame 5"):
@@ -174,7 +175,7 @@ def _jump_frames() -> dict[int, Detections]:
 
 
 def test_without_motion_gate_a_jump_splits_the_track():
-    tracker = Tracker(iou_threshold=0.3, max_age_frames=5, min_hits=2, center_gate=0.0)
+    tracker = Tracker(iou_threshold=0.3, max_age_frames=5, min_hits=2, center_gate=0.0, id_origin=0)
     out = run(tracker, _jump_frames())
     assert out[4] == [1 * ID_STRIDE]
     assert out[5] == []  # the jumped box starts a tentative track
@@ -182,7 +183,7 @@ def test_without_motion_gate_a_jump_splits_the_track():
 
 
 def test_motion_gate_keeps_the_track_through_a_jump():
-    tracker = Tracker(iou_threshold=0.3, max_age_frames=5, min_hits=2, center_gate=0.5)
+    tracker = Tracker(iou_threshold=0.3, max_age_frames=5, min_hits=2, center_gate=0.5, id_origin=0)
     out = run(tracker, _jump_frames())
     assert out[4] == out[5] == out[6] == [1 * ID_STRIDE]
 
@@ -203,7 +204,7 @@ def test_motion_gate_prefers_the_nearest_of_two_candidates():
     frames = {s: dets(walker(s)) for s in range(1, 5)}
     x, y, w, h = walker(5)
     frames[5] = dets((x + 40, y, w, h), (x + 25, y, w, h))  # both low IoU, the second nearer
-    tracker = Tracker(iou_threshold=0.3, max_age_frames=5, min_hits=2, center_gate=0.5)
+    tracker = Tracker(iou_threshold=0.3, max_age_frames=5, min_hits=2, center_gate=0.5, id_origin=0)
     run(tracker, {s: d for s, d in frames.items() if s < 5})
     tracks = tracker.update(frames[5], 5, 0.5)
     assert [t.track_id for t in tracks] == [1 * ID_STRIDE]
@@ -216,7 +217,45 @@ def test_motion_gate_config_and_old_pickles():
     cfg = TrackingConfig(center_gate=0.75)
     assert Tracker.from_config(cfg).center_gate == 0.75
     # a tracker pickled before the gate existed (no attribute) keeps working, IoU only
-    tracker = Tracker(iou_threshold=0.3, max_age_frames=5, min_hits=2, center_gate=0.5)
+    tracker = Tracker(iou_threshold=0.3, max_age_frames=5, min_hits=2, center_gate=0.5, id_origin=0)
     del tracker.center_gate
     out = run(tracker, _jump_frames())
     assert out[6] == [5 * ID_STRIDE]
+
+
+def test_ids_are_numbered_from_the_first_frames_capture_time():
+    # the pipeline's frame counter starts at 0 whenever a camera's state is lost; the capture
+    # time of the tracker's first frame keeps later trackers off the ids of earlier ones
+    frames = {s: dets(walker(s)) for s in range(3)}
+    t0 = 1_780_000_000.0
+
+    def ids(tracker, start_s):
+        return {i for s, d in frames.items() for i in
+                (t.track_id for t in tracker.update(d, s, start_s + s / 5))}
+
+    first = ids(Tracker(min_hits=1), t0)
+    assert first == {round(t0 * 1e6) * ID_STRIDE}
+    later = ids(Tracker(min_hits=1), t0 + 3600)
+    assert later == {round((t0 + 3600) * 1e6) * ID_STRIDE}
+    assert ids(Tracker(min_hits=1), t0) == first  # the same frames again: the same ids
+    tracker = Tracker(min_hits=1)
+    ids(tracker, t0 + 60)
+    tracker.reset()  # a new stream, or a replay: numbered from its own first frame again
+    assert ids(tracker, t0) == first
+    # trackers pickled before the origin existed go on numbering from 0
+    old = Tracker(min_hits=1)
+    del old.id_origin
+    assert ids(old, t0) == {0}
+    with pytest.raises(InvalidInput, match="id_origin"):
+        Tracker(id_origin=-1)
+
+
+def test_configure_changes_the_options_and_keeps_the_tracks():
+    tracker = Tracker(min_hits=1, max_age_frames=2, id_origin=0)
+    run(tracker, {1: dets(walker(1)), 2: dets(walker(2))})
+    tracker.configure(TrackingConfig(min_hits=3, max_age_frames=10, iou_threshold=0.2,
+                                     center_gate=0.0))
+    assert (tracker.min_hits, tracker.max_age_frames, tracker.iou_threshold,
+            tracker.center_gate) == (3, 10, 0.2, 0.0)
+    # frames 3..7 missed: dropped at max_age 2, kept at 10
+    assert run(tracker, {8: dets(walker(8))}) == {8: [1000]}
