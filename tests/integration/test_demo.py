@@ -105,11 +105,18 @@ def _stop_demo(demo: subprocess.Popen, stack_dir, env) -> None:
                         str(stack_dir)], env=env, capture_output=True, timeout=180)
 
 
-def test_demo_rejects_bad_arguments(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pedsearch.cli", "demo", "--cameras", "0",
+@pytest.mark.parametrize("flag, value, message", [
+    ("--cameras", "0", "--cameras must be 1..64, not 0"),
+    ("--cameras", "65", "--cameras must be 1..64, not 65"),
+    ("--people", "10001", "--people must be 1..10000"),
+    ("--seed", "-1", "--seed must be 0.."),
+])
+def test_demo_rejects_bad_arguments_before_starting_anything(tmp_path, flag, value, message):
+    proc = subprocess.run([sys.executable, "-m", "pedsearch.cli", "demo", flag, value,
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert "--cameras must be >= 1" in proc.stderr
+    assert message in proc.stderr
+    assert not (tmp_path / "stack").exists()  # no server was started
 
 
 def test_demo_without_a_bundle_says_how_to_get_one(tmp_path):
