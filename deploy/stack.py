@@ -894,7 +894,15 @@ class LocalStack:
     def _forget_worker_checkpoints(self, report: StackProgress) -> None:
         """A new stack's Kafka has none of the old one's offsets: see
         :func:`forget_worker_checkpoints`."""
-        forgotten = forget_worker_checkpoints(self.addresses()["redis"])
+        import redis
+
+        try:
+            forgotten = forget_worker_checkpoints(self.addresses()["redis"])
+        except redis.RedisError as exc:  # Redis just answered PING: say so, do not fail the stack
+            log.warning("could not drop the workers' old checkpoints from Redis (%s): workers "
+                        "may skip the first frames of the new topic; delete the keys "
+                        "pedsearch:state:* by hand", exc)
+            return
         if forgotten:
             report("redis", "starting", f"forgot {forgotten} worker checkpoint(s) of the "
                    "previous Kafka broker, whose offsets this one does not have")
