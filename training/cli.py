@@ -137,16 +137,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from pedsearch.bundle import load_bundle, read_manifest
+    from pedsearch.bundle import load_bundle
     from training.compare import against_baselines, write_comparison
     from training.data import eval_subset
     from training.evaluate import evaluate_bundle
 
     console = _console()
-    manifest = read_manifest(args.bundle)
     # every bundle's files and the device are checked before the data, which may take minutes
     bundles = {path: load_bundle(path, device=args.device)
                for path in filter(None, (args.bundle, args.against))}
+    manifest = bundles[args.bundle].manifest
     settings = _settings(args)
     records = eval_records(args.data, args.split, manifest=manifest,
                            data_root=settings.paths.resolved_data_root(),
@@ -214,11 +214,10 @@ def _default_out(args: argparse.Namespace, name: str) -> pathlib.Path:
 def _compare_bundles(args: argparse.Namespace, manifest: dict[str, Any], bundles: dict,
                      records: list, console: Any) -> int:
     """``eval --against OLD``: both bundles on the same images, then the paired differences."""
-    from pedsearch.bundle import read_manifest, validated_text_attribute_weight
     from training.compare import compare_per_query, write_comparison
     from training.evaluate import evaluate_bundle
 
-    other = read_manifest(args.against)
+    other = bundles[args.against].manifest
     new, old = manifest["version"], other["version"]
     if manifest.get("schema") != other.get("schema"):
         raise InvalidInput(f"{old} and {new} speak different attribute schemas; their attribute "
@@ -234,8 +233,8 @@ def _compare_bundles(args: argparse.Namespace, manifest: dict[str, Any], bundles
         with console.status(f"evaluating {version} on {len(records)} images ..."):
             evaluate_bundle(bundles[path], records, out_dir=out / f"{role}-{version}",
                             title=f"{version} ({args.split})", per_query=per_query[role])
-    weights = (validated_text_attribute_weight(other.get("metrics") or {}),
-               validated_text_attribute_weight(manifest.get("metrics") or {}))
+    weights = (bundles[args.against].text_attribute_weight,
+               bundles[args.bundle].text_attribute_weight)
     with console.status("bootstrapping the differences ..."):
         diffs = compare_per_query(per_query["old"], per_query["new"], weights=weights)
     write_comparison(diffs, out, baseline=old, candidate=new)

@@ -112,9 +112,13 @@ def cluster_bootstrap(
     counts = np.bincount(inverse).astype(np.float64)
     rng = np.random.default_rng(seed)
     draw = rng.integers(0, len(sums), size=(resamples, len(sums)))  # (R, C) clusters per resample
-    means = sums[draw].sum(axis=1) / counts[draw].sum(axis=1)
+    return _percentile_interval(sums[draw].sum(axis=1) / counts[draw].sum(axis=1), level)
+
+
+def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    """The central ``level`` interval of bootstrap ``values``."""
     tail = (1.0 - level) / 2.0
-    low, high = np.quantile(means, [tail, 1.0 - tail])
+    low, high = np.quantile(values, [tail, 1.0 - tail])
     return float(low), float(high)
 
 
@@ -143,9 +147,7 @@ def bootstrap_statistic(
         statistic(np.concatenate([members[c] for c in rng.integers(0, len(members),
                                                                    len(members))]))
         for _ in range(resamples)])
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(values, [tail, 1.0 - tail])
-    return float(low), float(high)
+    return _percentile_interval(values, level)
 
 
 def served_text(per_query: Mapping[str, Mapping[str, np.ndarray]], weight: float) -> str:
