@@ -175,8 +175,7 @@ def save_bundle(
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        modules = {"image": model.image_encoder, "text": model.text_encoder,
-                   "attributes": model.generator}
+        modules = tower_modules(model)
         files: dict[str, dict[str, Any]] = {}
         for part, module in modules.items():
             state = storage_state(module.state_dict(), WEIGHT_DTYPES[weights_dtype])
@@ -265,6 +264,12 @@ def check_bundle_target(out_dir: str | os.PathLike[str], *, overwrite: bool) -> 
         raise BundleError(f"refusing to replace {out}: it is not a model bundle (no {MANIFEST}) "
                           "and not empty; choose another folder, or empty it yourself")
     return out
+
+
+def tower_modules(model: Any) -> dict[str, Any]:
+    """Bundle part -> the model's module it stores (``None`` where the model lacks it)."""
+    return {"image": model.image_encoder, "text": model.text_encoder,
+            "attributes": model.generator}
 
 
 def storage_state(
@@ -523,8 +528,7 @@ def load_bundle(
                                               pretrained=False)
     except ConfigError as exc:
         raise BundleError(f"{root}: cannot rebuild the model: {exc.message}") from exc
-    modules = {"image": model.image_encoder, "text": model.text_encoder,
-               "attributes": model.generator}
+    modules = tower_modules(model)
     for part in parts:
         file = root / PART_FILES[part]
         try:

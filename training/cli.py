@@ -51,6 +51,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--run-name", default=None, help="override run_name")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="write the best checkpoint as a model bundle to DIR at the end")
+    p.add_argument("--init-from", default=None, metavar="BUNDLE",
+                   help="fine-tune: start from this bundle's towers instead of ImageNet weights "
+                   "('default' = the shipped bundle; overrides init_from)")
     p.set_defaults(handler=cmd_train)
 
     p = subparsers.add_parser(
@@ -116,7 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     for key, value in (("num_workers", args.workers), ("use_gpu", args.use_gpu),
                        ("epochs", args.epochs), ("output_dir", args.output_dir),
-                       ("run_name", args.run_name)):
+                       ("run_name", args.run_name), ("init_from", args.init_from)):
         if value is not None:
             overrides[key] = value
     cfg = load_train_config(args.train_config, overrides=overrides)

@@ -290,6 +290,13 @@ class TrainConfig(Strict):
         description="the architecture (pedsearch.models.joint.ModelArchitecture; the bundle "
         "stores it)",
     )
+    init_from: str | None = Field(
+        None, min_length=1, max_length=4096,
+        description="a model bundle folder ('default' = the shipped one) whose image, text and "
+        "attribute towers start the training instead of ImageNet weights: fine-tuning on new "
+        "data. Its architecture must be this config's model; its vocabulary is kept. The "
+        "training heads (identity classifiers, discriminator) start afresh",
+    )
     losses: dict[str, LossTerm] = Field(min_length=1, description="loss name -> term")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
@@ -476,9 +483,41 @@ def load_train_config(
     """
     file = resolve_config_path(path if path is not None else "base.yaml")
     data = read_config_file(file)
-    data = deep_merge(data, env_overrides(environ))
+    env = env_overrides(environ)
+    data = deep_merge(data, env)
     data = deep_merge(data, overrides or {})
-    return parse_train_config(data, where=str(file))
+    try:
+        return parse_train_config(data, where=str(file))
+    except ConfigError as exc:
+        culprits = _culprits(exc.__cause__, env, overrides or {})
+        if not culprits:
+            raise
+        raise ConfigError(f"{exc.message}\n(a value set by {', '.join(culprits)})"
+                          ) from exc.__cause__
+
+
+def _culprits(exc: BaseException | None, env: dict[str, Any],
+              overrides: dict[str, Any]) -> list[str]:
+    """Where each invalid value came from when it was not the file: the
+    ``PEDSEARCH_TRAIN__...`` variable or the command-line flag that set it."""
+    if not isinstance(exc, pydantic.ValidationError):
+        return []
+    out: list[str] = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        for source, name in ((overrides, "the command line ({})"),
+                             (env, ENV_PREFIX + "{}")):
+            node, path = source, []
+            for key in loc:  # the longest prefix of the error's path that the source set
+                if not isinstance(node, dict) or key not in node:
+                    break
+                node, path = node[key], [*path, key]
+            if path and not isinstance(node, dict):
+                label = (".".join(path) if source is overrides
+                         else "__".join(k.upper() for k in path))
+                out.append(name.format(label))
+                break
+    return list(dict.fromkeys(out))
 
 
 def parse_train_config(data: dict[str, Any], *, where: str = "the configuration") -> TrainConfig:

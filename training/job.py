@@ -149,6 +149,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if disc is not None and state.get("discriminator") is not None:
             disc.load_state_dict(state["discriminator"])
         start_epoch, global_step = int(state["epoch"]), int(state["global_step"])
+    elif config.get("init_states"):
+        # a fine-tuning run's first epoch starts from the bundle (training.finetune)
+        from training.finetune import load_towers
+
+        load_towers(model, config["init_states"])
 
     module = ray.train.torch.prepare_model(
         TrainingModule(model), parallel_strategy_kwargs={"find_unused_parameters": True})
@@ -475,8 +480,10 @@ def run_training(
         PedsearchError: training failed on a worker (the worker's error is chained).
     """
     from rich.console import Console
+    from rich.markup import escape
 
     from training.data import prepare_data
+    from training.finetune import initial_towers
 
     console = console or Console(stderr=True)
     run_dir = check_run_dir(cfg, resume=resume, overwrite=overwrite)
@@ -491,9 +498,20 @@ def run_training(
                               f"replace it once the run is done: `pedsearch export --run "
                               f"{run_dir} --out {export_dir} --overwrite`")
         check_bundle_target(export_dir, overwrite=overwrite)
+        target, run = pathlib.Path(export_dir).resolve(), run_dir.resolve()
+        if target == run or run in target.parents or target in run.parents:
+            # the run folder would hold the bundle (or the bundle the run): refused at the
+            # export, after the training, were it not checked now
+            raise ConfigError(f"--export {export_dir} overlaps the run folder {run_dir}; give "
+                              "the bundle a folder of its own (e.g. beside the run)")
     # no spinner here: generating the synthetic world shows its own progress bar
+    towers = initial_towers(cfg)  # a wrong bundle fails now, before the data is prepared
     console.print(f"preparing data for {run_dir.name} ...")
     data = prepare_data(cfg, data_root=data_root)
+    if towers is not None and towers.vocab_words is not None:
+        # the bundle's word embeddings keep their rows; new words read as <unk>
+        data = dataclasses.replace(data, vocab_words=towers.vocab_words,
+                                   vocab_options=towers.vocab_options)
     fingerprint = data_fingerprint(data)
     run_file = run_dir / RUN_FILE
     if not resume and overwrite:
@@ -512,17 +530,21 @@ def run_training(
         _write_json_atomic(run_file, {
             "config_hash": cfg.config_hash(), "data_fingerprint": fingerprint,
             "data": data.summary(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **({"init_from": {"path": str(towers.path), "version": towers.version}}
+               if towers is not None else {}),
         })
     console.print(f"[bold]{run_dir.name}[/]: " + ", ".join(
         f"{k} {v}" for k, v in data.summary().items()))
 
     done = list_checkpoints(run_dir) if resume else []
+    if towers is not None and not done:  # a resumed run goes on from its own checkpoint
+        console.print(f"starting from bundle {towers.version} ({escape(str(towers.path))})")
     if done and done[-1].epoch >= cfg.epochs:
         console.print(f"run {run_dir.name} already completed {done[-1].epoch} of {cfg.epochs} "
                       "epochs; nothing left to train")
     else:
         _fit(cfg, data, run_dir, ray_address=ray_address, ray_num_cpus=ray_num_cpus,
-             console=console)
+             console=console, init_states=towers.states if towers is not None else None)
     history = read_history(run_dir / METRICS_FILE)
     if history:
         from training.plots import plot_training_curves
@@ -550,8 +572,11 @@ def _fit(
     ray_address: str | None,
     ray_num_cpus: int | None,
     console: Any,
+    init_states: dict[str, Any] | None = None,
 ) -> None:
-    """Run the ``TorchTrainer`` (blocking) while a thread shows progress and logs metrics."""
+    """Run the ``TorchTrainer`` (blocking) while a thread shows progress and logs metrics.
+
+    ``init_states``: the towers a fine-tuning run starts from (:mod:`training.finetune`)."""
     import ray
     from ray.train import (CheckpointConfig, FailureConfig, LoggingConfig, RunConfig,
                            ScalingConfig)
@@ -579,7 +604,8 @@ def _fit(
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train_config": cfg.model_dump(mode="json"), "data": data,
-                           "board": board, "run_dir": str(run_dir)},
+                           "board": board, "run_dir": str(run_dir),
+                           "init_states": init_states},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker}),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),

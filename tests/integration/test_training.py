@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import ray
+import torch
 
 from pedsearch.bundle import load_bundle, read_manifest
 from pedsearch.errors import BundleError
@@ -196,3 +197,23 @@ def test_train_kill_resume_eval_export_load(ray_2_cpus, tmp_path):
                                device="cpu").encode_images(
         [ImageRecord(path=test_image, pid="x", source="synthetic")])
     assert float(trained[0] @ emb[0]) > 0.98
+
+    # 6. fine-tune: a new run starts from the exported bundle's towers, not from ImageNet. At a
+    # learning rate too small to move them, its bundle holds the same weights (BatchNorm's
+    # running statistics aside, which training mode updates whatever the rate)
+    tuned = tmp_path / "bundle-tuned"
+    ft_env = {**env, "PEDSEARCH_TRAIN__OPTIMIZER__LR": "1e-12",
+              "PEDSEARCH_TRAIN__MAX_STEPS_PER_EPOCH": "1"}
+    ft = subprocess.run([*train, "--run-name", "tuned", "--init-from", str(bundle_dir),
+                         "--epochs", "1", "--workers", "1", "--export", str(tuned)],
+                        env=ft_env, capture_output=True, text=True, timeout=STEP_TIMEOUT_S)
+    assert ft.returncode == 0, (ft.stdout + ft.stderr)[-6000:]
+    started = json.loads((out / "tuned" / "run.json").read_text())
+    assert started["init_from"]["version"] == read_manifest(bundle_dir)["version"]
+    for part in ("image.pt", "text.pt", "concept.pt"):
+        before = torch.load(bundle_dir / part, weights_only=True)
+        after = torch.load(tuned / part, weights_only=True)
+        assert before.keys() == after.keys()
+        for key, value in before.items():
+            if value.is_floating_point() and "running_" not in key:
+                assert torch.allclose(value.float(), after[key].float(), atol=2e-3), (part, key)

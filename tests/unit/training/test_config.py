@@ -54,6 +54,24 @@ def test_environment_and_overrides_beat_the_file():
     assert cfg.epochs == 9 and cfg.optimizer.lr == 0.5
 
 
+@pytest.mark.parametrize("env, overrides, culprit", [
+    ({"PEDSEARCH_TRAIN__OPTIMIZER__LR": "-1"}, {}, "PEDSEARCH_TRAIN__OPTIMIZER__LR"),
+    ({"PEDSEARCH_TRAIN__OPTIMIZER__LRR": "1"}, {}, "PEDSEARCH_TRAIN__OPTIMIZER__LRR"),
+    ({}, {"epochs": 0}, "the command line (epochs)"),
+])
+def test_a_bad_value_from_the_environment_or_a_flag_is_blamed_on_it(env, overrides, culprit):
+    with pytest.raises(ConfigError) as err:
+        load_train_config("tiny.yaml", environ=env, overrides=overrides)
+    assert err.value.message.endswith(f"(a value set by {culprit})")
+
+
+def test_a_bad_value_in_the_file_blames_only_the_file(tmp_path):
+    (tmp_path / "bad.yaml").write_text("_base_: tiny.yaml\nepochs: 0\n")
+    with pytest.raises(ConfigError) as err:
+        load_train_config(tmp_path / "bad.yaml", environ={"PEDSEARCH_TRAIN__SEED": "3"})
+    assert "bad.yaml" in err.value.message and "set by" not in err.value.message
+
+
 def test_loss_params_are_validated_and_filled_in():
     cfg = parse_train_config({**MINIMAL, "losses": {"apr": {"params": {"lambda_id": 4.0}}}})
     assert cfg.losses["apr"].params == {"lambda_id": 4.0, "label_smoothing": 0.0}

@@ -164,3 +164,16 @@ def test_an_unreachable_ray_address_fails_at_once():
         with pytest.raises(ConfigError, match="cannot reach"):
             check_ray_address(f"ray://127.0.0.1:{port}", timeout_s=2.0)
     check_ray_address("auto")  # Ray's to resolve
+
+
+@pytest.mark.parametrize("where", ["run", "run/bundle", "."])
+def test_an_export_folder_overlapping_the_run_is_refused_before_training(tmp_path, where):
+    from training.job import run_training
+
+    cfg = load_train_config("tiny.yaml", environ={},
+                            overrides={"output_dir": str(tmp_path / "runs"), "run_name": "run"})
+    target = {"run": cfg.run_dir, "run/bundle": cfg.run_dir / "bundle",
+              ".": tmp_path / "runs"}[where]
+    with pytest.raises(ConfigError, match="overlaps the run folder"):
+        run_training(cfg, export_dir=target)
+    assert not cfg.run_dir.exists()  # nothing started
