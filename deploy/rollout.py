@@ -479,7 +479,10 @@ def _summary(report: RolloutReport, args, settings, console) -> None:
     elif report.previous == report.collection:
         say(f"alias {alias} points at {report.collection} already: nothing to switch; {held}")
     else:
-        say(f"alias {alias} left on {report.previous} (--no-switch); {held}")
+        where = (f"left on {report.previous}" if report.previous is not None
+                 else "not created (no collection had it)")
+        say(f"alias {alias} {where} (--no-switch); switch it later with `pedsearch rollout "
+            f"--no-copy --bundle <this bundle>`; {held}")
     for g in behind:  # with --force or --no-switch
         say(f"warning: {g.describe(report.version)}")
     if report.unstaged:

@@ -212,6 +212,13 @@ class WorkersConfig(Strict):
     )
     default_detector: DetectorSpec = Field(default_factory=DetectorSpec)
     use_gpu: bool | None = Field(None, description="None = use a GPU when Ray reports one")
+    retry_limit: int = Field(
+        20, ge=0, le=1_000_000,
+        description="failures in a row after which a consumer stopped by an error of the "
+        "services (Redis, Milvus, the crop store) is given up; it restarts from its last "
+        "checkpoint after 1, 2, 4 ... 30 s, and a run of 2 minutes clears the count; 0 = stop "
+        "the workers at the first such error",
+    )
 
 
 class ModelConfig(Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import signal
 import threading
@@ -33,7 +34,8 @@ def register(subparsers) -> None:
     cam.add_argument("--fps", type=bounded(float, 0, open_low=True), default=5.0,
                      help="frames per second")
     cam.add_argument("--frames", type=bounded(int, 0, open_low=True), default=None,
-                     help="stop after N frames")
+                     help="stop after N frames (a synthetic scene: N frames of all its "
+                     "cameras together)")
     cam.add_argument("--loop", action="store_true", help="replay a file source at its end")
     cam.add_argument("--as-fast-as-possible", action="store_true",
                      help="do not pace frames (benchmarks, backfills)")
@@ -121,7 +123,10 @@ def cmd_camera(args) -> int:
         task = progress.add_task(f"{args.camera_id} -> {settings.kafka.frames_topic}",
                                  total=total, rate=0.0, failed=0, link=link())
         try:
-            for sf in source.frames(stop):
+            frames = source.frames(stop)
+            if args.frames is not None:  # the synthetic scene has no max_frames of its own
+                frames = itertools.islice(frames, args.frames)
+            for sf in frames:
                 publisher.publish(sf)
                 s = publisher.stats
                 progress.update(task, completed=s.sent, rate=s.rate, failed=s.failed, link=link())

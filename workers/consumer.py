@@ -24,6 +24,7 @@ no record can stop its partition.
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 import threading
 import time
@@ -31,6 +32,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import (
@@ -40,6 +42,7 @@ from kafka.structs import OffsetAndMetadata
 
 from pedsearch.config import Settings
 from pedsearch.envelope import PoisonMessage, decode_frame
+from pedsearch.errors import Unavailable
 
 from workers.metrics import WorkerMetrics
 from workers.pipeline import CameraPipeline, CropCandidate
@@ -157,6 +160,8 @@ class ConsumerLoop:
         self._last_flush = time.monotonic()
         self._last_ckpt = time.monotonic()
         self._last_beat = 0.0
+        self._metrics_warned = -math.inf
+        self._assign_error: BaseException | None = None  # restore failed in the listener
         self._end_seq: int | None = None  # first write seq of the end-of-run window crops
         # (partition, camera) -> monotonic time of its last frame, for tracking.idle_close_s
         self._camera_seen: dict[tuple[TopicPartition, str], float] = {}
@@ -225,7 +230,13 @@ class ConsumerLoop:
 
     def on_assigned(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
-            state = self.restore(tp)
+            try:
+                state = self.restore(tp)
+            except redis.RedisError as exc:
+                # kafka-python logs and swallows a listener's error, and the partition would be
+                # read from the committed offset with its tracks forgotten: raise in run()
+                self._assign_error = exc
+                return
             self.states[tp] = state
             if state.next_offset is not None:
                 # the snapshot is written before the commit, so it is never behind it; start
@@ -237,7 +248,7 @@ class ConsumerLoop:
             log.info("%s: assigned %s (resume at %s)", self.worker_id, tp,
                      state.next_offset if state.next_offset is not None else "committed")
         self.metrics.assigned.set(len(self.states))
-        self.metrics.publish(self.redis)  # tell waiting tools at once, not at the next beat
+        self._publish_metrics()  # tell waiting tools at once, not at the next beat
 
     def on_revoked(self, partitions: list[TopicPartition]) -> None:
         # This runs on kafka-python's IO thread, where a blocking call into the consumer
@@ -551,12 +562,24 @@ class ConsumerLoop:
                 self.metrics.lag.set(lag)
         except KafkaError:
             pass
-        self.metrics.publish(self.redis)
+        self._publish_metrics()
+
+    def _publish_metrics(self) -> None:
+        """The heartbeat's Redis snapshot. Metrics only: while Redis is away, frames go on
+        (the checkpoint, which needs Redis, stops the run if it stays away)."""
+        try:
+            self.metrics.publish(self.redis)
+        except redis.RedisError as exc:
+            if time.monotonic() - self._metrics_warned >= 60.0:
+                self._metrics_warned = time.monotonic()
+                log.warning("%s: cannot publish metrics to Redis (%s); `pedsearch status` "
+                            "shows this worker again once Redis answers", self.worker_id, exc)
 
     def run(self, stop: threading.Event, *, idle_exit_s: float | None = None) -> ConsumerStats:
         """Consume until ``stop`` is set (or nothing arrived for ``idle_exit_s``)."""
         self._connect()
         self._end_seq = None
+        self._assign_error = None
         last_msg = time.monotonic()
         join_grace = last_msg + 2 * (self.kcfg.max_poll_interval_ms
                                      + self.kcfg.session_timeout_ms) / 1000
@@ -564,6 +587,10 @@ class ConsumerLoop:
             while not stop.is_set():
                 batches = self.consumer.poll(timeout_ms=200,
                                              max_records=self.kcfg.max_poll_records)
+                if self._assign_error is not None:
+                    raise Unavailable(f"{self.worker_id}: cannot read the partitions' saved "
+                                      f"state from Redis ({self._assign_error}); nothing of "
+                                      "them was processed") from self._assign_error
                 for tp, msgs in batches.items():
                     for msg in msgs:
                         self.handle(tp, msg)
@@ -589,7 +616,7 @@ class ConsumerLoop:
                 for cam in state.cameras.values():
                     self.pending.extend(cam.finish())
             self.checkpoint(force=True)
-            self.metrics.publish(self.redis)
+            self._publish_metrics()
         finally:
             self.close()
         return self.stats

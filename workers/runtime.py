@@ -17,7 +17,7 @@ from dataclasses import asdict
 from typing import Any
 
 import ray
-from ray.exceptions import ActorDiedError, RayActorError
+from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
 
 from pedsearch.attributes import AttributeSchema
 from pedsearch.bundle import read_manifest
@@ -26,6 +26,11 @@ from pedsearch import errors
 from pedsearch.errors import ConfigError, PedsearchError, Unavailable
 
 log = logging.getLogger("pedsearch.workers")
+
+#: longest wait before a consumer that failed is run again (s)
+RETRY_MAX_DELAY_S = 30.0
+#: a failed run that had lasted this long starts a new count of failures in a row (s)
+RETRY_RESET_S = 120.0
 
 
 def init_ray(settings: Settings) -> None:
@@ -186,18 +191,56 @@ class IngestWorkers:
         return ray.get([c.pid.remote() for c in self.consumers])
 
     def run(self, stop: threading.Event, *, idle_exit_s: float | None = None) -> list[dict]:
-        """Run until ``stop`` is set, or every consumer was idle for ``idle_exit_s``."""
-        refs = {c.run.remote(idle_exit_s): i for i, c in enumerate(self.consumers)}
+        """Run until ``stop`` is set, or every consumer was idle for ``idle_exit_s``.
+
+        A consumer whose process died is restarted by Ray and run again at once. One stopped
+        by an error of the services it writes to (Redis, Milvus, the crop store; not a poison
+        message, which is dead-lettered) is restarted after a back-off, up to
+        ``workers.retry_limit`` times in a row; an error of the configuration stops the
+        workers at once.
+
+        Raises:
+            PedsearchError: a consumer cannot start, failed ``retry_limit`` times in a row, or
+                stopped on an error no retry can mend (its message is kept).
+        """
+        refs: dict[Any, int] = {}  # running call -> consumer
+        started: dict[int, float] = {}
+        retry_at: dict[int, float] = {}  # consumer -> when its restart is due
+        failures: dict[int, int] = {}  # consumer -> failures in a row
+
+        def launch(i: int) -> None:
+            started[i] = time.monotonic()
+            refs[self.consumers[i].run.remote(idle_exit_s)] = i
+
+        for i in range(len(self.consumers)):
+            launch(i)
         results: dict[int, dict] = {}
         try:
-            while refs:
+            while refs or retry_at:
                 if stop.is_set():
                     ray.get([c.stop.remote() for c in self.consumers])
+                    retry_at.clear()
+                for i, due in list(retry_at.items()):
+                    if time.monotonic() >= due:
+                        del retry_at[i]
+                        launch(i)
+                if not refs:
+                    time.sleep(0.2)
+                    continue
                 done, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
                 for ref in done:
                     i = refs.pop(ref)
                     try:
                         results[i] = ray.get(ref)
+                    except RayTaskError as exc:
+                        if stop.is_set():
+                            continue
+                        ran_s = time.monotonic() - started[i]
+                        failures[i] = 1 if ran_s >= RETRY_RESET_S else failures.get(i, 0) + 1
+                        delay = self._after_failure(i, exc, failures[i])
+                        # a fresh actor: nothing half-done of the failed run is carried over
+                        ray.kill(self.consumers[i], no_restart=False)
+                        retry_at[i] = time.monotonic() + delay
                     except (RayActorError, ActorDiedError) as exc:
                         if stop.is_set():
                             continue
@@ -208,11 +251,31 @@ class IngestWorkers:
                         self.restarts += 1
                         log.warning("consumer-%d died (%s); Ray restarts it and it resumes "
                                     "from its last checkpoint", i, type(exc).__name__)
-                        refs[self.consumers[i].run.remote(idle_exit_s)] = i
+                        launch(i)
         finally:
             if stop.is_set():
                 ray.get([c.stop.remote() for c in self.consumers], timeout=30)
         return [results[i] for i in sorted(results)]
+
+    def _after_failure(self, i: int, exc: RayTaskError, failures: int) -> float:
+        """Seconds before consumer ``i`` runs again after ``exc``; raises when it must not."""
+        cause = getattr(exc, "cause", None) or exc
+        what = f"{type(cause).__name__}: {cause}"
+        if isinstance(cause, PedsearchError) and not isinstance(cause, Unavailable):
+            # configuration, bundle or data errors: the same run would fail the same way
+            raise PedsearchError(f"consumer-{i} stopped: {cause.message}") from None
+        limit = self.settings.workers.retry_limit
+        if failures > limit:
+            raise Unavailable(
+                f"consumer-{i} failed {failures} times in a row, last with {what}; check that "
+                "Redis, Milvus and the crop store are reachable (`pedsearch stack status`), "
+                "then start the workers again: they resume from their last checkpoint"
+                + ("" if limit else " (workers.retry_limit = 0 gives up at once)")) from None
+        delay = min(RETRY_MAX_DELAY_S, 2.0 ** (failures - 1))
+        self.restarts += 1
+        log.warning("consumer-%d stopped on %s; it restarts from its last checkpoint in %.0f s "
+                    "(failure %d of at most %d in a row)", i, what, delay, failures, limit)
+        return delay
 
     def shutdown(self) -> None:
         for a in [*self.consumers, *self.embedders]:

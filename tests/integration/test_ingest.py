@@ -20,6 +20,7 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer
 from pymilvus import MilvusClient
 
+from deploy.stack import RedisServer
 from pedsearch.envelope import make_frame
 from pedsearch.schema import collection_name
 from pedsearch.bundle import read_manifest
@@ -210,11 +211,53 @@ def test_consumer_killed_mid_stream_loses_and_duplicates_nothing(ingest_settings
     )
 
 
+def test_a_redis_outage_pauses_the_workers_and_loses_nothing(ingest_settings,
+                                                            ingest_settings_factory, tmp_path):
+    # a Redis of this test's own, stopped while the workers consume and started again on the
+    # same port and data (append-only file) a few seconds later
+    server = RedisServer(port=0, data_dir=tmp_path / "redis")
+    server.start()
+    server.wait_ready(60)
+    port = server.port
+    settings = ingest_settings
+    settings.redis.url = server.address
+    start_us = int(time.time() * 1e6)
+    reference = ingest_settings_factory()
+    publish_scene(reference, start_us)
+    run_workers(reference)
+    expected = {r["id"] for r in stored_rows(reference)}
+
+    publish_scene(settings, start_us)
+    back = []
+
+    def outage():
+        time.sleep(4.0)
+        server.stop()
+        time.sleep(8.0)
+        again = RedisServer(port=port, data_dir=tmp_path / "redis")
+        again.start()
+        again.wait_ready(60)
+        back.append(again)
+
+    thread = threading.Thread(target=outage, daemon=True)
+    thread.start()
+    try:
+        results, restarts = run_workers(settings, idle_exit_s=10.0)
+    finally:
+        thread.join(timeout=90)
+        for s in back:
+            s.stop()
+    assert back, "Redis did not come back"
+    assert restarts >= 1, "the outage stopped no consumer"
+    got = {r["id"] for r in stored_rows(settings)}
+    assert got == expected, f"missing {len(expected - got)}, extra {len(got - expected)}"
+
+
 def test_poison_messages_go_to_the_dead_letter_topic(ingest_settings):
-    settings = ingest_settings.model_copy(deep=True)
-    settings.workers.unknown_cameras = "dead_letter"
-    settings.cameras = {"good-cam": {}}
-    settings = type(settings).model_validate(settings.model_dump())
+    raw = ingest_settings.model_dump()
+    raw["workers"]["unknown_cameras"] = "dead_letter"
+    raw["cameras"] = {"good-cam": {}}
+    settings = type(ingest_settings).model_validate(raw)  # validated as a settings file is
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
     topic = settings.kafka.frames_topic
     rng = np.random.default_rng(0)
@@ -277,12 +320,12 @@ def test_real_street_frames_play_through_the_whole_path(ingest_settings):
                     "and PEDSEARCH_PATHS__MODELS_ROOT")
     from workers.camera.sources import FileSource
 
-    settings = settings.model_copy(deep=True)
-    settings.cameras = {"mot17": {"detector": {
+    raw = settings.model_dump()
+    raw["cameras"] = {"mot17": {"detector": {
         "type": "darknet", "cfg": "yolo-fastest-1.1-body/yolo-fastest-1.1_body.cfg",
         "weights": "yolo-fastest-1.1-body/yolo-fastest-1.1_body.weights",
         "models_root": str(models_root)}}}
-    settings = type(settings).model_validate(settings.model_dump())
+    settings = type(settings).model_validate(raw)  # validated as a settings file is
     source = FileSource(path=folder, camera_id="mot17", fps=5.0, realtime=False)
     publisher = FramePublisher(producer=make_producer(settings.kafka),
                                topic=settings.kafka.frames_topic)
