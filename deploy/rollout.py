@@ -482,7 +482,7 @@ def _summary(report: RolloutReport, args, settings, console) -> None:
         where = (f"left on {report.previous}" if report.previous is not None
                  else "not created (no collection had it)")
         say(f"alias {alias} {where} (--no-switch); switch it later with `pedsearch rollout "
-            f"--no-copy --bundle <this bundle>`; {held}")
+            f"--bundle <this bundle>`; rows already copied are skipped; {held}")
     for g in behind:  # with --force or --no-switch
         say(f"warning: {g.describe(report.version)}")
     if report.unstaged:

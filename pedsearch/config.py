@@ -214,10 +214,10 @@ class WorkersConfig(Strict):
     use_gpu: bool | None = Field(None, description="None = use a GPU when Ray reports one")
     retry_limit: int = Field(
         20, ge=0, le=1_000_000,
-        description="failures in a row after which a consumer stopped by an error of the "
-        "services (Redis, Milvus, the crop store) is given up; it restarts from its last "
-        "checkpoint after 1, 2, 4 ... 30 s, and a run of 2 minutes clears the count; 0 = stop "
-        "the workers at the first such error",
+        description="restarts in a row of a consumer whose run stopped on an error (a service "
+        "outage: Redis, Milvus, the crop store), each from the last checkpoint after 1, 2, "
+        "4 ... 30 s; the workers stop when the last one fails too. A run of 2 minutes clears "
+        "the count; configuration errors are never retried; 0 = stop at the first error",
     )
 
 

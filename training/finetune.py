@@ -8,7 +8,8 @@ built from the captions, so its word embeddings keep their rows; words of the ne
 lacks read as ``<unk>``. What a bundle does not hold -- the identity classifiers (their classes
 are the new data's persons), AAIPR's semantic-ID classifier and discriminator -- starts afresh.
 
-A resumed run restores its own checkpoint; the bundle only seeds epoch 1.
+A resumed run restores its own checkpoint (towers and vocabulary); the bundle only seeds epoch 1,
+and a run resumed before its first checkpoint must find the very bundle ``run.json`` recorded.
 
 Example:
     >>> towers = initial_towers(cfg)                    # doctest: +SKIP
@@ -112,6 +113,37 @@ def initial_towers(cfg: Any) -> InitialTowers | None:
     )
 
 
+def check_same_bundle(run_dir: pathlib.Path, towers: InitialTowers) -> None:
+    """A resumed fine-tuning run that has no checkpoint yet must start from the bundle it
+    recorded in ``run.json`` (``init_from: default`` may name another one after an upgrade).
+
+    Raises:
+        ConfigError: ``init_from`` now holds another bundle version.
+    """
+    import json
+
+    from training.job import RUN_FILE
+
+    recorded = json.loads((run_dir / RUN_FILE).read_text()).get("init_from") or {}
+    if recorded.get("version") != towers.version:
+        raise ConfigError(
+            f"run {run_dir.name} started from bundle {recorded.get('version') or '(none)'}, but "
+            f"init_from now holds {towers.version} ({towers.path}); point --init-from at the "
+            "bundle it started from, or start the run again with --overwrite")
+
+
+def checkpoint_vocab(checkpoint: pathlib.Path) -> tuple[list[str] | None, dict[str, Any]]:
+    """The vocabulary a fine-tuning run's checkpoint was trained with (words, options)."""
+    from pedsearch.models.tokenizer import Vocab
+    from training.export import VOCAB_FILE
+
+    path = checkpoint / VOCAB_FILE
+    if not path.is_file():
+        return None, {}
+    vocab = Vocab.load(path)
+    return list(vocab.words), {"punctuation": vocab.punctuation, "max_length": vocab.max_length}
+
+
 def load_towers(model: Any, states: Mapping[str, Mapping[str, Any]]) -> None:
     """Load :attr:`InitialTowers.states` into a freshly built training model (strictly: every
     tower's every weight, so a mismatch cannot go unnoticed)."""
@@ -127,4 +159,4 @@ def load_towers(model: Any, states: Mapping[str, Mapping[str, Any]]) -> None:
 
 
 __all__ = ["DEFAULT_BUNDLE", "InitialTowers", "architecture_differences", "bundle_path",
-           "initial_towers", "load_towers"]
+           "check_same_bundle", "checkpoint_vocab", "initial_towers", "load_towers"]

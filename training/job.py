@@ -132,8 +132,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     schema = AttributeSchema.default()
     vocab = data.vocab()
 
-    model, disc = build_model(cfg, num_identities=data.num_ids,
-                              num_semantic_ids=data.num_semantic_ids, vocab=vocab, schema=schema)
     state, resumed_from = _restore_state(config.get("run_dir"))
     if world > 1 and dist.is_available() and dist.is_initialized():
         # every rank must start at the same epoch, or the all-reduces would pair up wrongly
@@ -143,6 +141,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             state = (torch.load(pathlib.Path(chosen[0]) / "state.pt", map_location="cpu",
                                 weights_only=False) if chosen[0] else None)
             resumed_from = chosen[0]
+    # ImageNet weights only for a run that starts from nothing else
+    model, disc = build_model(cfg, num_identities=data.num_ids,
+                              num_semantic_ids=data.num_semantic_ids, vocab=vocab, schema=schema,
+                              pretrained=state is None and not config.get("init_states"))
     start_epoch, global_step = 0, 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -483,7 +485,7 @@ def run_training(
     from rich.markup import escape
 
     from training.data import prepare_data
-    from training.finetune import initial_towers
+    from training.finetune import check_same_bundle, checkpoint_vocab, initial_towers
 
     console = console or Console(stderr=True)
     run_dir = check_run_dir(cfg, resume=resume, overwrite=overwrite)
@@ -505,13 +507,20 @@ def run_training(
             raise ConfigError(f"--export {export_dir} overlaps the run folder {run_dir}; give "
                               "the bundle a folder of its own (e.g. beside the run)")
     # no spinner here: generating the synthetic world shows its own progress bar
-    towers = initial_towers(cfg)  # a wrong bundle fails now, before the data is prepared
+    done = list_checkpoints(run_dir) if resume else []
+    # a fine-tuning run reads its bundle until its first checkpoint, which from then on holds
+    # the towers and the vocabulary; a wrong bundle fails now, before the data is prepared
+    towers = initial_towers(cfg) if not done else None
+    if towers is not None and resume:
+        check_same_bundle(run_dir, towers)
     console.print(f"preparing data for {run_dir.name} ...")
     data = prepare_data(cfg, data_root=data_root)
-    if towers is not None and towers.vocab_words is not None:
+    if cfg.init_from is not None:
         # the bundle's word embeddings keep their rows; new words read as <unk>
-        data = dataclasses.replace(data, vocab_words=towers.vocab_words,
-                                   vocab_options=towers.vocab_options)
+        words, options = ((towers.vocab_words, towers.vocab_options) if towers is not None
+                          else checkpoint_vocab(done[-1].path))
+        if words is not None:
+            data = dataclasses.replace(data, vocab_words=words, vocab_options=options)
     fingerprint = data_fingerprint(data)
     run_file = run_dir / RUN_FILE
     if not resume and overwrite:
@@ -530,14 +539,12 @@ def run_training(
         _write_json_atomic(run_file, {
             "config_hash": cfg.config_hash(), "data_fingerprint": fingerprint,
             "data": data.summary(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            **({"init_from": {"path": str(towers.path), "version": towers.version}}
+            **({"init_from": {"path": str(towers.path.resolve()), "version": towers.version}}
                if towers is not None else {}),
         })
     console.print(f"[bold]{run_dir.name}[/]: " + ", ".join(
         f"{k} {v}" for k, v in data.summary().items()))
-
-    done = list_checkpoints(run_dir) if resume else []
-    if towers is not None and not done:  # a resumed run goes on from its own checkpoint
+    if towers is not None:
         console.print(f"starting from bundle {towers.version} ({escape(str(towers.path))})")
     if done and done[-1].epoch >= cfg.epochs:
         console.print(f"run {run_dir.name} already completed {done[-1].epoch} of {cfg.epochs} "

@@ -232,9 +232,9 @@ class ConsumerLoop:
         for tp in partitions:
             try:
                 state = self.restore(tp)
-            except redis.RedisError as exc:
-                # kafka-python logs and swallows a listener's error, and the partition would be
-                # read from the committed offset with its tracks forgotten: raise in run()
+            except Exception as exc:  # noqa: BLE001 - raised again by run(), unwrapped
+                # raised here, kafka-python would wrap it in a KafkaError that hides what it
+                # was (a configuration error would look like a broker fault)
                 self._assign_error = exc
                 return
             self.states[tp] = state
@@ -565,8 +565,8 @@ class ConsumerLoop:
         self._publish_metrics()
 
     def _publish_metrics(self) -> None:
-        """The heartbeat's Redis snapshot. Metrics only: while Redis is away, frames go on
-        (the checkpoint, which needs Redis, stops the run if it stays away)."""
+        """The heartbeat's Redis snapshot. Metrics only: a failure is a warning (at most one a
+        minute); the next checkpoint, which needs Redis, stops the run if Redis is away."""
         try:
             self.metrics.publish(self.redis)
         except redis.RedisError as exc:
@@ -587,10 +587,12 @@ class ConsumerLoop:
             while not stop.is_set():
                 batches = self.consumer.poll(timeout_ms=200,
                                              max_records=self.kcfg.max_poll_records)
-                if self._assign_error is not None:
-                    raise Unavailable(f"{self.worker_id}: cannot read the partitions' saved "
-                                      f"state from Redis ({self._assign_error}); nothing of "
-                                      "them was processed") from self._assign_error
+                if self._assign_error is not None:  # before any of the partitions' frames
+                    error = self._assign_error
+                    if isinstance(error, redis.RedisError):
+                        raise Unavailable(f"{self.worker_id}: cannot read the partitions' saved "
+                                          f"state from Redis ({error})") from error
+                    raise error
                 for tp, msgs in batches.items():
                     for msg in msgs:
                         self.handle(tp, msg)

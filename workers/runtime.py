@@ -17,7 +17,7 @@ from dataclasses import asdict
 from typing import Any
 
 import ray
-from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
+from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError, RayTaskError
 
 from pedsearch.attributes import AttributeSchema
 from pedsearch.bundle import read_manifest
@@ -177,15 +177,15 @@ class IngestWorkers:
                 bundle_path=bundle, device="cuda" if gpu else "cpu", batch_size=wcfg.embed_batch)
             for _ in range(wcfg.embedders)
         ]
-        consumer_actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0,
-                                    max_concurrency=2)(ConsumerWorker)
-        payload = settings.model_dump_json()
-        self.consumers = [
-            consumer_actor.remote(payload, f"{settings.kafka.consumer_group}:consumer-{i}",
-                                  self.embedders)
-            for i in range(wcfg.consumers)
-        ]
+        self._consumer_actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0,
+                                          max_concurrency=2)(ConsumerWorker)
+        self._payload = settings.model_dump_json()
+        self.consumers = [self._new_consumer(i) for i in range(wcfg.consumers)]
         self.restarts = 0
+
+    def _new_consumer(self, i: int) -> Any:
+        return self._consumer_actor.remote(
+            self._payload, f"{self.settings.kafka.consumer_group}:consumer-{i}", self.embedders)
 
     def pids(self) -> list[int]:
         return ray.get([c.pid.remote() for c in self.consumers])
@@ -193,36 +193,50 @@ class IngestWorkers:
     def run(self, stop: threading.Event, *, idle_exit_s: float | None = None) -> list[dict]:
         """Run until ``stop`` is set, or every consumer was idle for ``idle_exit_s``.
 
-        A consumer whose process died is restarted by Ray and run again at once. One stopped
-        by an error of the services it writes to (Redis, Milvus, the crop store; not a poison
-        message, which is dead-lettered) is restarted after a back-off, up to
-        ``workers.retry_limit`` times in a row; an error of the configuration stops the
-        workers at once.
+        A consumer whose process died is restarted by Ray and run again at once. One whose run
+        stopped on an error (a service outage: Redis, Milvus, the crop store) is replaced by a
+        fresh actor after a back-off of 1, 2, 4 ... 30 s, which resumes from the last
+        checkpoint, up to ``workers.retry_limit`` times in a row; a pedsearch error other than
+        :class:`~pedsearch.errors.Unavailable` (configuration, bundle, data) stops the workers
+        at once, since the same run would fail the same way.
 
         Raises:
-            PedsearchError: a consumer cannot start, failed ``retry_limit`` times in a row, or
-                stopped on an error no retry can mend (its message is kept).
+            PedsearchError: a consumer cannot start, its restarts all failed, or it stopped on
+                an error no retry can mend (its class and message are kept).
         """
         refs: dict[Any, int] = {}  # running call -> consumer
         started: dict[int, float] = {}
-        retry_at: dict[int, float] = {}  # consumer -> when its restart is due
+        retry_at: dict[int, float] = {}  # consumer -> when its replacement starts
         failures: dict[int, int] = {}  # consumer -> failures in a row
+        stopping = False
 
         def launch(i: int) -> None:
             started[i] = time.monotonic()
             refs[self.consumers[i].run.remote(idle_exit_s)] = i
+
+        def failed(i: int, cause: BaseException) -> None:
+            ran_s = time.monotonic() - started[i]
+            failures[i] = 1 if ran_s >= RETRY_RESET_S else failures.get(i, 0) + 1
+            delay = self._after_failure(i, cause, failures[i])
+            # a fresh actor, started when the delay is over: nothing half-done of the failed
+            # run is carried over, and a constructor that needs Milvus runs once it may be back
+            ray.kill(self.consumers[i], no_restart=True)
+            retry_at[i] = time.monotonic() + delay
 
         for i in range(len(self.consumers)):
             launch(i)
         results: dict[int, dict] = {}
         try:
             while refs or retry_at:
-                if stop.is_set():
-                    ray.get([c.stop.remote() for c in self.consumers])
+                if stop.is_set() and not stopping:
+                    stopping = True
                     retry_at.clear()
+                    for i in set(refs.values()):  # the run loop sees its stop event
+                        self.consumers[i].stop.remote()
                 for i, due in list(retry_at.items()):
                     if time.monotonic() >= due:
                         del retry_at[i]
+                        self.consumers[i] = self._new_consumer(i)
                         launch(i)
                 if not refs:
                     time.sleep(0.2)
@@ -233,48 +247,54 @@ class IngestWorkers:
                     try:
                         results[i] = ray.get(ref)
                     except RayTaskError as exc:
-                        if stop.is_set():
-                            continue
-                        ran_s = time.monotonic() - started[i]
-                        failures[i] = 1 if ran_s >= RETRY_RESET_S else failures.get(i, 0) + 1
-                        delay = self._after_failure(i, exc, failures[i])
-                        # a fresh actor: nothing half-done of the failed run is carried over
-                        ray.kill(self.consumers[i], no_restart=False)
-                        retry_at[i] = time.monotonic() + delay
+                        if not stopping:
+                            failed(i, exc.cause or exc)
                     except (RayActorError, ActorDiedError) as exc:
-                        if stop.is_set():
+                        if stopping:
                             continue
                         if getattr(exc, "actor_init_failed", False):
-                            # Ray does not restart an actor whose constructor failed: calling
-                            # it again would fail at once, for ever
-                            raise init_failure(exc) from None
+                            # Ray does not restart an actor whose constructor failed
+                            error = init_failure(exc)
+                            if failures.get(i) and isinstance(error, Unavailable):
+                                failed(i, error)  # a replacement met the outage still there
+                                continue
+                            raise error from None
                         self.restarts += 1
                         log.warning("consumer-%d died (%s); Ray restarts it and it resumes "
                                     "from its last checkpoint", i, type(exc).__name__)
                         launch(i)
         finally:
-            if stop.is_set():
-                ray.get([c.stop.remote() for c in self.consumers], timeout=30)
+            if stop.is_set() and refs:
+                try:
+                    ray.get([self.consumers[i].stop.remote() for i in set(refs.values())],
+                            timeout=30)
+                except (RayActorError, GetTimeoutError) as exc:
+                    log.warning("a consumer did not confirm its stop: %s", exc)
         return [results[i] for i in sorted(results)]
 
-    def _after_failure(self, i: int, exc: RayTaskError, failures: int) -> float:
-        """Seconds before consumer ``i`` runs again after ``exc``; raises when it must not."""
-        cause = getattr(exc, "cause", None) or exc
+    def _after_failure(self, i: int, cause: BaseException, failures: int) -> float:
+        """Seconds before consumer ``i`` runs again after its run raised ``cause``, its
+        ``failures``-th failure in a row; raises when it must not run again."""
+        # kafka-python and others wrap the error that matters
+        root = cause
+        while not isinstance(root, PedsearchError) and root.__cause__ is not None:
+            root = root.__cause__
+        if isinstance(root, PedsearchError) and not isinstance(root, Unavailable):
+            raise type(root)(f"consumer-{i} stopped: {root.message}") from None
         what = f"{type(cause).__name__}: {cause}"
-        if isinstance(cause, PedsearchError) and not isinstance(cause, Unavailable):
-            # configuration, bundle or data errors: the same run would fail the same way
-            raise PedsearchError(f"consumer-{i} stopped: {cause.message}") from None
         limit = self.settings.workers.retry_limit
         if failures > limit:
             raise Unavailable(
-                f"consumer-{i} failed {failures} times in a row, last with {what}; check that "
-                "Redis, Milvus and the crop store are reachable (`pedsearch stack status`), "
-                "then start the workers again: they resume from their last checkpoint"
-                + ("" if limit else " (workers.retry_limit = 0 gives up at once)")) from None
+                f"consumer-{i} failed {failures} times in a row, last with {what}. If Redis, "
+                "Milvus or the crop store is away, check them (`pedsearch stack status`) and "
+                "start the workers again: they resume from their last checkpoint; otherwise "
+                "the error is the workers' own (the log above has its traceback)"
+                + ("" if limit else "; workers.retry_limit = 0 gives up at once")) from None
         delay = min(RETRY_MAX_DELAY_S, 2.0 ** (failures - 1))
         self.restarts += 1
-        log.warning("consumer-%d stopped on %s; it restarts from its last checkpoint in %.0f s "
-                    "(failure %d of at most %d in a row)", i, what, delay, failures, limit)
+        log.warning("consumer-%d stopped on %s; a fresh one resumes from the last checkpoint "
+                    "in %.0f s (restart %d of at most %d in a row)", i, what, delay, failures,
+                    limit)
         return delay
 
     def shutdown(self) -> None:

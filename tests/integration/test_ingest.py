@@ -213,8 +213,8 @@ def test_consumer_killed_mid_stream_loses_and_duplicates_nothing(ingest_settings
 
 def test_a_redis_outage_pauses_the_workers_and_loses_nothing(ingest_settings,
                                                             ingest_settings_factory, tmp_path):
-    # a Redis of this test's own, stopped while the workers consume and started again on the
-    # same port and data (append-only file) a few seconds later
+    # a Redis of this test's own: stopped once the consumer saved a checkpoint in it, started
+    # again on the same port and data (append-only file) once the consumer failed on it
     server = RedisServer(port=0, data_dir=tmp_path / "redis")
     server.start()
     server.wait_ready(60)
@@ -228,12 +228,19 @@ def test_a_redis_outage_pauses_the_workers_and_loses_nothing(ingest_settings,
     expected = {r["id"] for r in stored_rows(reference)}
 
     publish_scene(settings, start_us)
-    back = []
+    workers = IngestWorkers(settings)
+    back, events = [], []
 
     def outage():
-        time.sleep(4.0)
+        client = redis.Redis.from_url(server.address)
+        deadline = time.monotonic() + 120
+        while not client.keys("pedsearch:state:*") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        client.close()
         server.stop()
-        time.sleep(8.0)
+        events.append("stopped")
+        while workers.restarts == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
         again = RedisServer(port=port, data_dir=tmp_path / "redis")
         again.start()
         again.wait_ready(60)
@@ -242,13 +249,15 @@ def test_a_redis_outage_pauses_the_workers_and_loses_nothing(ingest_settings,
     thread = threading.Thread(target=outage, daemon=True)
     thread.start()
     try:
-        results, restarts = run_workers(settings, idle_exit_s=10.0)
+        results = workers.run(threading.Event(), idle_exit_s=10.0)
     finally:
-        thread.join(timeout=90)
+        workers.shutdown()
+        thread.join(timeout=120)
         for s in back:
             s.stop()
-    assert back, "Redis did not come back"
-    assert restarts >= 1, "the outage stopped no consumer"
+    assert events == ["stopped"] and back, "the outage did not happen while the workers ran"
+    assert workers.restarts >= 1, "the outage stopped no consumer"
+    assert len(results) == settings.workers.consumers  # each ended its run normally
     got = {r["id"] for r in stored_rows(settings)}
     assert got == expected, f"missing {len(expected - got)}, extra {len(got - expected)}"
 

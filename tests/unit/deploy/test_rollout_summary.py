@@ -24,7 +24,7 @@ def test_no_switch_without_an_alias_says_none_was_created():
     text = summary(report)
     assert "None" not in text
     assert "not created (no collection had it) (--no-switch)" in text
-    assert "pedsearch rollout --no-copy --bundle" in text
+    assert "pedsearch rollout --bundle <this bundle>" in text
 
 
 def test_no_switch_names_the_collection_the_alias_stays_on():

@@ -64,3 +64,30 @@ def test_a_missing_bundle_is_named(tmp_path):
     cfg = load_train_config("tiny.yaml", overrides={"init_from": str(tmp_path / "nope")})
     with pytest.raises(BundleError, match="init_from: no model bundle at"):
         initial_towers(cfg)
+
+
+def test_a_run_resumed_before_its_first_checkpoint_needs_the_bundle_it_started_from(tmp_path):
+    import json
+
+    from training.finetune import InitialTowers, check_same_bundle
+
+    (tmp_path / "run.json").write_text(json.dumps({"init_from": {"version": "v1_aaaaaa"}}))
+    same = InitialTowers(path=tmp_path, version="v1_aaaaaa", states={}, vocab_words=None,
+                         vocab_options={})
+    check_same_bundle(tmp_path, same)
+    newer = InitialTowers(path=tmp_path, version="v2_bbbbbb", states={}, vocab_words=None,
+                          vocab_options={})
+    with pytest.raises(ConfigError, match="started from bundle v1_aaaaaa, but init_from now "
+                                          "holds v2_bbbbbb"):
+        check_same_bundle(tmp_path, newer)
+
+
+def test_a_checkpoint_gives_back_its_vocabulary(tmp_path):
+    from pedsearch.models.tokenizer import Vocab
+    from training.finetune import checkpoint_vocab
+
+    assert checkpoint_vocab(tmp_path) == (None, {})
+    Vocab.build(["a man in a red coat"], max_length=32).save(tmp_path / "vocab.json")
+    words, options = checkpoint_vocab(tmp_path)
+    assert words[:2] == ["<pad>", "<unk>"] and "coat" in words
+    assert options == {"punctuation": "drop", "max_length": 32}
