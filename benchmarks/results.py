@@ -242,6 +242,7 @@ def shipped_metrics(bundle: pathlib.Path, max_images: int = 512) -> dict[str, An
     records = eval_records(None, "test", manifest=manifest)  # read once, split per source
     out: dict[str, Any] = {"version": manifest["version"], "path": str(bundle),
                            "recipe": recipe_of(manifest.get("train_config")),
+                           "init_from": (manifest.get("init_from") or {}).get("version"),
                            "validation": manifest.get("metrics") or {}, "baselines": {}}
     for source in sorted({r.source for r in records}):
         # every test image, with intervals: what the gateway serves against attribute prediction
@@ -1186,6 +1187,8 @@ def shipped_section(shipped: dict[str, Any]) -> list[str]:
     recipe = shipped.get("recipe")
     trained = (f"trained by `pedsearch train --config {recipe}`" if recipe else
                "trained by a configuration that is no longer among `training/configs/`")
+    if shipped.get("init_from"):
+        trained += f", fine-tuning bundle `{shipped['init_from']}`"
     val = shipped.get("validation", {})
     served_la = validated_text_attribute_weight(val) > 0
     if "textla_mAP" in val:

@@ -115,6 +115,7 @@ def save_bundle(
     train_config: Any = None,
     overwrite: bool = False,
     weights_dtype: str = "float16",
+    init_from: Mapping[str, Any] | None = None,
 ) -> pathlib.Path:
     """Write ``model`` as a bundle folder ``out_dir`` (atomically: a temporary sibling folder
     is renamed into place).
@@ -131,6 +132,8 @@ def save_bundle(
         overwrite: replace an existing ``out_dir``.
         weights_dtype: ``"float16"`` (default: half the bytes; embeddings move by ~1e-3) or
             ``"float32"`` (bit-exact); see :func:`storage_state`.
+        init_from: the bundle a fine-tuning run started from (``{"version", "path"}``),
+            recorded as the manifest's ``init_from``.
 
     Returns:
         the bundle folder.
@@ -210,6 +213,7 @@ def save_bundle(
             "metrics": metrics_json,
             "train_config_hash": config_hash(train_json),
             "train_config": train_json,
+            **({"init_from": dict(init_from)} if init_from else {}),
             "files": files,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False))

@@ -197,6 +197,16 @@ def load_checkpoint(
     return model, cfg, state
 
 
+def _started_from(run_dir: pathlib.Path) -> dict[str, Any] | None:
+    """The bundle a fine-tuning run started from, as its ``run.json`` recorded it."""
+    from training.job import RUN_FILE
+
+    try:
+        return json.loads((run_dir / RUN_FILE).read_text()).get("init_from")
+    except (OSError, ValueError):  # a checkpoint copied out of its run folder
+        return None
+
+
 def export_bundle(
     path: str | pathlib.Path,
     out_dir: str | pathlib.Path,
@@ -235,7 +245,8 @@ def export_bundle(
                    checkpoint=info.path.name, selected=which)
     metrics.update(extra_metrics or {})
     out = save_bundle(model, out_dir, version=version, vocab=model.vocab, metrics=metrics,
-                      train_config=cfg.learning_dump(), overwrite=overwrite)
+                      train_config=cfg.learning_dump(), overwrite=overwrite,
+                      init_from=_started_from(info.path.parent))
     log.info("exported %s (epoch %d) to %s", info.path.name, info.epoch, out)
     return out
 
