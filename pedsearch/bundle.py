@@ -132,7 +132,7 @@ def save_bundle(
         overwrite: replace an existing ``out_dir``.
         weights_dtype: ``"float16"`` (default: half the bytes; embeddings move by ~1e-3) or
             ``"float32"`` (bit-exact); see :func:`storage_state`.
-        init_from: the bundle a fine-tuning run started from (``{"version", "path"}``),
+        init_from: the bundle a fine-tuning run started from (``{"version": ...}``),
             recorded as the manifest's ``init_from``.
 
     Returns:

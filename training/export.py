@@ -198,13 +198,15 @@ def load_checkpoint(
 
 
 def _started_from(run_dir: pathlib.Path) -> dict[str, Any] | None:
-    """The bundle a fine-tuning run started from, as its ``run.json`` recorded it."""
+    """The version of the bundle a fine-tuning run started from, as its ``run.json`` recorded
+    it (the folder it was read from means nothing on another machine)."""
     from training.job import RUN_FILE
 
     try:
-        return json.loads((run_dir / RUN_FILE).read_text()).get("init_from")
+        started = json.loads((run_dir / RUN_FILE).read_text()).get("init_from")
     except (OSError, ValueError):  # a checkpoint copied out of its run folder
         return None
+    return {"version": started["version"]} if started else None
 
 
 def export_bundle(
