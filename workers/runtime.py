@@ -3,7 +3,9 @@
 The actors only hold the plain stage classes (:class:`ConsumerLoop`, :class:`Embedder`); every
 stage runs and is tested without Ray. Consumer actors restart after a crash (``max_restarts``);
 the supervisor notices the lost ``run`` call and calls it again on the restarted actor, which
-resumes from the partition state saved at its last checkpoint.
+resumes from the partition state saved at its last checkpoint. A ``run`` that raised (Redis,
+Milvus or the crop store away) is answered with a fresh actor after a back-off
+(:meth:`IngestWorkers.run`).
 """
 
 from __future__ import annotations
