@@ -116,13 +116,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.config import load_train_config
     from training.job import run_training
 
-    overrides: dict[str, Any] = {}
-    for key, value in (("num_workers", args.workers), ("use_gpu", args.use_gpu),
-                       ("epochs", args.epochs), ("output_dir", args.output_dir),
-                       ("run_name", args.run_name), ("init_from", args.init_from)):
-        if value is not None:
-            overrides[key] = value
-    cfg = load_train_config(args.train_config, overrides=overrides)
+    flags = {"num_workers": "--workers", "use_gpu": "--gpu/--cpu", "epochs": "--epochs",
+             "output_dir": "--output-dir", "run_name": "--run-name", "init_from": "--init-from"}
+    overrides = {key: getattr(args, dest) for key, dest in (
+        ("num_workers", "workers"), ("use_gpu", "use_gpu"), ("epochs", "epochs"),
+        ("output_dir", "output_dir"), ("run_name", "run_name"), ("init_from", "init_from"))
+        if getattr(args, dest) is not None}
+    cfg = load_train_config(args.train_config, overrides=overrides, flags=flags)
     settings = _settings(args)
     console = _console()
     outcome = run_training(

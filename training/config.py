@@ -466,6 +466,7 @@ def load_train_config(
     *,
     overrides: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
+    flags: dict[str, str] | None = None,
 ) -> TrainConfig:
     """Read a training configuration.
 
@@ -476,6 +477,8 @@ def load_train_config(
         path: YAML file, or the name of a packaged config (``tiny.yaml``); None = ``base.yaml``.
         overrides: nested mapping merged over everything else.
         environ: environment to read instead of ``os.environ`` (tests).
+        flags: the command-line flag that set each top-level key of ``overrides``
+            (``{"num_workers": "--workers"}``), named when its value is invalid.
 
     Raises:
         ConfigError: unreadable file, unknown key or loss, a value out of bounds; the message
@@ -489,33 +492,33 @@ def load_train_config(
     try:
         return parse_train_config(data, where=str(file))
     except ConfigError as exc:
-        culprits = _culprits(exc.__cause__, env, overrides or {})
+        culprits = _culprits(exc.__cause__, env, overrides or {}, flags or {})
         if not culprits:
             raise
         raise ConfigError(f"{exc.message}\n(a value set by {', '.join(culprits)})"
                           ) from exc.__cause__
 
 
-def _culprits(exc: BaseException | None, env: dict[str, Any],
-              overrides: dict[str, Any]) -> list[str]:
-    """Where each invalid value came from when it was not the file: the
-    ``PEDSEARCH_TRAIN__...`` variable or the command-line flag that set it."""
+def _culprits(exc: BaseException | None, env: dict[str, Any], overrides: dict[str, Any],
+              flags: dict[str, str]) -> list[str]:
+    """Where each invalid value came from when it was not the file: the command-line flag
+    (``flags``; else ``overrides (key)``) or the ``PEDSEARCH_TRAIN__...`` variable that set it."""
     if not isinstance(exc, pydantic.ValidationError):
         return []
     out: list[str] = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        for source, name in ((overrides, "the command line ({})"),
-                             (env, ENV_PREFIX + "{}")):
+        for source in (overrides, env):
             node, path = source, []
             for key in loc:  # the longest prefix of the error's path that the source set
                 if not isinstance(node, dict) or key not in node:
                     break
                 node, path = node[key], [*path, key]
             if path and not isinstance(node, dict):
-                label = (".".join(path) if source is overrides
-                         else "__".join(k.upper() for k in path))
-                out.append(name.format(label))
+                if source is env:
+                    out.append(ENV_PREFIX + "__".join(k.upper() for k in path))
+                else:
+                    out.append(flags.get(path[0]) or f"overrides ({'.'.join(path)})")
                 break
     return list(dict.fromkeys(out))
 

@@ -57,12 +57,22 @@ def test_environment_and_overrides_beat_the_file():
 @pytest.mark.parametrize("env, overrides, culprit", [
     ({"PEDSEARCH_TRAIN__OPTIMIZER__LR": "-1"}, {}, "PEDSEARCH_TRAIN__OPTIMIZER__LR"),
     ({"PEDSEARCH_TRAIN__OPTIMIZER__LRR": "1"}, {}, "PEDSEARCH_TRAIN__OPTIMIZER__LRR"),
-    ({}, {"epochs": 0}, "the command line (epochs)"),
+    ({}, {"num_workers": 0}, "--workers"),
+    ({}, {"epochs": 0}, "overrides (epochs)"),  # no flag named for it
 ])
 def test_a_bad_value_from_the_environment_or_a_flag_is_blamed_on_it(env, overrides, culprit):
     with pytest.raises(ConfigError) as err:
-        load_train_config("tiny.yaml", environ=env, overrides=overrides)
+        load_train_config("tiny.yaml", environ=env, overrides=overrides,
+                          flags={"num_workers": "--workers"})
     assert err.value.message.endswith(f"(a value set by {culprit})")
+
+
+def test_train_names_the_flag_of_a_bad_value(capsys):
+    from pedsearch.cli import main
+
+    code = main(["train", "--config", "tiny.yaml", "--init-from", ""])
+    assert code == 2
+    assert "(a value set by --init-from)" in capsys.readouterr().err
 
 
 def test_a_bad_value_in_the_file_blames_only_the_file(tmp_path):
