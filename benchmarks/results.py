@@ -264,7 +264,7 @@ def shipped_metrics(bundle: pathlib.Path, max_images: int = 512) -> dict[str, An
         seen = only_source(eval_records(None, "train", manifest=manifest), "synthetic")
         recs = eval_subset(seen, int(out["synthetic"]["images"]), 0)
         print(f"== shipped bundle on {len(recs)} synthetic training images", flush=True)
-        out["synthetic_train"] = evaluate_bundle(bundle, recs)
+        out["synthetic_train"] = evaluate_bundle(loaded, recs)
     return out
 
 

@@ -370,14 +370,11 @@ def write_sheets(gw, result, out: pathlib.Path, query: str, n: int) -> tuple[pat
             d = hit.detection
             try:
                 jpeg = _fetch_crop(gw, d.id)
-            except ResourceExhausted as exc:  # before Unavailable, its base: this crop only
-                missing.append(f"#{rank} (id {d.id}): {exc.message}")
-                jpeg = b""
-            except Unavailable:
-                raise  # the gateway or a service behind it is down: so is every later crop
             except PedsearchError as exc:
+                if isinstance(exc, Unavailable) and not isinstance(exc, ResourceExhausted):
+                    raise  # the gateway or a service behind it is down: so is every later crop
                 # one crop the gateway cannot or will not give (gone, unreadable in its store,
-                # refused): a placeholder, not a lost search and sheet
+                # refused, rate-limited): a placeholder, not a lost search and sheet
                 missing.append(f"#{rank} (id {d.id}): {exc.message}")
                 jpeg = b""
             img = (cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)

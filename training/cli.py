@@ -25,6 +25,12 @@ from pedsearch.errors import InvalidInput, NotFound
 SPLITS = ("train", "val", "test", "all")
 
 
+#: config key -> (argparse dest, flag) of the ``train`` flags that override the config
+TRAIN_FLAGS = {"num_workers": ("workers", "--workers"), "use_gpu": ("use_gpu", "--gpu/--cpu"),
+               "epochs": ("epochs", "--epochs"), "output_dir": ("output_dir", "--output-dir"),
+               "run_name": ("run_name", "--run-name"), "init_from": ("init_from", "--init-from")}
+
+
 def register(subparsers: Any) -> None:
     """Add ``train``, ``eval`` and ``export`` to the ``pedsearch`` command line."""
     p = subparsers.add_parser(
@@ -116,13 +122,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.config import load_train_config
     from training.job import run_training
 
-    flags = {"num_workers": "--workers", "use_gpu": "--gpu/--cpu", "epochs": "--epochs",
-             "output_dir": "--output-dir", "run_name": "--run-name", "init_from": "--init-from"}
-    overrides = {key: getattr(args, dest) for key, dest in (
-        ("num_workers", "workers"), ("use_gpu", "use_gpu"), ("epochs", "epochs"),
-        ("output_dir", "output_dir"), ("run_name", "run_name"), ("init_from", "init_from"))
-        if getattr(args, dest) is not None}
-    cfg = load_train_config(args.train_config, overrides=overrides, flags=flags)
+    overrides = {key: getattr(args, dest) for key, (dest, _) in TRAIN_FLAGS.items()
+                 if getattr(args, dest) is not None}
+    cfg = load_train_config(args.train_config, overrides=overrides,
+                            flags={key: flag for key, (_, flag) in TRAIN_FLAGS.items()})
     settings = _settings(args)
     console = _console()
     outcome = run_training(

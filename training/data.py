@@ -374,7 +374,7 @@ def prepare_data(
         pid_index=pid_index,
         semantic_table=semantic_table(parts.train, schema),
         vocab_words=list(vocab.words),
-        vocab_options={"punctuation": vocab.punctuation, "max_length": vocab.max_length},
+        vocab_options=vocab.options,
         attr_prior=attribute_prior(parts.train, schema),
     )
 

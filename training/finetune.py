@@ -108,8 +108,7 @@ def initial_towers(cfg: Any) -> InitialTowers | None:
     return InitialTowers(
         path=path, version=bundle.version, states=states,
         vocab_words=list(vocab.words) if vocab is not None else None,
-        vocab_options=({"punctuation": vocab.punctuation, "max_length": vocab.max_length}
-                       if vocab is not None else {}),
+        vocab_options=vocab.options if vocab is not None else {},
     )
 
 
@@ -141,7 +140,7 @@ def checkpoint_vocab(checkpoint: pathlib.Path) -> tuple[list[str] | None, dict[s
     if not path.is_file():
         return None, {}
     vocab = Vocab.load(path)
-    return list(vocab.words), {"punctuation": vocab.punctuation, "max_length": vocab.max_length}
+    return list(vocab.words), vocab.options
 
 
 def load_towers(model: Any, states: Mapping[str, Mapping[str, Any]]) -> None:

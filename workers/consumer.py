@@ -390,12 +390,12 @@ class ConsumerLoop:
         size = len(value)
         if size + len(key or b"") > self.kcfg.max_message_bytes:
             headers.append(("pedsearch-truncated", str(size).encode()))
-            key, value = (key[:DLQ_KEY_BYTES] if key else key), value[:DLQ_PREFIX_BYTES]
+            key, value = _short_key(key), value[:DLQ_PREFIX_BYTES]
         try:
             future = self.dlq.send(self.kcfg.dlq_topic, key=key, value=value, headers=headers)
         except _SIZE_ERRORS:
             # not expected after the cut above; the headers alone always fit
-            future = self.dlq.send(self.kcfg.dlq_topic, key=key[:DLQ_KEY_BYTES] if key else key,
+            future = self.dlq.send(self.kcfg.dlq_topic, key=_short_key(key),
                                    value=b"", headers=_truncated(headers, size))
         future.add_errback(self._dead_letter_failed, msg, key, headers, size)
         self.stats.dead_letters += 1
@@ -409,7 +409,7 @@ class ConsumerLoop:
         the very buffer that thread frees): one the broker refused as too large is queued to go
         again with its headers alone; any other failure is logged."""
         if isinstance(error, _SIZE_ERRORS):
-            self._refused_letters.append((key[:DLQ_KEY_BYTES] if key else key, headers, size))
+            self._refused_letters.append((_short_key(key), headers, size))
             return
         log.error("%s: dead letter of %s[%d]@%d not delivered: %s", self.worker_id, msg.topic,
                   msg.partition, msg.offset, error)
@@ -622,6 +622,11 @@ class ConsumerLoop:
         finally:
             self.close()
         return self.stats
+
+
+def _short_key(key: bytes | None) -> bytes | None:
+    """The key a dead letter of a record too large to forward whole carries."""
+    return key[:DLQ_KEY_BYTES] if key else key
 
 
 def _truncated(headers: list[tuple[str, bytes]], size: int) -> list[tuple[str, bytes]]:

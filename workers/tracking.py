@@ -185,10 +185,7 @@ class Tracker:
         Raises:
             InvalidInput: an option out of bounds.
         """
-        checked = Tracker(iou_threshold=cfg.iou_threshold,  # type: ignore[attr-defined]
-                          max_age_frames=cfg.max_age_frames,  # type: ignore[attr-defined]
-                          min_hits=cfg.min_hits,  # type: ignore[attr-defined]
-                          center_gate=getattr(cfg, "center_gate", 0.0))
+        checked = Tracker.from_config(cfg)
         self.iou_threshold = checked.iou_threshold
         self.max_age_frames = checked.max_age_frames
         self.min_hits = checked.min_hits

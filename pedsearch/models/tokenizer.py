@@ -150,6 +150,11 @@ class Vocab:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Vocab) and self.to_dict() == other.to_dict()
 
+    @property
+    def options(self) -> dict[str, Any]:
+        """The tokenizer options: ``Vocab(words, **vocab.options)`` rebuilds it."""
+        return {"punctuation": self.punctuation, "max_length": self.max_length}
+
     # -- serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
