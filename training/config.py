@@ -486,13 +486,15 @@ def load_train_config(
     """
     file = resolve_config_path(path if path is not None else "base.yaml")
     data = read_config_file(file)
+    environ = dict(os.environ if environ is None else environ)
     env = env_overrides(environ)
     data = deep_merge(data, env)
     data = deep_merge(data, overrides or {})
     try:
         return parse_train_config(data, where=str(file))
     except ConfigError as exc:
-        culprits = _culprits(exc.__cause__, env, overrides or {}, flags or {})
+        culprits = _culprits(exc.__cause__, env, overrides or {}, flags or {},
+                             {k.upper(): k for k in environ})
         if not culprits:
             raise
         raise ConfigError(f"{exc.message}\n(a value set by {', '.join(culprits)})"
@@ -500,9 +502,11 @@ def load_train_config(
 
 
 def _culprits(exc: BaseException | None, env: dict[str, Any], overrides: dict[str, Any],
-              flags: dict[str, str]) -> list[str]:
+              flags: dict[str, str], variables: dict[str, str]) -> list[str]:
     """Where each invalid value came from when it was not the file: the command-line flag
-    (``flags``; else ``overrides (key)``) or the ``PEDSEARCH_TRAIN__...`` variable that set it."""
+    (``flags``; else ``overrides (key)``) or the ``PEDSEARCH_TRAIN__...`` variable that set it
+    (``variables``: upper-cased name -> name; one may set a whole mapping,
+    ``PEDSEARCH_TRAIN__OPTIMIZER='{lr: 0.1}'``)."""
     if not isinstance(exc, pydantic.ValidationError):
         return []
     out: list[str] = []
@@ -516,7 +520,9 @@ def _culprits(exc: BaseException | None, env: dict[str, Any], overrides: dict[st
                 node, path = node[key], [*path, key]
             if path and not isinstance(node, dict):
                 if source is env:
-                    out.append(ENV_PREFIX + "__".join(k.upper() for k in path))
+                    names = [ENV_PREFIX + "__".join(k.upper() for k in path[:n])
+                             for n in range(len(path), 0, -1)]
+                    out.append(next((variables[v] for v in names if v in variables), names[0]))
                 else:
                     out.append(flags.get(path[0]) or f"overrides ({'.'.join(path)})")
                 break

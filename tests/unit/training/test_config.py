@@ -57,6 +57,9 @@ def test_environment_and_overrides_beat_the_file():
 @pytest.mark.parametrize("env, overrides, culprit", [
     ({"PEDSEARCH_TRAIN__OPTIMIZER__LR": "-1"}, {}, "PEDSEARCH_TRAIN__OPTIMIZER__LR"),
     ({"PEDSEARCH_TRAIN__OPTIMIZER__LRR": "1"}, {}, "PEDSEARCH_TRAIN__OPTIMIZER__LRR"),
+    # a variable that sets a whole mapping is named as the user spelled it
+    ({"PEDSEARCH_TRAIN__OPTIMIZER": "{lr: -1}"}, {}, "PEDSEARCH_TRAIN__OPTIMIZER"),
+    ({"PEDSEARCH_TRAIN__optimizer__lr": "-1"}, {}, "PEDSEARCH_TRAIN__optimizer__lr"),
     ({}, {"num_workers": 0}, "--workers"),
     ({}, {"epochs": 0}, "overrides (epochs)"),  # no flag named for it
 ])
