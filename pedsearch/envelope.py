@@ -157,7 +157,9 @@ def decode_frame(value: bytes | None, *, key: bytes | None, max_bytes: int,
     The JPEG's own frame header is checked against the envelope's size before decoding: a few
     hundred bytes that claim 12000x12000 pixels would otherwise make the decoder allocate
     gigabytes before the mismatch shows. The envelope's size is bounded (``MAX_SIDE``), so
-    agreeing with it bounds what decoding allocates.
+    agreeing with it bounds what decoding allocates. The size may be given either way round:
+    the image is decoded upright (its EXIF orientation applied), and boxes and crops refer to
+    that image.
 
     Raises:
         PoisonMessage: as :func:`parse_frame`, or ``corrupt_jpeg`` / ``size_mismatch``.
@@ -167,8 +169,10 @@ def decode_frame(value: bytes | None, *, key: bytes | None, max_bytes: int,
     if header is None:
         raise PoisonMessage("corrupt_jpeg",
                             f"{len(frame.jpeg)} bytes are not a JPEG with a frame header")
-    # an EXIF orientation may have the decoder turn the image a quarter: same pixel count
-    if header not in {(frame.width, frame.height), (frame.height, frame.width)}:
+    # a camera may give the size as stored or as shown: an EXIF orientation has the decoder
+    # turn the image a quarter, and either way the pixel count is the one bounded above
+    sizes = {(frame.width, frame.height), (frame.height, frame.width)}
+    if header not in sizes:
         raise PoisonMessage(
             "size_mismatch", f"JPEG header says {header[0]}x{header[1]} but the envelope says "
             f"{frame.width}x{frame.height}"
@@ -178,7 +182,7 @@ def decode_frame(value: bytes | None, *, key: bytes | None, max_bytes: int,
     if image is None:
         raise PoisonMessage("corrupt_jpeg", f"JPEG of {len(frame.jpeg)} bytes does not decode")
     h, w = image.shape[:2]
-    if (w, h) != (frame.width, frame.height):
+    if (w, h) not in sizes:
         raise PoisonMessage(
             "size_mismatch", f"JPEG is {w}x{h} but the envelope says {frame.width}x{frame.height}"
         )

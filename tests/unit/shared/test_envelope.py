@@ -107,6 +107,26 @@ def test_a_jpeg_claiming_a_huge_size_is_refused_before_decoding(monkeypatch):
     assert not decoded
 
 
+def _rotated_by_exif(jpeg: bytes) -> bytes:
+    """``jpeg`` with an EXIF segment saying "turn 90 degrees clockwise to show" (orientation 6)."""
+    import struct
+
+    entry = struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)  # tag, SHORT, count 1, value 6
+    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1) + entry + bytes(4)
+    app1 = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
+@pytest.mark.parametrize("envelope", [(64, 48), (48, 64)])
+def test_a_jpeg_turned_by_its_exif_orientation_is_decoded_upright(envelope):
+    """The envelope may give the size as stored (64 x 48) or as shown (48 x 64)."""
+    f = _frame()
+    f.jpeg = _rotated_by_exif(f.jpeg)
+    f.width, f.height = envelope
+    d = decode_frame(f.SerializeToString(), key=b"cam-1", max_bytes=MAX)
+    assert d.image.shape == (64, 48, 3)
+
+
 def test_jpeg_size_reads_the_frame_header():
     import cv2
 
