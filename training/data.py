@@ -16,7 +16,7 @@ import os
 import pathlib
 import shutil
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -80,9 +80,15 @@ def ensure_synthetic(src: SyntheticSource, output_dir: pathlib.Path) -> pathlib.
     return target
 
 
+def _absolute(path: str | pathlib.Path) -> pathlib.Path:
+    """``path`` made absolute against the driver's working directory: records travel to Ray
+    Train workers, which run in folders of their own (``RAY_CHDIR_TO_TRIAL_DIR``)."""
+    return pathlib.Path(path).expanduser().resolve()
+
+
 def _data_root(root: pathlib.Path | None) -> pathlib.Path:
     if root is not None:
-        return root.expanduser()
+        return _absolute(root)
     from pedsearch.config import load_settings
 
     found = load_settings().paths.resolved_data_root()
@@ -91,7 +97,7 @@ def _data_root(root: pathlib.Path | None) -> pathlib.Path:
             "no data root: set `root` in the data source or PEDSEARCH_PATHS__DATA_ROOT to the "
             "folder that holds peta/"
         )
-    return found
+    return _absolute(found)
 
 
 def check_source(src: Any, *, data_root: pathlib.Path | None = None) -> None:
@@ -152,7 +158,9 @@ def load_source(
     elif isinstance(src, CaptionSource):
         from training.datasets.captions import load_caption_file
 
-        records = load_caption_file(src.annotations, source=src.type, image_root=src.image_root)
+        records = load_caption_file(
+            _absolute(src.annotations), source=src.type,
+            image_root=None if src.image_root is None else _absolute(src.image_root))
     elif isinstance(src, ReidSource):
         from training.datasets.market import (
             load_duke_attributes,
@@ -161,8 +169,9 @@ def load_source(
         )
 
         read = load_duke_attributes if src.type == "dukemtmc" else load_market_attributes
-        attrs = read(src.attributes) if src.attributes is not None else None
-        records = load_reid_folder(src.root, split="train", source=src.type, attributes=attrs)
+        attrs = read(_absolute(src.attributes)) if src.attributes is not None else None
+        records = load_reid_folder(_absolute(src.root), split="train", source=src.type,
+                                   attributes=attrs)
     else:  # pragma: no cover - the config's discriminated union admits nothing else
         raise ConfigError(f"unknown data source {src!r}")
     return limit_records(records, max_ids=src.max_ids, max_images_per_id=src.max_images_per_id,
@@ -203,16 +212,29 @@ def load_records(
 ) -> list[ImageRecord]:
     """All records of all sources, identities namespaced by source (they never collide).
 
+    Identities are namespaced by the data set's type (``cuhk-pedes/11004``); a second source of
+    the same type (the public CUHK-PEDES and the owner's own captions in its format) gets
+    ``cuhk-pedes#2/11004``, so its people are not merged with the first's.
+
     Every source's files are looked for before any is read, so a missing PETA root or caption
     file is reported before minutes of rendering the synthetic world (and before it is written).
     """
     for src in data.sources:
         check_source(src, data_root=data_root)
     records: list[ImageRecord] = []
+    seen: dict[str, int] = {}
     for src in data.sources:
         got = load_source(src, output_dir=output_dir, schema=schema, data_root=data_root)
         if not got:
             raise InvalidInput(f"data source {src.type} yielded no images; check its path")
+        missing = [r.path for r in got if not r.path.is_file()]
+        if missing:  # else a worker meets the first one mid-epoch, and Ray retries the run
+            raise NotFound(f"data source {src.type}: {len(missing)} of its {len(got)} images do "
+                           f"not exist, e.g. {', '.join(map(str, missing[:3]))}; check its "
+                           "image_root (or root)")
+        seen[src.type] = n = seen.get(src.type, 0) + 1
+        if n > 1:
+            got = [replace(r, pid=f"{src.type}#{n}/{r.pid.partition('/')[2]}") for r in got]
         records.extend(got)
     return records
 

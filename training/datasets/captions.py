@@ -2,7 +2,8 @@
 
 - CUHK-PEDES (Li et al., CVPR 2017): ``reid_raw.json``, a list of ``{"split", "captions":
   [c1, c2], "file_path", "processed_tokens", "id"}``; the ``caption_<split>_new.json`` form has
-  one caption string per entry (several entries per image). Images under ``imgs/``.
+  one caption string per entry and the image's other caption only in ``processed_tokens``
+  (read from there, as its words). Images under ``imgs/``.
 - ICFG-PEDES (Ding et al., 2021): ``ICFG-PEDES.json``, ``{"id", "file_path", "captions",
   "processed_tokens", "split"}``, ``file_path`` like ``test/0027/0027_010_05_...jpg``.
 - RSTPReid (Zhu et al., ACM MM 2021): ``data_captions.json``, ``{"id", "img_path",
@@ -19,8 +20,8 @@ the JSON file); a missing image folder is fine for caption-only use. A malformed
 
 Example:
     >>> recs = load_cuhk_pedes(root / "cuhk-pedes/caption_val_new.json")  # doctest: +SKIP
-    >>> len(recs), recs[0].captions[0][:40]                               # doctest: +SKIP
-    (2968, 'The man has short, dark hair and wears k')
+    >>> len(recs), len(recs[0].captions), recs[0].captions[0][:40]        # doctest: +SKIP
+    (2968, 2, 'The man has short, dark hair and wears k')
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import re
 from typing import Any
 
 from pedsearch.attributes import AttributeSchema
@@ -36,6 +38,9 @@ from pedsearch.errors import InvalidInput, NotFound
 from training.datasets import ImageRecord
 
 SPLITS = ("train", "val", "test")
+#: what :class:`pedsearch.models.tokenizer.Vocab` reads as words (this module loads no torch)
+_WORD = re.compile(r"[a-z0-9]+")
+_APOSTROPHE = re.compile(r"['\u2019\u2018`]")
 
 #: data set -> the entry key holding the image path (relative to the image folder)
 FORMATS: dict[str, str] = {
@@ -55,6 +60,11 @@ def _read_json(path: pathlib.Path) -> Any:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"{path} is not valid JSON: {exc}") from None
+
+
+def _words(caption: str) -> str:
+    """The words the tokenizer reads in ``caption``, space-joined ("" when none)."""
+    return " ".join(_WORD.findall(_APOSTROPHE.sub("", caption.lower())))
 
 
 def _entry_error(path: pathlib.Path, i: int, entry: Any, what: str) -> InvalidInput:
@@ -104,17 +114,28 @@ def _parse_entries(
             and all(isinstance(t, list) and all(isinstance(w, str) for w in t) for t in tokens)
         ):
             raise _entry_error(path, i, e, "'processed_tokens' must be a list of token lists")
+        caps = [c.strip() for c in caps]
+        wordless = [k for k, c in enumerate(caps) if not _words(c)]
+        if wordless:  # the tokenizer would refuse it mid-training, far from this file
+            raise _entry_error(path, i, e, f"caption {wordless[0]} ({caps[wordless[0]][:40]!r}) "
+                               "has no words: the text encoders read letters a-z and digits")
+        # the _new form keeps an image's second caption only as tokens (processed_tokens[i]
+        # belongs to captions[i]); it is read as its words
+        caps += [" ".join(t) for t in (tokens or [])[len(caps):] if any(w.strip() for w in t)]
         slot = by_image.get(rel)
         if slot is None:
-            by_image[rel] = {"pid": str(pid), "split": split, "captions": [c.strip() for c in caps]}
-        else:
-            if slot["pid"] != str(pid) or slot["split"] != split:
-                raise _entry_error(
-                    path, i, e,
-                    f"image {rel!r} appears earlier with id {slot['pid']!r} / split "
-                    f"{slot['split']!r}",
-                )
-            slot["captions"].extend(c.strip() for c in caps)
+            slot = by_image[rel] = {"pid": str(pid), "split": split, "captions": [], "seen": set()}
+        elif slot["pid"] != str(pid) or slot["split"] != split:
+            raise _entry_error(
+                path, i, e,
+                f"image {rel!r} appears earlier with id {slot['pid']!r} / split "
+                f"{slot['split']!r}",
+            )
+        for c in caps:  # an entry per caption may repeat the image's tokens: keep each once
+            words = _words(c)
+            if words not in slot["seen"]:
+                slot["seen"].add(words)
+                slot["captions"].append(c)
     return [
         ImageRecord(
             path=image_root / rel, pid=f"{source}/{s['pid']}", source=source, subset="",

@@ -51,3 +51,43 @@ def test_a_misspelt_peta_subset_fails_before_anything_is_read(tmp_path):
     with pytest.raises(NotFound, match=r"'PRDI' not found; the data root has CUHK"):
         check_source(_data({"type": "peta", "root": str(tmp_path),
                             "subsets": ["CUHK", "PRDI"]}).sources[0])
+
+
+def _caption_source(folder, pid: int, *, images: bool = True) -> dict:
+    """A CUHK-PEDES-format source of one person, its image written unless ``images`` is off."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "reid_raw.json").write_text(json.dumps([
+        {"id": pid, "file_path": "p.png", "split": "train", "captions": ["a man in red"]}]))
+    (folder / "imgs").mkdir(exist_ok=True)
+    if images:
+        import cv2
+        import numpy as np
+
+        cv2.imwrite(str(folder / "imgs" / "p.png"), np.zeros((8, 4, 3), np.uint8))
+    return {"type": "cuhk-pedes", "annotations": str(folder / "reid_raw.json")}
+
+
+def test_two_sources_of_one_type_keep_their_people_apart(tmp_path):
+    """The public captions and the owner's own in the same format, both with person 1."""
+    data = _data(_caption_source(tmp_path / "public", 1), _caption_source(tmp_path / "own", 1))
+    records = load_records(data, output_dir=tmp_path / "run", schema=AttributeSchema.default())
+    assert [r.pid for r in records] == ["cuhk-pedes/1", "cuhk-pedes#2/1"]
+
+
+def test_relative_paths_are_made_absolute_for_the_workers(tmp_path, monkeypatch):
+    """Ray Train workers run in folders of their own: a relative image path would not exist."""
+    _caption_source(tmp_path / "mine", 3)
+    monkeypatch.chdir(tmp_path)
+    data = _data({"type": "cuhk-pedes", "annotations": "mine/reid_raw.json"})
+    (record,) = load_records(data, output_dir=tmp_path / "run",
+                             schema=AttributeSchema.default())
+    assert record.path == tmp_path / "mine" / "imgs" / "p.png"
+
+
+def test_missing_images_are_reported_before_training(tmp_path):
+    data = _data(_caption_source(tmp_path / "mine", 3, images=False))
+    with pytest.raises(NotFound, match=r"cuhk-pedes: 1 of its 1 images do not exist, e\.g\. "
+                                       r".*mine/imgs/p\.png; check its image_root"):
+        load_records(data, output_dir=tmp_path / "run", schema=AttributeSchema.default())

@@ -41,16 +41,20 @@ def test_cuhk_pedes_val_file(cuhk_file):
     raw = json.loads(cuhk_file.read_text())
     assert len(raw) == 2968
     recs = load_cuhk_pedes(cuhk_file)
-    assert len(recs) == 2968  # one caption per entry, one entry per image in this file
+    assert len(recs) == 2968  # one entry per image in this file
     ids = {int(r.pid.split("/")[1]) for r in recs}
     # The README says 1,000 identities: the val split's id range 11004..12003 has 1,000 slots,
     # of which 945 occur in this file.
     assert len(ids) == 945 and min(ids) == 11004 and max(ids) == 12003
-    assert all(r.split == "val" and len(r.captions) == 1 and r.captions[0] for r in recs)
+    # each entry's string is one caption; the image's second one is only in processed_tokens
+    assert collections.Counter(len(r.captions) for r in recs) == {2: 2967, 4: 1}
+    assert all(r.split == "val" and all(r.captions) for r in recs)
     assert all(r.source == "cuhk-pedes" and r.pid.startswith("cuhk-pedes/") for r in recs)
     first = recs[0]
     assert first.path == cuhk_file.parent / "imgs" / "CUHK01" / "0107002.png"
     assert first.captions[0].startswith("The man has short, dark hair and wears khaki pants")
+    assert first.captions[1] == ("a man wearing a gray hooded jacket a pair of wrinkled brown "
+                                 "pants a gray backpack and a pair of dark colored shoes")
     folders = collections.Counter(r.path.relative_to(cuhk_file.parent / "imgs").parts[0]
                                   for r in recs)
     assert folders == {"train_query": 1134, "test_query": 632, "Market": 495, "CUHK03": 375,
@@ -79,6 +83,16 @@ def test_cuhk_reid_raw_form_and_grouping(tmp_path):
     ]
     (rec,) = load_cuhk_pedes(_write(tmp_path / "caption_val_new.json", new))
     assert rec.captions == ("First caption.", "Second caption.")
+    # the published _new form: the other caption only as tokens, which may repeat per entry
+    both = [["first", "caption"], ["the", "other", "one"]]
+    new = [
+        {"split": "val", "captions": "First caption.", "file_path": "a.png", "id": 5,
+         "processed_tokens": both},
+        {"split": "val", "captions": "The other one!", "file_path": "a.png", "id": 5,
+         "processed_tokens": both},
+    ]
+    (rec,) = load_cuhk_pedes(_write(tmp_path / "caption_val_new.json", new))
+    assert rec.captions == ("First caption.", "the other one")
 
 
 @pytest.mark.parametrize(
@@ -87,6 +101,8 @@ def test_cuhk_reid_raw_form_and_grouping(tmp_path):
         ({"captions": ["x"], "file_path": "a.png", "split": "train"}, "missing key 'id'"),
         ({"id": 1, "captions": [], "file_path": "a.png", "split": "train"}, "'captions'"),
         ({"id": 1, "captions": [3], "file_path": "a.png", "split": "train"}, "'captions'"),
+        ({"id": 1, "captions": ["ok", "穿红色外套的女人"], "file_path": "a.png", "split": "train"},
+         "caption 1 ('穿红色外套的女人') has no words"),
         ({"id": 1, "captions": ["x"], "file_path": "../a.png", "split": "train"},
          "relative path"),
         ({"id": 1, "captions": ["x"], "file_path": "a.png", "split": "dev"}, "'split'"),
