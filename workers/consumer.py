@@ -162,6 +162,9 @@ class ConsumerLoop:
         self._last_beat = 0.0
         self._metrics_warned = -math.inf
         self._assign_error: BaseException | None = None  # restore failed in the listener
+        # run() is ending on an error: batches it submitted may be lost, so closing the
+        # consumer (which revokes the partitions) must not save states past them
+        self._failed = False
         self._end_seq: int | None = None  # first write seq of the end-of-run window crops
         # (partition, camera) -> monotonic time of its last frame, for tracking.idle_close_s
         self._camera_seen: dict[tuple[TopicPartition, str], float] = {}
@@ -258,6 +261,11 @@ class ConsumerLoop:
             self._revoke(partitions)
 
     def _revoke(self, partitions: list[TopicPartition]) -> None:
+        if self._failed:
+            log.info("%s: %s revoked after a failed run: their frames are replayed from the "
+                     "last checkpoint", self.worker_id, ", ".join(map(str, partitions)))
+            self._forget(partitions)
+            return
         try:
             self.flush_crops()
             self._account(self.writes.drain())
@@ -270,6 +278,9 @@ class ConsumerLoop:
         except Exception:  # noqa: BLE001 - the frames are replayed from the last snapshot
             log.exception("%s: saving state on revocation failed; frames will be replayed",
                           self.worker_id)
+        self._forget(partitions)
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.states.pop(tp, None)
         self._camera_seen = {k: v for k, v in self._camera_seen.items() if k[0] in self.states}
@@ -580,6 +591,7 @@ class ConsumerLoop:
         self._connect()
         self._end_seq = None
         self._assign_error = None
+        self._failed = False
         last_msg = time.monotonic()
         join_grace = last_msg + 2 * (self.kcfg.max_poll_interval_ms
                                      + self.kcfg.session_timeout_ms) / 1000
@@ -619,6 +631,11 @@ class ConsumerLoop:
                     self.pending.extend(cam.finish())
             self.checkpoint(force=True)
             self._publish_metrics()
+        except BaseException:
+            # the write queue is closed next, dropping what it still held: the states in
+            # memory are ahead of what Milvus has, and only the last checkpoint is safe
+            self._failed = True
+            raise
         finally:
             self.close()
         return self.stats

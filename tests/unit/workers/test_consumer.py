@@ -167,3 +167,68 @@ def test_records_replayed_below_the_checkpoint_are_not_processed_again():
     loop.handle(TP, Msg(10, b"garbage"))
     assert loop.states[TP].next_offset == 12 and loop.stats.dead_letters == 0
     assert loop.states[TP].resumed_at is None
+
+
+def test_a_failed_run_saves_no_state_past_the_writes_it_lost():
+    """Milvus fails a batch and run() ends on the error. Closing the consumer revokes its
+    partitions (kafka-python calls the listener from ``close()``), after the write queue
+    dropped what it held: the state saved then would claim frames whose crops were never
+    written, and the restarted worker would skip them for good."""
+    import threading
+    from types import SimpleNamespace
+
+    from pedsearch.errors import Unavailable
+    from workers.consumer import PartitionState
+
+    class MilvusAway(Sink):
+        def finish(self, handle):
+            raise Unavailable("Milvus did not answer")
+
+    class Camera:  # a camera pipeline that finds one person in every frame
+        replay_from = None
+
+        def process(self, decoded, *, offset, metrics):
+            return [SimpleNamespace(id=offset, ts=0.0)]
+
+        def state_dict(self):
+            return {}
+
+        def has_open_windows(self):
+            return False
+
+    class Consumer:
+        def __init__(self, loop):
+            self.loop, self.polls = loop, 0
+
+        def poll(self, timeout_ms, max_records):
+            self.polls += 1
+            if self.polls > 1:
+                return {}
+            self.loop.states[TP] = PartitionState()  # assigned, nothing saved before
+            return {TP: [Msg(i, _frame_bytes()) for i in range(4)]}
+
+        def highwater(self, tp):
+            return 4
+
+        def end_offsets(self, tps):
+            return {tp: 4 for tp in tps}
+
+        def close(self, autocommit=True):
+            self.loop.on_revoked(list(self.loop.states))
+
+    settings = Settings()
+    settings.workers.embed_batch = 1  # every crop goes to the writer at once
+    redis = Redis()
+    loop = ConsumerLoop(settings=settings, sink=MilvusAway(), redis_client=redis,
+                        pipeline_factory=lambda camera_id: Camera())
+
+    def connect():
+        loop.consumer = Consumer(loop)
+        loop.dlq = Producer(max_request_size=settings.kafka.max_message_bytes)
+
+    loop._connect = connect
+    with pytest.raises(Unavailable, match="Milvus did not answer"):
+        loop.run(threading.Event())
+    assert loop.stats.frames == 4  # handled before the write failed
+    assert not [k for k in redis if "state" in k], "a state was saved past the lost writes"
+    assert not loop.states
