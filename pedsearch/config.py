@@ -40,14 +40,22 @@ CONFIG_ENV = "PEDSEARCH_CONFIG"
 log = logging.getLogger("pedsearch.config")
 
 
+#: a Kafka topic name: letters, digits, ``.``, ``_`` and ``-`` (and not ``.`` or ``..``)
+TOPIC_NAME = r"^[A-Za-z0-9._-]+$"
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class KafkaConfig(Strict):
     bootstrap_servers: str = Field("127.0.0.1:19092", description="host:port[,host:port...]")
-    frames_topic: str = Field("frames", min_length=1, description="topic of Frame envelopes")
-    dlq_topic: str = Field("frames.dlq", min_length=1, description="dead-letter topic")
+    # Kafka's own rule for topic names: checked here, else the first poison message would
+    # crash the workers when the dead-letter producer refuses the name
+    frames_topic: str = Field("frames", pattern=TOPIC_NAME, max_length=249,
+                              description="topic of Frame envelopes")
+    dlq_topic: str = Field("frames.dlq", pattern=TOPIC_NAME, max_length=249,
+                           description="dead-letter topic")
     consumer_group: str = Field("pedsearch-workers", min_length=1)
     max_poll_records: int = Field(
         8, ge=1, le=1000,
@@ -58,7 +66,12 @@ class KafkaConfig(Strict):
         description="rebalance timeout; the embedded broker completes a group's first join "
         "only after it has passed, so the local profile keeps it small",
     )
-    session_timeout_ms: int = Field(10_000, ge=1000, le=300_000)
+    session_timeout_ms: int = Field(
+        10_000, ge=3000, le=300_000,
+        description="the consumer heartbeats every third of it (at least 1 s apart), and a "
+        "heartbeat must come within it; brokers refuse less than group.min.session.timeout.ms "
+        "(6000 by default)",
+    )
     max_message_bytes: int = Field(
         4 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024,
         description="largest frame envelope accepted (producer, consumer and broker together)",
@@ -69,6 +82,9 @@ class KafkaConfig(Strict):
     def _dlq_is_not_the_frames_topic(self) -> KafkaConfig:
         # the workers consume what they dead-letter: every poison message would come back,
         # be dead-lettered again, and so on for ever
+        for name in ("frames_topic", "dlq_topic"):
+            if getattr(self, name) in (".", ".."):
+                raise ValueError(f"kafka.{name} cannot be {getattr(self, name)!r} (Kafka's rule)")
         if self.dlq_topic == self.frames_topic:
             raise ValueError(f"kafka.dlq_topic must differ from kafka.frames_topic (both are "
                              f"{self.frames_topic!r}): dead letters would be consumed again")

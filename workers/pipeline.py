@@ -30,6 +30,12 @@ __all__ = ["CameraPipeline", "CropCandidate", "pipeline_factory"]
 
 log = logging.getLogger("pedsearch.workers")
 
+#: The most frames a gap in a camera's numbering counts for. Longer than any track survives
+#: (``tracking.max_age_frames`` <= 1000), and small enough that the frame counter grows by less
+#: than a frame a microsecond at any frame rate, which keeps track ids unique and in int64
+#: (:mod:`workers.tracking`).
+MAX_SEQ_GAP = 10_000
+
 
 class CameraPipeline:
     """Detector, tracker and crop selector of one camera.
@@ -112,7 +118,9 @@ class CameraPipeline:
 
         env_seq = int(decoded.frame.seq)
         if self.last_env_seq is not None and env_seq > self.last_env_seq:
-            self.seq += env_seq - self.last_env_seq  # a gap counts as frames without people
+            # a gap counts as frames without people, up to MAX_SEQ_GAP: a jump of a camera's
+            # numbering (a wrapped counter) must not carry the track ids past int64
+            self.seq += min(env_seq - self.last_env_seq, MAX_SEQ_GAP)
         else:
             self.seq += 1  # first frame, or the camera restarted its numbering
         self.last_env_seq = env_seq

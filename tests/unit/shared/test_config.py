@@ -99,3 +99,18 @@ def test_the_dead_letter_topic_must_not_be_the_frames_topic(tmp_path):
         load_settings(kafka={"dlq_topic": "frames"})
     s = load_settings(kafka={"frames_topic": "cams", "dlq_topic": "cams.dlq"})
     assert (s.kafka.frames_topic, s.kafka.dlq_topic) == ("cams", "cams.dlq")
+
+
+@pytest.mark.parametrize("kafka, message", [
+    ({"dlq_topic": "frames dlq"}, "dlq_topic\n  String should match pattern"),
+    ({"frames_topic": "cams/1"}, "frames_topic\n  String should match pattern"),
+    ({"dlq_topic": "x" * 250}, "at most 249 characters"),
+    ({"dlq_topic": ".."}, "kafka.dlq_topic cannot be '..'"),
+    # kafka-python refuses a heartbeat (a third of it, at least 1 s) that is not shorter
+    ({"session_timeout_ms": 1000}, "greater than or equal to 3000"),
+])
+def test_kafka_settings_the_client_or_the_broker_would_refuse_are_refused_at_load(kafka,
+                                                                                  message):
+    """Found at start-up, not when the first poison message meets the dead-letter producer."""
+    with pytest.raises(ConfigError, match=message):
+        load_settings(kafka=kafka)

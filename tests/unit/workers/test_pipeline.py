@@ -237,3 +237,17 @@ def test_relative_model_paths_are_read_under_the_configured_models_root(tmp_path
     with pytest.raises(ConfigError, match="not found") as err:
         pipeline_factory(load_settings(config))
     assert str(other / "yolox-nano" / "yolox_nano.onnx") in err.value.message
+
+
+def test_a_jump_in_a_cameras_numbering_keeps_the_ids_in_int64():
+    """A producer whose counter wraps (seq 2**64 - 1) must not push the track ids, which
+    Milvus stores as int64, past 2**63 - 1: every later crop of the camera would fail."""
+    from workers.pipeline import MAX_SEQ_GAP
+
+    pipe = _fresh()
+    frames = [(0, T0_US), (1, T0_US + 200_000), (2**64 - 1, T0_US + 400_000),
+              *[(2**64 - 1 + i, T0_US + (2 + i) * 200_000) for i in range(1, 8)]]
+    frames = [(seq % 2**64, ts) for seq, ts in frames]  # the wrapped numbering goes on at 0
+    crops = _play(pipe, frames)
+    assert crops and max(c.track_id for c in crops) < 2**63
+    assert max(c.frame_seq for c in crops) <= 2 + MAX_SEQ_GAP + 8
