@@ -85,6 +85,35 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+#: SceneConfig field -> the `pedsearch camera` flag that sets it
+SCENE_FLAGS = {"num_cameras": "--cameras", "num_people": "--people", "fps": "--fps",
+               "duration_s": "--duration", "seed": "--seed"}
+
+
+def check_scene_flags(args) -> None:
+    """The synthetic scene's own bounds, checked before the producer connects.
+
+    Raises:
+        InvalidInput: naming the flag, or a ``--camera-id`` too long for its cameras' names.
+    """
+    import pydantic
+
+    from pedsearch.synthetic.scene import SceneConfig
+
+    try:
+        SceneConfig(num_cameras=args.cameras, num_people=args.people, fps=args.fps,
+                    duration_s=args.duration, seed=args.seed)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else ""
+        raise InvalidInput(f"{SCENE_FLAGS.get(field, field)}: {err['msg'].lower()} for a "
+                           "synthetic scene") from None
+    last = f"{args.camera_id}-{args.cameras - 1}"
+    if len(last) > 64:
+        raise InvalidInput(f"--camera-id is too long for {args.cameras} cameras: their ids "
+                           f"run up to {last!r}, over 64 characters")
+
+
 def cmd_camera(args) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -95,6 +124,7 @@ def cmd_camera(args) -> int:
     check_camera_id(args.camera_id)
     extra = {"max_frames": args.frames, "loop": args.loop, "realtime": not args.as_fast_as_possible}
     if args.source == "synthetic":
+        check_scene_flags(args)
         extra = {"cameras": args.cameras, "people": args.people, "duration_s": args.duration,
                  "seed": args.seed, "realtime": not args.as_fast_as_possible}
     elif args.source.isdigit() or "://" in args.source:

@@ -50,9 +50,24 @@ def init_ray(settings: Settings) -> None:
 
 
 def _use_gpu(settings: Settings) -> bool:
-    if settings.workers.use_gpu is not None:
-        return settings.workers.use_gpu
-    return ray.cluster_resources().get("GPU", 0) >= 1
+    """Whether the embedders ask Ray for a GPU each.
+
+    Raises:
+        ConfigError: ``workers.use_gpu`` is true on a local Ray without a GPU: the embedders
+            would wait for one for ever, and ingest would stall without a word.
+    """
+    have = ray.cluster_resources().get("GPU", 0) >= 1
+    if settings.workers.use_gpu is None:
+        return have
+    if settings.workers.use_gpu and not have:
+        if not settings.ray.address:
+            raise ConfigError("workers.use_gpu is true but this machine's Ray has no GPU (torch "
+                              "sees none, or CUDA_VISIBLE_DEVICES hides it); leave use_gpu "
+                              "unset to use one when there is one")
+        log.warning("workers.use_gpu is true and the Ray cluster at %s has no GPU now: the "
+                    "embedders wait until a GPU node joins (an autoscaler may add one)",
+                    settings.ray.address)
+    return settings.workers.use_gpu
 
 
 def build_consumer(settings: Settings, worker_id: str, embed) -> "Any":

@@ -34,6 +34,10 @@ class PublishStats:
         return self.acked / max(1e-9, time.monotonic() - self.started)
 
 
+#: room beside ``kafka.max_message_bytes`` for the key and the record's framing
+RECORD_OVERHEAD_BYTES = 4096
+
+
 def make_producer(cfg: KafkaConfig, **overrides) -> KafkaProducer:
     """A producer that waits for all in-sync replicas and keeps per-key order."""
     try:
@@ -43,7 +47,9 @@ def make_producer(cfg: KafkaConfig, **overrides) -> KafkaProducer:
             linger_ms=5,
             retries=5,
             max_in_flight_requests_per_connection=1,  # retries must not reorder a camera's frames
-            max_request_size=cfg.max_message_bytes,
+            # the limit is the envelope's (what the workers accept); the producer's own check
+            # also counts the key and the record's framing
+            max_request_size=cfg.max_message_bytes + RECORD_OVERHEAD_BYTES,
             request_timeout_ms=cfg.request_timeout_ms,
             **overrides,
         )

@@ -90,3 +90,19 @@ def test_an_image_folder_published_as_fast_as_possible_is_stamped_at_its_fps(tmp
         cv2.imwrite(str(tmp_path / f"{i:04d}.jpg"), np.full((48, 64, 3), 40 * i, np.uint8))
     stamps = _stamps(FileSource(path=tmp_path, camera_id="cam", fps=5.0, realtime=False))
     assert stamps == [0.0, 0.2, 0.4, 0.6]
+
+
+def test_an_envelope_at_the_limit_fits_the_producers_request_size():
+    """The publisher checks the envelope against kafka.max_message_bytes; kafka-python's own
+    check also counts the key and the record's framing, and raised (ending the camera) for
+    envelopes a few bytes under the limit."""
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    from pedsearch.config import KafkaConfig
+    from workers.camera.publisher import RECORD_OVERHEAD_BYTES
+
+    limit = KafkaConfig().max_message_bytes
+    key = b"c" * 64  # the longest camera id
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, bytes(limit), [])
+    assert size > limit  # what the producer compares with its max_request_size
+    assert size <= limit + RECORD_OVERHEAD_BYTES

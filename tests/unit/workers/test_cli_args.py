@@ -38,3 +38,23 @@ def test_jpeg_quality_names_its_range_not_every_value(capsys) -> None:
         parser().parse_args(argv + ["5"])
     err = capsys.readouterr().err
     assert "--jpeg-quality: must be 30..100, got 5" in err and "31, 32" not in err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--cameras", "100"], "--cameras: input should be less than or equal to 64"),
+    (["--fps", "100"], "--fps: input should be less than or equal to 60"),
+    (["--duration", "1e6"], "--duration: input should be less than or equal to 86400"),
+    (["--seed", "-1"], "--seed: input should be greater than or equal to 0"),
+    (["--camera-id", "c" * 63], "--camera-id is too long for 4 cameras"),
+])
+def test_synthetic_scene_flags_out_of_the_scenes_bounds_name_the_flag(extra, message) -> None:
+    """Checked before the producer connects: `pedsearch camera` used to end in a traceback."""
+    from pedsearch.errors import InvalidInput
+    from workers.cli import check_scene_flags
+
+    args = parser().parse_args(["camera", "--source", "synthetic", "--camera-id", "gate",
+                                *extra])
+    with pytest.raises(InvalidInput, match=message):
+        check_scene_flags(args)
+    check_scene_flags(parser().parse_args(["camera", "--source", "synthetic",
+                                           "--camera-id", "gate"]))  # the defaults are fine

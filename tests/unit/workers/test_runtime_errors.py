@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from ray.exceptions import RayActorError
 
 from pedsearch.errors import PedsearchError, Unavailable
@@ -27,3 +28,24 @@ def test_any_other_error_keeps_its_last_line():
     err = init_failure(RayActorError(error_msg="boom\n  File x\nKeyError: 'bundle'\n",
                                      actor_init_failed=True))
     assert type(err) is PedsearchError and err.message.endswith("KeyError: 'bundle'")
+
+
+def test_use_gpu_on_a_local_ray_without_a_gpu_is_refused(monkeypatch):
+    """The embedder actors would wait for a GPU for ever and ingest would stall silently."""
+    import ray
+
+    from pedsearch.config import Settings
+    from pedsearch.errors import ConfigError
+    from workers.runtime import _use_gpu
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    settings = Settings()
+    assert _use_gpu(settings) is False  # unset: a GPU when there is one
+    settings.workers.use_gpu = True
+    with pytest.raises(ConfigError, match="use_gpu is true but this machine's Ray has no GPU"):
+        _use_gpu(settings)
+    settings.ray.address = "ray://head:10001"  # a cluster may gain a GPU node
+    assert _use_gpu(settings) is True
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 1.0})
+    settings.ray.address = None
+    assert _use_gpu(settings) is True
