@@ -207,6 +207,13 @@ class TrackingConfig(Strict):
         "open track windows closed and their best crops stored; 0 = only when the consumer "
         "stops",
     )
+    forget_after_s: float = Field(
+        600.0, ge=0, le=7 * 86400,
+        description="a camera that sent no frame for this many seconds (wall clock) is "
+        "forgotten once its windows are stored: its tracker and detector state leave memory and "
+        "the checkpoints, and a restart no longer replays back to its last frames; it starts "
+        "afresh if it returns; 0 = never",
+    )
 
 
 class WorkersConfig(Strict):

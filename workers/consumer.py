@@ -369,6 +369,36 @@ class ConsumerLoop:
         self.stats.idle_closed += n
         return n
 
+    def forget_quiet_cameras(self) -> list[str]:
+        """Drop the pipelines of cameras quiet for ``tracking.forget_after_s`` whose windows
+        are all stored (closed by :meth:`close_idle_windows` first).
+
+        A camera taken off the network, renamed, or numbered per session would otherwise keep
+        its detector's frames in memory and in every snapshot, and the seek back to its last
+        frames (to re-warm the detector) would replay up to the whole retained partition at
+        every restart. One that returns starts afresh: its track ids stay unique
+        (:mod:`workers.tracking`). Returns the cameras forgotten.
+        """
+        forget_s = self.settings.tracking.forget_after_s
+        if forget_s <= 0:
+            return []
+        now = time.monotonic()
+        gone = []
+        with self._lock:
+            for tp, state in self.states.items():
+                if not self._caught_up(tp, state):
+                    continue
+                for cam_id, cam in list(state.cameras.items()):
+                    seen = self._camera_seen.setdefault((tp, cam_id), now)
+                    if now - seen >= forget_s and not cam.has_open_windows():
+                        del state.cameras[cam_id]
+                        del self._camera_seen[(tp, cam_id)]
+                        gone.append(cam_id)
+        for cam_id in gone:
+            log.info("%s: camera %s sent nothing for %.0f s: its tracker state is dropped (it "
+                     "starts afresh if it comes back)", self.worker_id, cam_id, forget_s)
+        return gone
+
     def _caught_up(self, tp: TopicPartition, state: PartitionState) -> bool:
         """Whether every frame of ``tp`` the broker had at the last fetch is handled."""
         if self.consumer is None or state.next_offset is None:
@@ -614,6 +644,7 @@ class ConsumerLoop:
                     # take up to max_poll_interval_ms on the embedded broker
                     last_msg = time.monotonic()
                 self.close_idle_windows()
+                self.forget_quiet_cameras()
                 if self.pending and (
                     len(self.pending) >= self.settings.workers.embed_batch
                     or time.monotonic() - self._last_flush >= self.settings.workers.flush_interval_s

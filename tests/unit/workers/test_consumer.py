@@ -232,3 +232,44 @@ def test_a_failed_run_saves_no_state_past_the_writes_it_lost():
     assert loop.stats.frames == 4  # handled before the write failed
     assert not [k for k in redis if "state" in k], "a state was saved past the lost writes"
     assert not loop.states
+
+
+def test_a_camera_quiet_for_forget_after_s_leaves_the_state_and_its_snapshot():
+    """Its detector frames stayed in memory and in every snapshot, and a restart replayed the
+    partition back to its last frame (to re-warm the detector) however long ago that was."""
+    import pickle
+    import time
+
+    from workers.consumer import PartitionState
+
+    class Camera:
+        replay_from = 5  # where a restore would seek back to, to re-warm its detector
+
+        def __init__(self, open_windows=False):
+            self.open_windows = open_windows
+
+        def has_open_windows(self):
+            return self.open_windows
+
+        def state_dict(self):
+            return {}
+
+    class Consumer:
+        def highwater(self, tp):
+            return 5_000_030
+
+    loop = _loop(Producer(max_request_size=Settings().kafka.max_message_bytes))
+    loop.consumer = Consumer()
+    loop.states[TP] = PartitionState(next_offset=5_000_030, cameras={
+        "gate-1": Camera(), "lobby-2": Camera(), "yard-3": Camera(open_windows=True)})
+    now = time.monotonic()
+    forget_s = loop.settings.tracking.forget_after_s
+    loop._camera_seen = {(TP, "gate-1"): now - forget_s - 1, (TP, "lobby-2"): now - 1,
+                         (TP, "yard-3"): now - forget_s - 1}
+    assert loop.forget_quiet_cameras() == ["gate-1"]
+    # lobby-2 is live; yard-3's windows are not stored yet (close_idle_windows does that first)
+    assert set(loop.states[TP].cameras) == {"lobby-2", "yard-3"}
+    assert set(pickle.loads(loop.states[TP].to_bytes())["cameras"]) == {"lobby-2", "yard-3"}
+    loop.settings.tracking.forget_after_s = 0  # never
+    loop._camera_seen[(TP, "lobby-2")] = now - 10**6
+    assert loop.forget_quiet_cameras() == []
