@@ -65,6 +65,10 @@ def cmd_serve(args) -> int:
                               f"{exc.strerror}; choose another --metrics-port") from None
     with console.status("loading the model bundle..."):
         server = create_server(args.address, settings=settings)
+    if args.bundle and server.service.bundle is None:
+        # asked for by name, a bundle that does not load is a mistake to fix now: a gateway
+        # up without it would answer FAILED_PRECONDITION to every query
+        raise ConfigError(f"--bundle {args.bundle[0]}: {server.service.bundle_error}")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

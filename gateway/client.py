@@ -575,9 +575,10 @@ def _building(method: str) -> Iterator[None]:
                            "types and ranges in docs/API.md)") from None
 
 
-def _filter(cameras: Sequence[str], since_us: int | None, until_us: int | None,
+def _filter(cameras: Sequence[str] | str, since_us: int | None, until_us: int | None,
             min_score: float | None) -> search_pb2.Filter:
-    f = search_pb2.Filter(camera_ids=list(cameras))
+    # one camera given as a string is that camera, not its letters (each a valid camera id)
+    f = search_pb2.Filter(camera_ids=[cameras] if isinstance(cameras, str) else list(cameras))
     if since_us is not None:
         f.since_us = int(since_us)
     if until_us is not None:

@@ -21,6 +21,7 @@ import math
 import re
 import threading
 import time
+import urllib.parse
 
 import redis
 
@@ -67,8 +68,10 @@ def client_key(token: str | None, peer: str) -> str:
     """
     if token:
         return "token:" + hashlib.sha256(token.encode()).hexdigest()[:24]
-    # grpc peers look like ipv4:127.0.0.1:5555, ipv6:[::1]:5555, unix:/path
-    m = re.match(r"^(ipv4|ipv6):(\[[^\]]*\]|[^:]+):\d+$", peer or "")
+    # grpc peers look like ipv4:127.0.0.1:5555, ipv6:%5B::1%5D:5555 (the brackets
+    # percent-encoded: a URI), unix:/path
+    peer = urllib.parse.unquote(peer or "")
+    m = re.match(r"^(ipv4|ipv6):(\[[^\]]*\]|[^:]+):\d+$", peer)
     return "peer:" + (m.group(2) if m else (peer or "unknown"))
 
 

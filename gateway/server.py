@@ -73,7 +73,8 @@ def server_credentials(cert: pathlib.Path | None, key: pathlib.Path | None):
             f"chain and its unencrypted private key ({getattr(exc, 'reason', None) or exc}); "
             "an encrypted key must be decrypted first (`openssl pkey -in key.pem -out "
             "plain.pem`); a test pair: `openssl req -x509 -newkey rsa:2048 -nodes -keyout "
-            "key.pem -out cert.pem -subj /CN=localhost`") from None
+            "key.pem -out cert.pem -subj /CN=localhost -addext subjectAltName=DNS:localhost,"
+            "IP:127.0.0.1` (the names clients dial must be in it)") from None
     return grpc.ssl_server_credentials([pair])
 
 

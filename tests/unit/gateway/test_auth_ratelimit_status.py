@@ -48,6 +48,10 @@ def test_token_auth():
 def test_client_key():
     assert client_key(None, "ipv4:10.0.0.7:51234") == "peer:10.0.0.7"
     assert client_key(None, "ipv6:[::1]:51234") == "peer:[::1]"
+    # what grpc reports for an IPv6 client: without decoding, each connection (port) got a
+    # bucket of its own and the limit was never reached
+    assert client_key(None, "ipv6:%5B::1%5D:51234") == "peer:[::1]"
+    assert client_key(None, "ipv6:%5B::1%5D:40000") == "peer:[::1]"
     assert client_key(None, "unix:/tmp/sock") == "peer:unix:/tmp/sock"
     key = client_key("secret-token", "ipv4:10.0.0.7:1")
     assert key.startswith("token:") and "secret" not in key

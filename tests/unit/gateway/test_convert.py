@@ -185,3 +185,11 @@ def test_add_hits_fills_the_reply_in_order_and_skips_unknown_fields():
     assert set(first.attributes.values()) == {0.25}
     # the standalone message of a watch event is the same hit
     assert hit_proto(hits[1], SCHEMA) == reply.hits[1]
+
+
+def test_the_python_client_reads_one_camera_given_as_a_string_as_that_camera():
+    """``search_text(..., cameras="cam1")`` filtered on the cameras c, a, m and 1."""
+    from gateway.client import _filter
+
+    assert list(_filter("cam1", None, None, None).camera_ids) == ["cam1"]
+    assert list(_filter(["cam1", "cam2"], None, None, None).camera_ids) == ["cam1", "cam2"]

@@ -42,3 +42,15 @@ def test_a_missing_bundle_or_a_version_twice_is_a_config_error(primary, tmp_path
                                           "gateway holds already"):
         load_extra_bundles(Settings(gateway={"bundles": [default_bundle_path()]}), primary)
     assert load_extra_bundles(Settings(), primary) == []
+
+
+def test_serve_with_a_bundle_that_does_not_load_stops_with_its_reason(tmp_path, capsys):
+    """`gateway serve --bundle /typo` came up NOT_SERVING and answered FAILED_PRECONDITION to
+    every query; the bundle was asked for by name, so it is an error to fix at once."""
+    from pedsearch.cli import main
+
+    code = main(["gateway", "serve", "--address", "127.0.0.1:0", "--bundle",
+                 str(tmp_path / "typo")])
+    assert code == 2
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert f"--bundle {tmp_path / 'typo'}: no model bundle at" in err
