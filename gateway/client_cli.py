@@ -58,6 +58,9 @@ MAX_RATE_WAIT_S = 5.0
 #: (gateway.watch_default_s / watch_max_s) say otherwise: for --help, which cannot ask the
 #: gateway (a unit test keeps them equal to the settings' defaults)
 WATCH_DEFAULT_S, WATCH_MAX_S = 600, 3600
+#: what a watch runs past its --until (gateway.convert.WATCH_UNTIL_GRACE_S; a unit test keeps
+#: them equal; this module does not load the gateway's)
+WATCH_UNTIL_GRACE_S = 60
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*(?:ago)?\s*$", re.I)
 
@@ -430,6 +433,7 @@ def cmd_watch(args) -> int:
     try:
         with _connect(args) as gw:
             example = _example(gw, args)
+            args.until_s = _until_s(args)
             stream = gw.watch(args.text, attributes=args.attr, image=example.image,
                               threshold=args.threshold, cameras=args.camera,
                               since_us=args.since, until_us=args.until,
@@ -486,10 +490,27 @@ def _watch_span(stream, args) -> str:
     granted, cap = stream.duration_s, stream.max_duration_s
     if granted is None:
         return ""
+    if _cut_by_until(granted, args):
+        return f" for {granted} s (until --until, and a minute for its last detections)"
     if args.duration > granted:
         return (f" for {granted} s (--duration {args.duration} is beyond this gateway's limit "
                 f"of {cap if cap is not None else granted} s)")
     return f" for {granted} s"
+
+
+def _until_s(args) -> int | None:
+    """Seconds a watch asked for now runs at most because of --until (the gateway's rule,
+    :func:`gateway.convert.watch_duration`); None without --until."""
+    if args.until is None:
+        return None
+    return math.ceil(args.until / 1e6 - time.time()) + WATCH_UNTIL_GRACE_S
+
+
+def _cut_by_until(granted: int, args) -> bool:
+    """Whether the gateway shortened the watch because nothing after --until can match."""
+    until_s = getattr(args, "until_s", None)
+    return (until_s is not None and granted < (args.duration or WATCH_DEFAULT_S)
+            and abs(granted - until_s) <= 2)
 
 
 def _watch_end(stream, args) -> str:
@@ -498,6 +519,8 @@ def _watch_end(stream, args) -> str:
     if granted is None:  # a gateway that does not say what it granted
         return ("its duration (--duration, or the gateway's default: "
                 f"{WATCH_DEFAULT_S} s unless configured)")
+    if _cut_by_until(granted, args):
+        return f"its {granted} s (its time range ended at --until)"
     limit = f"the gateway allows at most {cap} s" if cap is not None else "the gateway's limit"
     if not args.duration:
         return f"its {granted} s (the gateway's default; --duration sets another, {limit})"

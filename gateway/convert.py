@@ -25,6 +25,9 @@ DEFAULT_K = 10
 MAX_CAMERAS = 1000
 #: tracks a Watch may skip (the example's own, a few more at most)
 MAX_SKIP_TRACKS = 100
+#: seconds a watch with a time range runs past its until_us: what was captured before it is
+#: indexed a few seconds later (longer behind a backlog)
+WATCH_UNTIL_GRACE_S = 60
 MAX_CONSTRAINTS = 64
 MAX_VALUES = 64
 #: a decoded query image larger than this is refused before decoding (decompression bombs)
@@ -101,6 +104,18 @@ def watch_filter(msg: search_pb2.Filter, now_us: int) -> FilterParams:
                            f"future (filter.until_us {flt.until_us} is "
                            f"{(now_us - flt.until_us) / 1e6:.0f} s before now)")
     return flt
+
+
+def watch_duration(requested_s: int, flt: FilterParams, now_us: int, *, default_s: int,
+                   cap_s: int) -> int:
+    """Seconds a watch runs: ``requested_s`` (0: ``default_s``) cut to ``cap_s``, and to
+    :data:`WATCH_UNTIL_GRACE_S` past the filter's ``until_us``: nothing captured later can
+    match, so a longer watch would hold a stream and a thread for nothing."""
+    duration = min(requested_s or default_s, cap_s)
+    if flt.until_us is not None:
+        left_s = math.ceil((flt.until_us - now_us) / 1e6)
+        duration = min(duration, left_s + WATCH_UNTIL_GRACE_S)
+    return duration
 
 
 def skip_tracks(msgs: Sequence[search_pb2.TrackRef]) -> frozenset[tuple[str, int]]:

@@ -30,6 +30,7 @@ from gateway.convert import (
     parse_filter,
     skip_tracks,
     top_k,
+    watch_duration,
     watch_filter,
 )
 from gateway.search import Constraint, Searcher, TextQuery, no_index
@@ -398,9 +399,10 @@ class SearchService(search_pb2_grpc.SearchServicer):
             raise InvalidInput("Watch needs a query: set text, attributes or image")
         threshold = finite(request.threshold, "threshold", low=-MAX_ABS_THRESHOLD,
                            high=MAX_ABS_THRESHOLD)
-        flt = watch_filter(request.filter, int(time.time() * 1e6))
-        duration = request.max_duration_s or self.cfg.watch_default_s
-        duration = min(duration, self.cfg.watch_max_s)
+        now_us = int(time.time() * 1e6)
+        flt = watch_filter(request.filter, now_us)
+        duration = watch_duration(request.max_duration_s, flt, now_us,
+                                  default_s=self.cfg.watch_default_s, cap_s=self.cfg.watch_max_s)
         constraints: list[Constraint] = []
         if kind == "text":
             def encode(enc: Searcher) -> np.ndarray | TextQuery:

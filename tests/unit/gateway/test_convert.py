@@ -193,3 +193,18 @@ def test_the_python_client_reads_one_camera_given_as_a_string_as_that_camera():
 
     assert list(_filter("cam1", None, None, None).camera_ids) == ["cam1"]
     assert list(_filter(["cam1", "cam2"], None, None, None).camera_ids) == ["cam1", "cam2"]
+
+
+def test_a_watch_with_a_time_range_ends_a_minute_after_it():
+    """``watch --until <in 5 min> --duration 3600`` held a stream for 55 minutes in which
+    nothing could match."""
+    from gateway.convert import WATCH_UNTIL_GRACE_S, watch_duration
+
+    now = 1_800_000_000 * 10**6
+    open_ended = FilterParams()
+    assert watch_duration(0, open_ended, now, default_s=600, cap_s=3600) == 600
+    assert watch_duration(7200, open_ended, now, default_s=600, cap_s=3600) == 3600
+    five_min = FilterParams(until_us=now + 300 * 10**6)
+    assert watch_duration(3600, five_min, now, default_s=600,
+                          cap_s=3600) == 300 + WATCH_UNTIL_GRACE_S
+    assert watch_duration(100, five_min, now, default_s=600, cap_s=3600) == 100

@@ -5,6 +5,8 @@ a crop that cannot be read, and output paths that look like rich markup."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import re
 from concurrent import futures
 
 import cv2
@@ -53,7 +55,13 @@ class Fake(search_pb2_grpc.SearchServicer):
                                                crop_jpeg=crop)
 
     def Watch(self, request, context):
-        granted = min(request.max_duration_s or self.watch_duration, self.watch_max)
+        import time
+
+        from gateway.convert import parse_filter, watch_duration
+
+        granted = watch_duration(request.max_duration_s, parse_filter(request.filter),
+                                 int(time.time() * 1e6), default_s=self.watch_duration,
+                                 cap_s=self.watch_max)
         context.send_initial_metadata(((WATCH_DURATION_KEY, str(granted)),
                                        (WATCH_MAX_KEY, str(self.watch_max))))
         yield search_pb2.WatchEvent(heartbeat=search_pb2.Heartbeat(scanned=0))
@@ -134,6 +142,22 @@ def test_a_watch_longer_than_the_gateway_allows_is_told_its_cap(gateway, capsys)
     assert "for 3600 s (--duration 7200 is beyond this gateway's limit of 3600 s)" in out
     assert "the watch ended after its 3600 s (--duration; the gateway allows at most 3600 s)" \
         in out
+
+
+def test_a_watch_is_told_it_ends_with_its_time_range(gateway, capsys):
+    """Nothing captured after --until can match: the gateway ends the watch a minute after
+    it, and the CLI says that is why, not that the gateway's limit was reached."""
+    from gateway.convert import WATCH_UNTIL_GRACE_S
+
+    assert client_cli.WATCH_UNTIL_GRACE_S == WATCH_UNTIL_GRACE_S
+    _fake, address = gateway
+    until = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5)).isoformat()
+    assert run_cli("watch", "a man", "--threshold", "0.5", "--until", until,
+                   "--duration", "3600", "--gateway", address) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert re.search(r"for 3[56]\d s \(until --until, and a minute for its last detections\)",
+                     out), out
+    assert "(its time range ended at --until), with 0 match(es)" in out
 
 
 @pytest.mark.parametrize("until", ["10m", "now", "2020-01-01T00:00:00Z"])
