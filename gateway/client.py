@@ -444,8 +444,10 @@ def check_address(address: str) -> str:
                            "HOST:PORT without http:// or grpc://, e.g. 127.0.0.1:50051 (TLS is "
                            "--tls-ca, not https://)")
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit():
         raise InvalidInput(f"gateway address {address!r} must be host:port, e.g. 127.0.0.1:50051")
+    if not 0 < int(port) < 65536:
+        raise InvalidInput(f"gateway address {address!r}: port {port} is not 1..65535")
     return address
 
 
@@ -526,7 +528,9 @@ def error_from_rpc(exc: grpc.RpcError, address: str) -> PedsearchError:
         err = ResourceExhausted(f"the gateway at {address} refused the call ({code.name}): "
                                 f"{details}{advice}", retry_after_s=_retry_after_s(exc))
     elif code == S.DEADLINE_EXCEEDED:
-        err = DeadlineExceeded(f"the gateway at {address} did not answer in time: {details}")
+        err = DeadlineExceeded(f"the gateway at {address} did not answer in time: {details}; "
+                               "a busy gateway or a large query may need a longer deadline "
+                               "(--timeout)")
     elif code == S.UNAVAILABLE and not _from_gateway(exc):
         err = Unavailable(unreachable_message(address))
     elif code == S.UNAVAILABLE:

@@ -214,14 +214,18 @@ def gateway_address(args) -> str:
 
     address = load_settings(args.config).gateway.address
     host, port = listen_address(address)
+    if not port:  # a gateway told to take a free port says which one it took
+        raise InvalidInput(f"gateway.address {address} has port 0 (a free one, chosen when the "
+                           "gateway starts): give the port it printed with --gateway HOST:PORT")
     return f"{local_host(host)}:{port}"
 
 
 def _connect(args):
-    from gateway.client import connect
+    from gateway.client import CONNECT_TIMEOUT_S, connect
 
     return connect(gateway_address(args), token=args.token, tls_ca=args.tls_ca,
-                   timeout_s=args.timeout)
+                   timeout_s=args.timeout,
+                   connect_timeout_s=min(args.timeout, CONNECT_TIMEOUT_S))
 
 
 def _check_query(args) -> None:
@@ -237,7 +241,8 @@ def _check_query(args) -> None:
     if args.hard and not args.attr:
         parser.error("--hard needs at least one --attr")
     if args.image is not None and not pathlib.Path(args.image).is_file():
-        parser.error(f"--image {args.image}: no such file")
+        parser.error(f"--image {args.image}: " + ("a folder, not an image file; give a JPEG or "
+                     "PNG crop" if pathlib.Path(args.image).is_dir() else "no such file"))
 
 
 @dataclasses.dataclass
@@ -295,13 +300,15 @@ def cmd_search(args) -> int:
             example = _example(gw, args)
             query = example.name
             if example.image is not None:
-                result = gw.search_image(example.image, attributes=args.attr, **common)
+                result = _patiently(lambda: gw.search_image(example.image, attributes=args.attr,
+                                                            **common))
             elif args.text is not None:
                 query = args.text
-                result = gw.search_text(args.text, attributes=args.attr, **common)
+                result = _patiently(lambda: gw.search_text(args.text, attributes=args.attr,
+                                                           **common))
             else:
                 query = " ".join(f"{c.family}={','.join(c.values)}" for c in args.attr)
-                result = gw.search_attributes(args.attr, **common)
+                result = _patiently(lambda: gw.search_attributes(args.attr, **common))
             # a narrow terminal has no room for the attributes beside an uncut id
             wide = console.width >= WIDE_TABLE_COLUMNS
             console.print(hits_table(result, title=query, attributes=wide))
@@ -400,17 +407,23 @@ def write_sheets(gw, result, out: pathlib.Path, query: str, n: int) -> tuple[pat
     return html, png
 
 
-def _fetch_detection(gw, detection_id: int, *, tries: int = 3):
-    """A detection with its crop JPEG; waits out the rate limit as the gateway asks (a sheet
-    costs one GetDetection per crop, on top of the search)."""
+def _patiently(call, *, tries: int = 3):
+    """``call()``, waiting out the rate limit as the gateway asks, up to
+    :data:`MAX_RATE_WAIT_S` a time (a sheet costs one GetDetection per crop, on top of the
+    search, so back-to-back searches meet the limit)."""
     for _ in range(tries - 1):
         try:
-            return gw.get_detection(detection_id, include_crop=True)
+            return call()
         except ResourceExhausted as exc:
             if exc.retry_after_s is None or exc.retry_after_s > MAX_RATE_WAIT_S:
                 raise
             time.sleep(exc.retry_after_s)
-    return gw.get_detection(detection_id, include_crop=True)
+    return call()
+
+
+def _fetch_detection(gw, detection_id: int):
+    """A detection with its crop JPEG."""
+    return _patiently(lambda: gw.get_detection(detection_id, include_crop=True))
 
 
 def _fetch_crop(gw, detection_id: int) -> bytes:

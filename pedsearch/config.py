@@ -265,6 +265,21 @@ class GatewayConfig(Strict):
         default_factory=dict,
         description="bearer token -> RPC method names it may call ('*' = all); empty = no auth",
     )
+
+    @pydantic.field_validator("tokens")
+    @classmethod
+    def _known_methods(cls, tokens: dict[str, list[str]]) -> dict[str, list[str]]:
+        # a misspelt name would only show as PERMISSION_DENIED when a client calls it
+        from pedsearch.v1 import search_pb2
+
+        known = [m.name for m in search_pb2.DESCRIPTOR.services_by_name["Search"].methods]
+        for i, methods in enumerate(tokens.values()):
+            bad = [m for m in methods if m != "*" and m not in known]
+            if bad:  # the token itself is a secret: named by its position
+                raise ValueError(f"token {i + 1} lists {', '.join(map(repr, bad))}, not a "
+                                 f"method of the Search service ({', '.join(known)}, or '*')")
+        return tokens
+
     tls_cert: pathlib.Path | None = Field(None, description="PEM certificate chain; enables TLS")
     tls_key: pathlib.Path | None = Field(None, description="PEM private key of tls_cert")
     rate_limit_per_s: float = Field(
@@ -453,7 +468,8 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     try:
         settings = Settings(**data)
     except pydantic.ValidationError as exc:
-        raise ConfigError(f"invalid configuration ({_culprits(exc, path)}):\n{exc}") from exc
+        raise ConfigError(f"invalid configuration ({_culprits(exc, path)}):\n"
+                          f"{_without_tokens(exc)}") from None
     except SettingsError as exc:  # an environment variable that should hold JSON does not
         raise ConfigError(f"invalid configuration in the environment: {exc}; a {ENV_PREFIX}"
                           "... variable of a list or mapping field takes JSON, e.g. "
@@ -462,8 +478,26 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     try:
         _apply_overrides(settings, overrides)
     except pydantic.ValidationError as exc:
-        raise ConfigError(f"invalid command-line value:\n{exc}") from exc
+        raise ConfigError(f"invalid command-line value:\n{_without_tokens(exc)}") from None
     return settings
+
+
+def _without_tokens(exc: pydantic.ValidationError) -> str:
+    """``exc`` as text, the bearer tokens of ``gateway.tokens`` it would quote (as keys of
+    the error's location or in its input) replaced by ``<token>``: they are secrets."""
+    secrets: set[str] = set()
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        if loc[:2] == ("gateway", "tokens") or loc[:1] == ("tokens",):
+            at = 2 if loc[:1] == ("gateway",) else 1
+            secrets.update(loc[at:at + 1])
+            if isinstance(err.get("input"), Mapping):
+                secrets.update(str(k) for k in err["input"])
+    text = str(exc)
+    for secret in sorted(secrets, key=len, reverse=True):
+        # as the error prints it: quoted in the input, or a segment of the location
+        text = re.sub(rf"(?<=['\".]){re.escape(secret)}(?=['\"\s:])", "<token>", text)
+    return text
 
 
 def _culprits(exc: pydantic.ValidationError, path: str | os.PathLike[str] | None) -> str:

@@ -37,10 +37,15 @@ class Fake(search_pb2_grpc.SearchServicer):
 
     def __init__(self, *, watch_duration: int = 600, watch_max: int = 3600) -> None:
         self.watch_duration, self.watch_max = watch_duration, watch_max
+        self.limited = 0  # searches answered RESOURCE_EXHAUSTED before one is served
         self.authorization: list[str | None] = []
 
     def SearchText(self, request, context):
         self.authorization.append(dict(context.invocation_metadata()).get("authorization"))
+        if self.limited:
+            self.limited -= 1
+            context.set_trailing_metadata((("retry-after-ms", "50"),))
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit: retry in 0.05 s")
         return search_pb2.SearchResponse(
             hits=[search_pb2.Hit(score=0.9 - i / 10, detection=_detection(i)) for i in (1, 2, 3)],
             model_version="v1", collection="detections_v1")
@@ -122,6 +127,24 @@ def test_host_port_addresses_pass():
         assert check_address(address) == address
     with pytest.raises(InvalidInput, match="must be host:port"):
         check_address("gw.example")
+    with pytest.raises(InvalidInput, match="port 70000 is not 1..65535"):
+        check_address("gw.example:70000")
+
+
+def test_a_configured_port_0_asks_for_the_port_the_gateway_took(tmp_path):
+    """``gateway.address: 127.0.0.1:0`` (a free port) was reported as "must be host:port"."""
+    (tmp_path / "c.yaml").write_text("gateway:\n  address: 127.0.0.1:0\n")
+    args = argparse.Namespace(gateway=None, config=str(tmp_path / "c.yaml"))
+    with pytest.raises(InvalidInput, match="has port 0 .* with --gateway HOST:PORT"):
+        client_cli.gateway_address(args)
+
+
+def test_a_search_held_back_briefly_by_the_rate_limit_waits_and_is_answered(gateway, capsys):
+    """The README: exit 1 only when the limit held the request back longer than 5 s."""
+    fake, address = gateway
+    fake.limited = 2
+    assert run_cli("search", "a man", "--gateway", address, "--sheet", "0") == 0
+    assert fake.limited == 0 and "3 hits" in capsys.readouterr().out
 
 
 # -- watch -----------------------------------------------------------------------------------

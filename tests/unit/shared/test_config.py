@@ -114,3 +114,21 @@ def test_kafka_settings_the_client_or_the_broker_would_refuse_are_refused_at_loa
     """Found at start-up, not when the first poison message meets the dead-letter producer."""
     with pytest.raises(ConfigError, match=message):
         load_settings(kafka=kafka)
+
+
+def test_a_token_granting_a_method_the_service_lacks_is_refused_without_showing_the_token(
+        tmp_path, monkeypatch):
+    """A misspelt method name showed only as PERMISSION_DENIED when a client called it; and a
+    validation error of gateway.tokens printed the tokens (secrets) back."""
+    (tmp_path / "c.yaml").write_text("gateway:\n  tokens:\n    s3cret-1: [Searchtext]\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(tmp_path / "c.yaml")
+    assert "token 1 lists 'Searchtext', not a method of the Search service" in err.value.message
+    assert "s3cret-1" not in err.value.message and "'<token>'" in err.value.message
+    monkeypatch.setenv("PEDSEARCH_GATEWAY__TOKENS", '{"s3cret-2": "SearchText"}')
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "gateway.tokens.<token>" in err.value.message and "s3cret-2" not in err.value.message
+    monkeypatch.delenv("PEDSEARCH_GATEWAY__TOKENS")
+    ok = load_settings(gateway={"tokens": {"s3cret-3": ["SearchText", "Watch"], "ops": ["*"]}})
+    assert ok.gateway.tokens["ops"] == ["*"]
