@@ -107,20 +107,42 @@ class MilvusLink:
         self._encoders: dict[str, Searcher] = {}  # version -> query encoders without Milvus
         self._client = None
         self._lock = threading.Lock()
+        # connecting waits for Milvus (up to milvus.timeout_s): under a lock of its own, so
+        # requests that need only the encoders (and bad ones) are answered meanwhile
+        self._connect_lock = threading.Lock()
 
-    def searcher(self, version: str | None = None) -> Searcher:
+    def searcher(self, version: str | None = None, *, timeout_s: float | None = None
+                 ) -> Searcher:
         """The searcher of ``version`` (default: the primary bundle's).
+
+        Args:
+            timeout_s: the request's time left: connecting to Milvus waits no longer.
 
         Raises:
             Unavailable: Milvus cannot be reached, or ``version`` was dropped meanwhile (a
                 roll-out unstaged it). NotReady: no bundle is loaded.
         """
-        def make(bundle: Bundle) -> Searcher:
-            if self._client is None:
-                self._client = connect(self.settings.milvus)
-            return self._new_searcher(bundle, self._client)
+        if self.bundle is None:
+            raise NotReady("no model bundle is loaded")
+        client = self._connected(timeout_s)
+        return self._cached(self._searchers, version,
+                            lambda bundle: self._new_searcher(bundle, client))
 
-        return self._cached(self._searchers, version, make)
+    def _connected(self, timeout_s: float | None):
+        """The Milvus client, connecting first if there is none yet."""
+        client = self._client
+        if client is not None:
+            return client
+        wait = self.settings.milvus.timeout_s if timeout_s is None else timeout_s
+        if not self._connect_lock.acquire(timeout=max(0.0, wait)):
+            raise Unavailable(f"Milvus at {self.settings.milvus.uri} did not answer in time "
+                              "(another request is still connecting); retry")
+        try:
+            if self._client is None:
+                self._client = connect(self.settings.milvus, timeout_s=timeout_s)
+            return self._client
+        finally:
+            self._connect_lock.release()
 
     def encoder(self, version: str | None = None) -> Searcher:
         """The query encoders of ``version`` (default: the primary bundle's): they need the
@@ -191,19 +213,19 @@ class MilvusLink:
             NotReady: no alias yet, or it points at a version this gateway holds no bundle of.
             Unavailable: Milvus cannot be reached.
         """
-        primary = self.searcher()
+        primary = self.searcher(timeout_s=timeout_s)
         name = primary.resolve_alias(timeout_s=timeout_s)
         if name is None:
             raise no_index(self.settings.milvus)
         version = self.version_of(name)
         if version is not None:
-            return self.searcher(version), name
+            return self.searcher(version, timeout_s=timeout_s), name
         raise not_held(self.settings.milvus.alias, name, self.bundles)
 
     def ping(self, timeout_s: float = 2.0) -> bool:
         """Whether Milvus answers now."""
         try:
-            self.searcher().client.get_server_version(timeout=timeout_s)
+            self.searcher(timeout_s=timeout_s).client.get_server_version(timeout=timeout_s)
             return True
         except (PedsearchError, MilvusException):
             return False
@@ -359,7 +381,8 @@ class SearchService(search_pb2_grpc.SearchServicer):
         except redis.RedisError as exc:
             raise Unavailable(f"Redis at {self.settings.redis.url} cannot be read: {exc}") from exc
         try:  # the version that answers searches now: the one the alias points at
-            name = self.milvus.searcher().resolve_alias(timeout_s=deadline.remaining())
+            left = deadline.remaining()
+            name = self.milvus.searcher(timeout_s=left).resolve_alias(timeout_s=left)
             version = version_of_collection(self.settings.milvus, name or "") or version
         except Unavailable:
             pass  # Milvus down: the cameras are still worth listing
@@ -445,7 +468,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
         """A watch may start before anything is indexed (or while Milvus is down: it reads the
         feed in Redis), but not against an index of a version the gateway holds no bundle of."""
         try:
-            name = self.milvus.searcher().resolve_alias(timeout_s=2.0)
+            name = self.milvus.searcher(timeout_s=2.0).resolve_alias(timeout_s=2.0)
         except Unavailable:
             return
         if name is not None and self.milvus.version_of(name) is None:
