@@ -165,7 +165,11 @@ class AttributeSchema:
         mask = np.zeros(self.dim, np.float32)
         for name, val in labels.items():
             fam = self.family(name)
-            vals = [val] if isinstance(val, str) else list(val)
+            vals = [val] if isinstance(val, str) else val
+            if not isinstance(vals, (list, tuple)) or not all(isinstance(v, str) for v in vals):
+                raise InvalidInput(f"attribute {name!r}: a value is a string (a list of "
+                                   f"strings for several), got {val!r}; leave an unknown "
+                                   "attribute out")
             if fam.kind == "single" and len(vals) != 1:
                 raise InvalidInput(f"attribute {name!r} takes one value, got {vals}")
             for v in vals:

@@ -118,7 +118,8 @@ def save_bundle(
     init_from: Mapping[str, Any] | None = None,
 ) -> pathlib.Path:
     """Write ``model`` as a bundle folder ``out_dir`` (atomically: a temporary sibling folder
-    is renamed into place).
+    is renamed into place; a bundle it overwrites is moved aside first and deleted last, so a
+    kill midway leaves a whole copy of one or the other).
 
     Args:
         model: a :class:`~pedsearch.models.joint.PersonSearchModel` built by ``from_config``
@@ -217,9 +218,13 @@ def save_bundle(
             "files": files,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False))
+        # an old bundle moves aside before the new one moves in: killed in between, one of
+        # the two is whole at out_dir or beside it, never neither
+        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
         if out_dir.exists():
-            shutil.rmtree(out_dir)
+            os.replace(out_dir, old)
         os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -515,6 +520,7 @@ def load_bundle(
     if arch.embed_dim != manifest["embed_dim"]:
         raise BundleError(f"{root / MANIFEST}: embed_dim {manifest['embed_dim']} does not match "
                           f"the architecture ({arch.embed_dim})")
+    _check_image_section(root / MANIFEST, manifest["image"], tuple(arch.image_size))
 
     vocab = None
     if "text" in parts and manifest.get("text", {}).get("vocab"):
@@ -532,6 +538,13 @@ def load_bundle(
                                               pretrained=False)
     except ConfigError as exc:
         raise BundleError(f"{root}: cannot rebuild the model: {exc.message}") from exc
+    if model.image_encoder is not None:
+        backbone = model.image_encoder.backbone
+        for key, want in (("pixel_mean", backbone.pixel_mean), ("pixel_std", backbone.pixel_std)):
+            if not np.allclose(manifest["image"][key], want, atol=1e-6):
+                raise BundleError(f"{root / MANIFEST}: image.{key} {manifest['image'][key]} is "
+                                  f"not the {arch.backbone.type} backbone's {list(want)}; the "
+                                  "bundle was edited by hand or is damaged: export it again")
     modules = tower_modules(model)
     for part in parts:
         file = root / PART_FILES[part]
@@ -553,6 +566,25 @@ def load_bundle(
         # preprocess_crops already yields NHWC-strided batches
         model.image_encoder.to(memory_format=torch.channels_last)
     return Bundle(path=root, manifest=manifest, model=model, device=dev)
+
+
+def _check_image_section(file: pathlib.Path, image: Mapping[str, Any],
+                         size: tuple[int, int]) -> None:
+    """``bundle.json``'s ``image`` (no checksum guards it) against the architecture: crops
+    prepared at another size or normalisation would embed without an error, and wrongly."""
+    try:
+        got = tuple(int(x) for x in image["size"])
+        stats = [[float(x) for x in image[k]] for k in ("pixel_mean", "pixel_std")]
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{file}: 'image' holds a value that is not a number ({exc}); the "
+                          "bundle was edited by hand or is damaged: export it again") from None
+    if got != size:
+        raise BundleError(f"{file}: image.size {list(got)} is not the architecture's input size "
+                          f"{list(size)}; the bundle was edited by hand or is damaged: export it "
+                          "again")
+    if any(len(v) != 3 for v in stats) or min(stats[1]) <= 0:
+        raise BundleError(f"{file}: image.pixel_mean and pixel_std must be three numbers each "
+                          "(std above 0); export the bundle again")
 
 
 def read_manifest(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import pathlib
 from dataclasses import asdict, dataclass
 from typing import Callable, Mapping, Sequence
@@ -134,8 +135,14 @@ def bootstrap_statistic(
     are not a mean over queries (attribute mA: a mean of per-attribute balanced accuracies).
 
     Args:
-        statistic: ``(n,) int indices into the items -> float`` (e.g. a difference of mA).
+        statistic: ``(n,) int indices into the items -> float`` (e.g. a difference of mA);
+            NaN where a resample leaves it undefined (a resample of one person has no
+            attribute with both values, so no mA): those resamples are left out.
         clusters: ``(N,)`` the items' clusters.
+
+    Returns:
+        ``(low, high)``; NaN when most resamples left the statistic undefined (too few
+        clusters to say anything).
     """
     clusters = np.asarray(clusters)
     if clusters.ndim != 1 or clusters.size == 0:
@@ -147,6 +154,9 @@ def bootstrap_statistic(
         statistic(np.concatenate([members[c] for c in rng.integers(0, len(members),
                                                                    len(members))]))
         for _ in range(resamples)])
+    values = values[np.isfinite(values)]
+    if values.size < resamples / 2:
+        return math.nan, math.nan
     return _percentile_interval(values, level)
 
 
@@ -256,8 +266,10 @@ def _compare_mA(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], *,
                            "the same images (--data) with the same schema")
 
     def mA(probs: np.ndarray, idx: np.ndarray) -> float:
-        value = attribute_metrics(probs[idx], targets[idx], masks[idx])["mA"]
-        return float(value)
+        try:
+            return float(attribute_metrics(probs[idx], targets[idx], masks[idx])["mA"])
+        except InvalidInput:  # no attribute has both values among these images
+            return math.nan
 
     every = np.arange(len(targets))
     pa, pb = np.asarray(a["probs"]), np.asarray(b["probs"])

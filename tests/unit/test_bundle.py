@@ -214,6 +214,25 @@ def test_missing_and_corrupt_files_raise_bundle_errors(bundle_dir, tmp_path):
         load_bundle(b)
 
 
+@pytest.mark.parametrize("edit, message", [
+    ({"size": [64, 32]}, r"image.size \[64, 32\] is not the architecture's input size"),
+    ({"size": [192]}, r"image.size \[192\] is not"),
+    ({"size": ["a", "b"]}, "'image' holds a value that is not a number"),
+    ({"pixel_std": [0, 1, 1]}, "three numbers each"),
+    ({"pixel_mean": [0.1, 0.2, 0.3]}, r"image.pixel_mean \[0.1, 0.2, 0.3\] is not the"),
+])
+def test_an_image_section_that_disagrees_with_the_architecture_is_refused(bundle_dir, tmp_path,
+                                                                          edit, message):
+    """bundle.json is the one file no checksum guards: crops prepared at another size or
+    normalisation embedded without an error (or raised an IndexError)."""
+    b = _copy(bundle_dir, tmp_path / "b")
+    manifest = json.loads((b / MANIFEST).read_text())
+    manifest["image"].update(edit)
+    (b / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=message):
+        load_bundle(b)
+
+
 def test_weights_that_do_not_fit_name_the_file(bundle_dir, tmp_path):
     b = _copy(bundle_dir, tmp_path / "b")
     manifest = json.loads((b / MANIFEST).read_text())
@@ -348,3 +367,10 @@ def test_cmaam_cosine_heads_round_trip(tmp_path, crops):
     np.testing.assert_allclose(b.encode_images(crops)[1], ref, atol=1e-6)
     np.testing.assert_allclose(b.text_attribute_probs(TEXTS), ref_t.numpy(), atol=1e-6)
     assert load_bundle(out, parts=("text",)).text_attribute_probs(TEXTS).shape == (3, m.schema.dim)
+
+
+def test_overwriting_a_bundle_replaces_it_whole_and_leaves_nothing_beside_it(model, tmp_path):
+    first = save_bundle(model, tmp_path / "b", version="first_one")
+    second = save_bundle(model, tmp_path / "b", version="second_one", overwrite=True)
+    assert first == second and load_bundle(second, parts=("attributes",)).version == "second_one"
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no .b.old-* or .b.tmp-* left

@@ -103,6 +103,9 @@ def split_by_identity(
         n = len(pids)
         n_train = int(round(fr[0] * n))
         n_val = min(int(round(fr[1] * n)), n - n_train)
+        if fr[2] == 0:  # no test share: what rounding leaves over is not held out for it
+            n_val = n - n_train if fr[1] > 0 else 0
+            n_train = n - n_val
         for rank, k in enumerate(order):
             part_of[pids[k]] = 0 if rank < n_train else 1 if rank < n_train + n_val else 2
     parts: list[list[ImageRecord]] = [[], [], []]

@@ -11,6 +11,7 @@ from pedsearch.errors import InvalidInput
 from training.compare import (
     Difference,
     against_baselines,
+    bootstrap_statistic,
     cluster_bootstrap,
     compare_per_query,
     served_text,
@@ -111,6 +112,22 @@ def test_attribute_mA_is_paired_over_the_same_images():
     other = {"recognition": {**cand["recognition"], "masks": np.zeros_like(masks)}}
     with pytest.raises(InvalidInput, match="different images"):
         compare_per_query(base, other)
+
+
+def test_attribute_mA_of_a_few_persons_leaves_out_resamples_where_it_is_undefined():
+    """A resample of persons who all have the attribute (or all lack it) has no mA; the
+    comparison of a small evaluation set raised after both bundles were evaluated."""
+    targets = np.array([[1], [1], [0], [0], [1], [1]], np.float32)
+    rec = {"targets": targets, "masks": np.ones_like(targets),
+           "cluster": np.array([0, 0, 1, 1, 2, 2])}  # persons 0 and 2 have it, 1 does not
+    base = {"recognition": {**rec, "probs": np.full_like(targets, 0.9)}}
+    cand = {"recognition": {**rec, "probs": targets.copy()}}
+    (ma,) = compare_per_query(base, cand)
+    assert ma.baseline == pytest.approx(0.5) and ma.candidate == pytest.approx(1.0)
+    assert np.isfinite(ma.low) and ma.low == pytest.approx(0.5)  # every defined resample
+    # never defined (one person): no interval rather than one from a handful of resamples
+    low, high = bootstrap_statistic(lambda idx: float("nan"), np.zeros(6, int))
+    assert np.isnan(low) and np.isnan(high)
 
 
 def test_evaluation_records_what_each_query_scored():

@@ -209,3 +209,12 @@ def test_load_synthetic_errors(tmp_path):
     with pytest.raises(InvalidInput, match="listed twice"):
         read_attribute_file(_write(tmp_path / "c.json", [{"id": 1, "attributes": {}},
                                                          {"id": "1", "attributes": {}}]))
+
+
+@pytest.mark.parametrize("value", [None, 1, ["male", 2]])
+def test_an_attribute_value_that_is_no_string_names_the_file_and_key(tmp_path, value):
+    """A null (an "unknown" written as JSON null) or a number raised a bare TypeError."""
+    path = _write(tmp_path / "attributes.json", {"0001/a.jpg": {"gender": value}})
+    with pytest.raises(InvalidInput, match=r"attributes.json: key '0001/a.jpg': attribute "
+                                           r"'gender': a value is a string"):
+        read_attribute_file(path)

@@ -51,6 +51,15 @@ def test_split_is_disjoint_complete_and_proportional():
     assert len(small & s.pids("train")) == 12  # stratified: 60 % of each subset
 
 
+@pytest.mark.parametrize("fractions, sizes", [((0.7, 0.3, 0.0), (10, 5, 0)),
+                                               ((1.0, 0.0, 0.0), (15, 0, 0))])
+def test_a_split_without_a_test_share_holds_nobody_out_for_it(fractions, sizes):
+    """15 identities at 70 / 30 / 0: rounding left one identity, which went to test."""
+    recs = [_rec(f"p{i:02d}", 0) for i in range(15)]
+    s = split_by_identity(recs, fractions=fractions, seed=0)
+    assert (len(s.pids("train")), len(s.pids("val")), len(s.pids("test"))) == sizes
+
+
 def test_split_is_deterministic_and_order_free():
     recs = _records()
     a = split_by_identity(recs, seed=7)
