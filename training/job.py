@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import pathlib
 import shutil
@@ -770,6 +771,7 @@ class _ProgressWatcher:
         task = progress.add_task("waiting for workers", total=None, info="")
         per_epoch = 0
         last_loss = ""
+        warned = False  # about a checkpoint_metric the validation does not measure
         with progress:
             while True:
                 stopping = self._stop.is_set()
@@ -808,6 +810,10 @@ class _ProgressWatcher:
                     elif kind == "epoch":
                         lines.append(json.dumps({"kind": "epoch", **ev}))
                         self.console.print(_epoch_line(ev, self.cfg.checkpoint_metric))
+                        unmeasured = _unmeasured_metric(ev, self.cfg.checkpoint_metric)
+                        if unmeasured and not warned:
+                            warned = True
+                            self.console.print(f"[bold yellow]warning:[/] {unmeasured}")
                 self._append(lines)
                 if stopping:
                     break
@@ -823,6 +829,22 @@ def ray_report_metrics(metrics: dict[str, Any], checkpoint_metric: str) -> dict[
     own metadata claims none, so the best checkpoint is always a validated epoch.
     """
     return {checkpoint_metric: float("nan"), **metrics}
+
+
+def _unmeasured_metric(ev: dict[str, Any], metric: str) -> str | None:
+    """What to tell the user when a validated epoch lacks ``checkpoint_metric`` (the data
+    cannot measure it: ``attr_*`` without labels, ``image_*`` without a second image of any
+    person): Ray then keeps checkpoints by age, and the "best" one is the last."""
+    def finite(key: str) -> bool:
+        return isinstance(ev.get(key), (int, float)) and math.isfinite(ev[key])
+
+    measured = sorted(k for k in ev if k.startswith("val/") and k.endswith(
+        ("mAP", "R@1", "score", "mA")) and finite(k))
+    if not measured or finite(metric):
+        return None  # not validated this epoch, or measured
+    return (f"checkpoint_metric {metric} is not measured on this run's validation data, so "
+            "the checkpoints kept and the one exported as best are the latest ones; choose "
+            f"one that is: {', '.join(measured)}")
 
 
 def _epoch_line(ev: dict[str, Any], metric: str) -> str:

@@ -169,3 +169,17 @@ def test_every_checkpoint_metric_is_a_figure_validation_reports():
                  or name.endswith("_mAP")}
     assert protocols == set(PROTOCOLS)
     assert "score" in CHECKPOINT_METRICS
+
+
+def test_a_checkpoint_metric_the_validation_does_not_measure_is_warned_about():
+    """Caption-only data has no attr_* figures: every epoch scored NaN, Ray kept checkpoints by
+    age, and "best" silently meant "last"."""
+    from training.job import _unmeasured_metric
+
+    epoch = {"epoch": 1, "val/text_mAP": 0.3, "val/text_R@1": 0.2, "val/text_R@5": 0.5,
+             "val/score": 0.3}
+    warning = _unmeasured_metric(epoch, "val/attr_mAP")
+    assert warning.startswith("checkpoint_metric val/attr_mAP is not measured")
+    assert warning.endswith("choose one that is: val/score, val/text_R@1, val/text_mAP")
+    assert _unmeasured_metric(epoch, "val/text_R@5") is None
+    assert _unmeasured_metric({"epoch": 2, "loss/total": 1.0}, "val/attr_mAP") is None
