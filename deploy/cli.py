@@ -239,15 +239,24 @@ def _stay_in_foreground(stack) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _elsewhere(args: argparse.Namespace) -> str:
+    """A hint when the data folder is relative: a stack started from another folder has its
+    state there, and this command looks in the current one."""
+    given = settings_from_args(args).stack.data_dir
+    if pathlib.Path(given).is_absolute():
+        return ""
+    return (f"; stack.data_dir {given} is relative to the current folder: run this where "
+            "`stack up` ran, or give --data-dir")
+
+
 @_printing_errors
 def cmd_status(args: argparse.Namespace) -> int:
     """``pedsearch stack status``: exit 0 only if every server runs and is ready."""
     stack = _stack(args)
     state = stack.read_state()
     if state is None:
-        console.print(
-            f"no stack was started from {stack.data_dir} (`pedsearch stack up` starts one)"
-        )
+        console.print(f"no stack was started from {stack.data_dir} (`pedsearch stack up` starts "
+                      f"one){_elsewhere(args)}")
         return 1
     with console.status("checking the servers ..."):
         rows = stack.status()
@@ -273,7 +282,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     """``pedsearch stack down``."""
     stack = _stack(args)
     if stack.read_state() is None:
-        console.print(f"no stack is running from {stack.data_dir}")
+        console.print(f"no stack is running from {stack.data_dir}{_elsewhere(args)}")
         return 0
     with _ProgressView() as view:
         stopped = stack.down(progress=view)

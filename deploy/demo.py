@@ -68,6 +68,12 @@ def _check(args) -> None:
         raise InvalidInput("--duration must be 5..3600 seconds")
     if not 0.5 <= args.fps <= 30:
         raise InvalidInput("--fps must be 0.5..30")
+    given = pathlib.Path(args.data_dir) if args.data_dir else None
+    if given is not None and given.is_dir() and any(given.iterdir()):
+        # an earlier scene's detections there would be scored against this scene's people
+        raise InvalidInput(f"--data-dir {given} holds an earlier stack's data: the demo scores "
+                           "what it finds against its own scene, so give an empty folder (or "
+                           "leave --data-dir out: <out>/stack is started afresh)")
 
 
 def train_bundle(bundle_path: pathlib.Path, args) -> None:
@@ -323,13 +329,16 @@ def _run_queries(gateway: str, args, scene, truth, crops: int, out: pathlib.Path
         f"{rpc} {np.median(ms):.0f} ms" for rpc, ms in latency.items()))
     for pid, text in rows[:3]:
         console.print(f"  person {pid}: [italic]{text}[/]")
-    png = contact_sheet(sheet, out / "contact_sheet.png", cols=5,
-                        title="text queries: top 5 per person (green = that person)")
-    contact_sheet_html(sheet, out / "contact_sheet.html", title="pedsearch demo")
     report = {"gateway": gateway, "summary": summary, "queries": queries,
               "example_crop": str(example_crop) if example_crop else None,
               "latency_ms_median": {rpc: float(np.median(ms)) for rpc, ms in latency.items()}}
     (out / "results.json").write_text(json.dumps(report, indent=1))
+    if not sheet:  # no text query found anybody: the figures say so, there is nothing to show
+        console.print(f"no hits to show in a contact sheet; results: {out / 'results.json'}")
+        return report
+    png = contact_sheet(sheet, out / "contact_sheet.png", cols=5,
+                        title="text queries: top 5 per person (green = that person)")
+    contact_sheet_html(sheet, out / "contact_sheet.html", title="pedsearch demo")
     console.print(f"contact sheet: {png}  results: {out / 'results.json'}")
     return report
 

@@ -162,7 +162,9 @@ def copy_pass(cols: DetectionCollections, crops: CropStore, bundle: Bundle, sour
                 stats.missing_crop += 1
                 done[key] = ts  # settled: a later pass need not look again
                 continue
-            image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+            # an empty file (a crash on a shared volume) makes imdecode raise, not return None
+            image = (cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR) if jpeg
+                     else None)
             if image is None:
                 stats.bad_crop += 1
                 done[key] = ts
@@ -305,6 +307,11 @@ def rollout(cols: DetectionCollections, crops: CropStore, bundle: Bundle, *,
                 "there (the same path) and run the command again (the copy is kept), or pass "
                 "--force to switch anyway")
     if switched:
+        now = cols.resolve_alias()
+        if now != previous:  # another roll-out, or a hand, moved it while this one copied
+            raise NotReady(f"the alias was not moved: it points at {now} now, not at {previous} "
+                           "as when this roll-out began, so the detections copied are not "
+                           "those behind it; run the command again (the copy is kept)")
         cols.switch_alias(target)
         log.debug("alias %s: %s -> %s", cols.cfg.alias, previous, target)
         if fleet is not None:
@@ -475,7 +482,8 @@ def _summary(report: RolloutReport, args, settings, console) -> None:
     alias = settings.milvus.alias
     if report.switched:
         say(f"alias {alias}: {report.previous or '(none)'} -> {report.collection}; {held}. "
-            "Roll back with `pedsearch rollout --no-copy --bundle <the old bundle>`.")
+            "Roll back by restarting the workers on the old bundle, then `pedsearch rollout "
+            "--bundle <the old bundle>` (it copies back what was indexed since).")
     elif report.previous == report.collection:
         say(f"alias {alias} points at {report.collection} already: nothing to switch; {held}")
     else:

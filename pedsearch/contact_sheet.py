@@ -104,7 +104,7 @@ def contact_sheet(
     """
     checked = [_check_item(i, it) for i, it in enumerate(items)]
     height, width = sheet_size(len(checked), cols=cols, thumb=thumb, title=title)
-    th, tw = thumb
+    th, tw = _check_layout(len(checked), cols, thumb)  # as ints: (16.7, 20) is (16, 20)
     cell_w = max(tw, MIN_CAPTION_W) + 2 * PAD
     cell_h = th + 2 * PAD + CAPTION_H
     sheet = np.empty((height, width, 3), np.uint8)
@@ -316,6 +316,9 @@ def _fmt(key: str, value: Any) -> str:
         if isinstance(value, _dt.datetime):
             return value.isoformat(sep=" ", timespec="seconds")
         if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-            t = _dt.datetime.fromtimestamp(float(value), tz=_dt.timezone.utc)
+            try:
+                t = _dt.datetime.fromtimestamp(float(value), tz=_dt.timezone.utc)
+            except (OverflowError, ValueError, OSError):  # NaN, inf, beyond year 9999
+                return str(value)
             return t.strftime("%Y-%m-%d %H:%M:%S UTC")
     return str(value)

@@ -16,8 +16,10 @@ import time
 
 from pedsearch.errors import InvalidInput, NotFound, NotReady
 
-#: a crop reference (``\Z``, not ``$``, which would let a trailing newline through)
-_REF = re.compile(r"\A[A-Za-z0-9_.:-]+/\d{10}/-?\d+\.jpg\Z")
+#: a crop reference (``\Z``, not ``$``, which would let a trailing newline through); the camera
+#: folder starts as a camera id does, so ``..`` (a row written by hand into Milvus) cannot
+#: reach outside the store
+_REF = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]*/\d{10}/-?\d+\.jpg\Z")
 
 
 class CropStore:

@@ -36,6 +36,8 @@ log = logging.getLogger("pedsearch.schema")
 CAMERA_ID_MAX = 64
 CROP_REF_MAX = 512
 MODEL_VERSION_MAX = 64
+#: Milvus' error code for an alias that does not exist (2.3: "alias not found")
+ALIAS_NOT_FOUND = 1600
 _COLLECTION_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,254}\Z")
 
 SCALAR_FIELDS = (
@@ -452,15 +454,23 @@ class DetectionCollections:
         self.wait_indexed(name, rows, timeout_s=max(1.0, deadline - time.monotonic()))
 
     def resolve_alias(self) -> str | None:
-        """The concrete collection behind the alias, or ``None`` if the alias does not exist."""
+        """The concrete collection behind the alias, or ``None`` if the alias does not exist.
+
+        Raises:
+            Unavailable: Milvus did not say (a timeout, a busy server): taken for "no alias", a
+                roll-out would move the alias without copying the history behind it.
+        """
         # pymilvus logs every failed RPC at ERROR; a missing alias is an expected answer here
         quiet = logging.getLogger("pymilvus.decorators")
         level = quiet.level
         quiet.setLevel(logging.CRITICAL)
         try:
             return self.client.describe_alias(self.cfg.alias)["collection_name"]
-        except MilvusException:
-            return None
+        except MilvusException as exc:
+            if exc.code == ALIAS_NOT_FOUND or "alias not found" in str(exc.message).lower():
+                return None
+            raise Unavailable(f"Milvus at {self.cfg.uri} did not say which collection the alias "
+                              f"{self.cfg.alias} points at ({exc.message}); retry") from exc
         finally:
             quiet.setLevel(level)
 

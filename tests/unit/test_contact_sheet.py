@@ -110,3 +110,16 @@ def test_bad_items_are_rejected(tmp_path, items, kwargs, match):
 def test_non_png_target_is_rejected(tmp_path):
     with pytest.raises(InvalidInput, match=".png"):
         contact_sheet(_items(1), tmp_path / "s.jpg")
+
+
+@pytest.mark.parametrize("time", [float("nan"), float("inf"), 1e20])
+def test_a_time_that_is_no_date_is_printed_as_it_is(tmp_path, time):
+    """fromtimestamp raised ValueError / OverflowError out of the sheet."""
+    items = [{**_items(1)[0], "time": time}]
+    assert contact_sheet(items, tmp_path / "s.png").is_file()
+    assert str(time) in (contact_sheet_html(items, tmp_path / "s.html")).read_text()
+
+
+def test_a_thumb_size_given_as_floats_is_taken_as_whole_pixels(tmp_path):
+    out = contact_sheet(_items(2), tmp_path / "s.png", thumb=(64.7, 32.2))
+    assert cv2.imread(str(out)).shape[:2] == sheet_size(2, thumb=(64, 32))

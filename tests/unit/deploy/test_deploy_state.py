@@ -150,3 +150,20 @@ def test_tail_returns_last_lines_cut_to_width(tmp_path):
     assert text.splitlines()[:2] == ["line 98", "line 99"]
     assert text.splitlines()[2] == "y" * 20 + " ..."
     assert _procs.tail(tmp_path / "absent.log") == ""
+
+
+def test_status_and_down_from_another_folder_say_where_they_looked(tmp_path, monkeypatch,
+                                                                   capfd):
+    """stack.data_dir is relative: `stack down` from another folder said only "no stack is
+    running", while the stack kept its ports."""
+    from pedsearch.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PEDSEARCH_STACK__DATA_DIR", raising=False)
+    assert main(["stack", "down"]) == 0
+    assert main(["stack", "status"]) == 1
+    out = " ".join(capfd.readouterr().err.split())  # the stack commands print to stderr
+    assert out.count("stack.data_dir .pedsearch is relative to the current folder: run this "
+                     "where `stack up` ran, or give --data-dir") == 2
+    assert main(["stack", "status", "--data-dir", str(tmp_path / "elsewhere")]) == 1
+    assert "relative" not in capfd.readouterr().err

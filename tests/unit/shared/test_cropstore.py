@@ -46,3 +46,17 @@ def test_an_unreadable_crop_is_failed_precondition_with_its_path(tmp_path, monke
 def test_a_reference_with_a_trailing_newline_is_malformed(tmp_path):
     with pytest.raises(InvalidInput, match="malformed"):
         CropStore(tmp_path).get(REF + "\n")
+
+
+@pytest.mark.parametrize("ref", ["../2026010100/7.jpg", "./2026010100/7.jpg",
+                                 "..:x/2026010100/7.jpg", ".hidden/2026010100/7.jpg"])
+def test_a_reference_cannot_leave_the_store(tmp_path, ref):
+    """crop_ref comes from Milvus rows: '..' as the camera folder read and wrote files beside
+    the store."""
+    store = CropStore(tmp_path / "store")
+    (tmp_path / "2026010100").mkdir()
+    (tmp_path / "2026010100" / "7.jpg").write_bytes(b"secret")
+    with pytest.raises(InvalidInput, match="malformed"):
+        store.get(ref)
+    with pytest.raises(InvalidInput, match="malformed"):
+        store.put(ref, b"x")
