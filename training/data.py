@@ -339,6 +339,44 @@ def make_dataset(
     )
 
 
+def check_supervision(cfg: TrainConfig, train: Sequence[ImageRecord], captioned: Sequence[bool],
+                      schema: AttributeSchema) -> None:
+    """Refuse training images the active losses cannot learn from correctly.
+
+    - An image with neither a caption nor labels to describe it would be paired with the same
+      stand-in text as every other such image in the text losses, different people sharing
+      one positive description.
+    - An image without a single attribute label would get AAIPR's semantic ID of the empty
+      description, which makes all such people one class in l_I and l_sc.
+
+    Args:
+        captioned: per training record, whether it has a caption (given or generated).
+
+    Raises:
+        ConfigError: naming the sources, how many images, the losses, and what to change.
+    """
+    from training.step import LOSS_INPUTS
+
+    active = [n for n, t in cfg.losses.items() if t.weight > 0 and n in LOSS_INPUTS]
+    text_losses = [n for n in active if "text" in LOSS_INPUTS[n].towers]
+    aaipr = [n for n in active if n.startswith("aaipr_")]
+
+    def refuse(bad: list[ImageRecord], what: str, losses: list[str], fix: str) -> None:
+        sources = ", ".join(sorted({r.source for r in bad}))
+        raise ConfigError(f"{len(bad)} of the {len(train)} training images ({sources}) have "
+                          f"{what}, which {', '.join(losses)} cannot learn from; {fix}, or set "
+                          "those losses' weight to 0")
+
+    no_text = [r for r, ok in zip(train, captioned) if not ok]
+    if no_text and text_losses:
+        refuse(no_text, "neither a caption nor attribute labels to describe them", text_losses,
+               "give those sources captions or an attribute file")
+    unlabelled = [r for r in train if not encode_record(r, schema)[1].any()]
+    if unlabelled and aaipr:
+        refuse(unlabelled, "no attribute labels (AAIPR's semantic IDs are attribute "
+               "descriptions)", aaipr, "give those sources an attribute file")
+
+
 def split_records(records: Sequence[ImageRecord], cfg: TrainConfig):
     """Identity-disjoint train / val / test (a benchmark's own split kept when asked)."""
     from training.datasets.splits import IdentitySplit, split_by_identity
@@ -385,6 +423,7 @@ def prepare_data(
         )
     pid_index = {p: i for i, p in enumerate(sorted({r.pid for r in parts.train}))}
     ds = make_dataset(parts.train, cfg, train=False, schema=schema, pid_index=pid_index)
+    check_supervision(cfg, parts.train, [any(ds.captions(i)) for i in range(len(ds))], schema)
     texts = [c for i in range(len(ds)) for c in ds.captions(i) if c]
     vocab = Vocab.build(
         texts, min_count=cfg.data.min_word_count, max_length=cfg.data.max_caption_words

@@ -109,7 +109,9 @@ class ModelArchitecture(BaseModel):
         (192, 96), description="(H, W) every crop is resized to (SSAN/ViTAA: 384 x 128)"
     )
     feat_dim: int = Field(512, ge=16, le=4096, description="C: visual channels = word feature size")
-    num_parts: int = Field(6, ge=1, le=16, description="K horizontal stripes (SSAN: 6)")
+    # K >= 2: a part's relations (SSAN Eq. 14) are to the other parts; with one, the softmax
+    # over none is NaN
+    num_parts: int = Field(6, ge=2, le=16, description="K horizontal stripes (SSAN: 6)")
     global_dim: int = Field(256, ge=8, le=MAX_EMBED_DIM, description="M (SSAN: 1024)")
     part_dim: int = Field(128, ge=8, le=MAX_EMBED_DIM, description="N (SSAN: 512)")
     relation_dim: int = Field(128, ge=8, le=4096, description="M' of MV-NLN (SSAN: 512)")

@@ -50,6 +50,8 @@ def test_default_architecture_fits_the_embedding_budget():
         ({"backbone": {"type": "vgg16"}}, "known: .*efficientnet_lite0"),
         ({"text_encoder": {"type": "bilstm", "hiden": 3}}, "bad configuration"),
         ({"num_parts": 0}, "num_parts"),
+        # one stripe has no other part to relate to: the embedding was NaN
+        ({"num_parts": 1}, "num_parts\n  Input should be greater than or equal to 2"),
         ({"colour": 1}, "colour"),
     ],
 )

@@ -91,3 +91,35 @@ def test_missing_images_are_reported_before_training(tmp_path):
     with pytest.raises(NotFound, match=r"cuhk-pedes: 1 of its 1 images do not exist, e\.g\. "
                                        r".*mine/imgs/p\.png; check its image_root"):
         load_records(data, output_dir=tmp_path / "run", schema=AttributeSchema.default())
+
+
+def test_images_the_active_losses_cannot_learn_from_are_refused(tmp_path):
+    """A caption-only image got the semantic ID of the empty description (all such people one
+    class in AAIPR's l_I), and one without caption or labels trained the text losses on the
+    same stand-in text as every other."""
+    import pathlib
+
+    from pedsearch.errors import ConfigError
+    from training.config import load_train_config
+    from training.data import check_supervision
+    from training.datasets import ImageRecord
+
+    schema = AttributeSchema.default()
+    cfg = load_train_config("tiny.yaml", environ={})
+    labelled = ImageRecord(path=pathlib.Path("a.png"), pid="peta/1", source="peta",
+                           labels={"gender": "female"})
+    caption_only = ImageRecord(path=pathlib.Path("b.png"), pid="cuhk-pedes/2",
+                               source="cuhk-pedes", captions=("a man in red",))
+    bare = ImageRecord(path=pathlib.Path("c.png"), pid="market1501/3", source="market1501")
+    check_supervision(cfg, [labelled], [True], schema)  # both kinds of supervision: fine
+    with pytest.raises(ConfigError, match=r"1 of the 2 training images \(cuhk-pedes\) have no "
+                                          r"attribute labels .* aaipr_"):
+        check_supervision(cfg, [labelled, caption_only], [True, True], schema)
+    with pytest.raises(ConfigError, match=r"\(market1501\) have neither a caption nor attribute "
+                                          r"labels .* ssan"):
+        check_supervision(cfg, [labelled, bare], [True, False], schema)
+    # without the losses that need them, such images are fine
+    off = {n: t.model_copy(update={"weight": 0.0}) for n, t in cfg.losses.items()
+           if n.startswith("aaipr_")}
+    check_supervision(cfg.model_copy(update={"losses": {**cfg.losses, **off}}),
+                      [labelled, caption_only], [True, True], schema)
