@@ -9,6 +9,7 @@ has passed is answered DEADLINE_EXCEEDED without further work.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import time
@@ -107,9 +108,14 @@ class MilvusLink:
         self._encoders: dict[str, Searcher] = {}  # version -> query encoders without Milvus
         self._client = None
         self._lock = threading.Lock()
-        # connecting waits for Milvus (up to milvus.timeout_s): under a lock of its own, so
-        # requests that need only the encoders (and bad ones) are answered meanwhile
+        # connecting waits for Milvus (up to milvus.timeout_s, which pymilvus also keeps for
+        # its later reconnects): one connect at a time runs on a thread of its own, and each
+        # request waits for it no longer than its deadline; requests that need only the
+        # encoders (and bad ones) are answered meanwhile
         self._connect_lock = threading.Lock()
+        self._connecting: concurrent.futures.Future | None = None
+        self._connector = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="milvus-connect")
 
     def searcher(self, version: str | None = None, *, timeout_s: float | None = None
                  ) -> Searcher:
@@ -129,20 +135,24 @@ class MilvusLink:
                             lambda bundle: self._new_searcher(bundle, client))
 
     def _connected(self, timeout_s: float | None):
-        """The Milvus client, connecting first if there is none yet."""
+        """The Milvus client, connecting first if there is none yet (waiting at most
+        ``timeout_s``; the connect goes on for the requests after it)."""
         client = self._client
         if client is not None:
             return client
-        wait = self.settings.milvus.timeout_s if timeout_s is None else timeout_s
-        if not self._connect_lock.acquire(timeout=max(0.0, wait)):
-            raise Unavailable(f"Milvus at {self.settings.milvus.uri} did not answer in time "
-                              "(another request is still connecting); retry")
+        with self._connect_lock:
+            job = self._connecting
+            if job is None or (job.done() and job.exception() is not None):
+                job = self._connecting = self._connector.submit(connect, self.settings.milvus)
         try:
-            if self._client is None:
-                self._client = connect(self.settings.milvus, timeout_s=timeout_s)
-            return self._client
-        finally:
-            self._connect_lock.release()
+            client = job.result(timeout=timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise Unavailable(f"Milvus at {self.settings.milvus.uri} did not answer within the "
+                              "request's deadline; retry") from None
+        with self._connect_lock:
+            if self._client is None and self._connecting is job:
+                self._client = client
+            return self._client or client
 
     def encoder(self, version: str | None = None) -> Searcher:
         """The query encoders of ``version`` (default: the primary bundle's): they need the
@@ -234,6 +244,8 @@ class MilvusLink:
             return False
 
     def close(self) -> None:
+        with self._connect_lock:
+            self._connecting = None
         with self._lock:
             if self._client is not None:
                 try:

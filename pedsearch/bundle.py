@@ -178,6 +178,7 @@ def save_bundle(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
+    old: pathlib.Path | None = None  # where a bundle this one replaces waits until it is in
     try:
         modules = tower_modules(model)
         files: dict[str, dict[str, Any]] = {}
@@ -227,6 +228,8 @@ def save_bundle(
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not out_dir.exists():
+            os.replace(old, out_dir)  # the new one did not move in: the old one goes back
         raise
     return out_dir
 

@@ -483,21 +483,20 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
 
 
 def _without_tokens(exc: pydantic.ValidationError) -> str:
-    """``exc`` as text, the bearer tokens of ``gateway.tokens`` it would quote (as keys of
-    the error's location or in its input) replaced by ``<token>``: they are secrets."""
-    secrets: set[str] = set()
-    for err in exc.errors():
-        loc = tuple(str(p) for p in err["loc"])
-        if loc[:2] == ("gateway", "tokens") or loc[:1] == ("tokens",):
-            at = 2 if loc[:1] == ("gateway",) else 1
-            secrets.update(loc[at:at + 1])
-            if isinstance(err.get("input"), Mapping):
-                secrets.update(str(k) for k in err["input"])
-    text = str(exc)
-    for secret in sorted(secrets, key=len, reverse=True):
-        # as the error prints it: quoted in the input, or a segment of the location
-        text = re.sub(rf"(?<=['\".]){re.escape(secret)}(?=['\"\s:])", "<token>", text)
-    return text
+    """``exc`` as text; when an error is in the ``gateway`` section, every error is written
+    without the input pydantic would quote (it would show ``gateway.tokens``, whose keys are
+    secrets, whole or shortened) and a token in an error's location reads ``<token>``."""
+    errors = exc.errors(include_input=False)
+    if not any(str(e["loc"][0]) in ("gateway", "tokens") for e in errors if e["loc"]):
+        return str(exc)
+    lines = [f"{len(errors)} validation error{'s' if len(errors) > 1 else ''} for Settings"]
+    for e in errors:
+        loc = [str(x) for x in e["loc"]]
+        at = 2 if loc[:2] == ["gateway", "tokens"] else 1 if loc[:1] == ["tokens"] else None
+        if at is not None and len(loc) > at:
+            loc[at] = "<token>"
+        lines += [".".join(loc), f"  {e['msg']} [type={e['type']}]"]
+    return "\n".join(lines)
 
 
 def _culprits(exc: pydantic.ValidationError, path: str | os.PathLike[str] | None) -> str:

@@ -216,14 +216,10 @@ def build_schema(client: MilvusClient, *, embed_dim: int, attributes: AttributeS
     return schema
 
 
-def connect(cfg: MilvusConfig, *, timeout_s: float | None = None) -> MilvusClient:
-    """A client for ``cfg.uri``; raises :class:`Unavailable` with the address if unreachable.
-
-    ``timeout_s`` caps ``cfg.timeout_s``, the wait for Milvus to answer (a request's deadline).
-    """
-    wait = cfg.timeout_s if timeout_s is None else max(0.1, min(cfg.timeout_s, timeout_s))
+def connect(cfg: MilvusConfig) -> MilvusClient:
+    """A client for ``cfg.uri``; raises :class:`Unavailable` with the address if unreachable."""
     try:
-        return MilvusClient(uri=cfg.uri, token=cfg.token or "", timeout=wait)
+        return MilvusClient(uri=cfg.uri, token=cfg.token or "", timeout=cfg.timeout_s)
     except MilvusException as exc:
         raise Unavailable(
             f"cannot reach Milvus at {cfg.uri} ({exc}); start the local stack with "

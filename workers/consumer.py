@@ -664,8 +664,10 @@ class ConsumerLoop:
             self._publish_metrics()
         except BaseException:
             # the write queue is closed next, dropping what it still held: the states in
-            # memory are ahead of what Milvus has, and only the last checkpoint is safe
+            # memory are ahead of what Milvus has, and only the last checkpoint is safe (a
+            # snapshot still waiting for its writes' acks never will have them)
             self._failed = True
+            self._ckpt = None
             raise
         finally:
             self.close()

@@ -32,8 +32,8 @@ log = logging.getLogger("pedsearch.workers")
 
 #: The most frames a gap in a camera's numbering counts for. Longer than any track survives
 #: (``tracking.max_age_frames`` <= 1000), and small enough that the frame counter grows by less
-#: than a frame a microsecond at any frame rate, which keeps track ids unique and in int64
-#: (:mod:`workers.tracking`).
+#: than a frame a microsecond even if every frame of a 60 fps camera carried a full gap, which
+#: keeps track ids unique and in int64 (:mod:`workers.tracking`).
 MAX_SEQ_GAP = 10_000
 
 

@@ -60,13 +60,13 @@ def _use_gpu(settings: Settings) -> bool:
     if settings.workers.use_gpu is None:
         return have
     if settings.workers.use_gpu and not have:
-        if not settings.ray.address:
+        if not (settings.ray.address or os.environ.get("RAY_ADDRESS")):
             raise ConfigError("workers.use_gpu is true but this machine's Ray has no GPU (torch "
                               "sees none, or CUDA_VISIBLE_DEVICES hides it); leave use_gpu "
                               "unset to use one when there is one")
         log.warning("workers.use_gpu is true and the Ray cluster at %s has no GPU now: the "
                     "embedders wait until a GPU node joins (an autoscaler may add one)",
-                    settings.ray.address)
+                    settings.ray.address or os.environ.get("RAY_ADDRESS"))
     return settings.workers.use_gpu
 
 

@@ -121,7 +121,7 @@ def _parse_entries(
                                "has no words: the text encoders read letters a-z and digits")
         # the _new form keeps an image's second caption only as tokens (processed_tokens[i]
         # belongs to captions[i]); it is read as its words
-        caps += [" ".join(t) for t in (tokens or [])[len(caps):] if any(w.strip() for w in t)]
+        caps += [" ".join(t) for t in (tokens or [])[len(caps):] if _words(" ".join(t))]
         slot = by_image.get(rel)
         if slot is None:
             slot = by_image[rel] = {"pid": str(pid), "split": split, "captions": [], "seen": set()}
@@ -132,7 +132,7 @@ def _parse_entries(
                 f"{slot['split']!r}",
             )
         for c in caps:  # an entry per caption may repeat the image's tokens: keep each once
-            words = _words(c)
+            words = _words(c).replace(" ", "")  # tokens split "doesn't" as "does n't"
             if words not in slot["seen"]:
                 slot["seen"].add(words)
                 slot["captions"].append(c)

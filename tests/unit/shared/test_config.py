@@ -124,7 +124,13 @@ def test_a_token_granting_a_method_the_service_lacks_is_refused_without_showing_
     with pytest.raises(ConfigError) as err:
         load_settings(tmp_path / "c.yaml")
     assert "token 1 lists 'Searchtext', not a method of the Search service" in err.value.message
-    assert "s3cret-1" not in err.value.message and "'<token>'" in err.value.message
+    assert "s3cret-1" not in err.value.message and "s3cret" not in str(err.value.__cause__)
+    # a long token was quoted shortened ('b00be8a6a5b9...68025a2b70d'): no input is quoted
+    long = "b00be8a6a5b965abb70294a1c3e5f7a9d0e2f4b6c8d0e2f468025a2b70d"
+    with pytest.raises(ConfigError) as err:
+        load_settings(gateway={"tokens": {long: ["Serch"], "x": ["SearchText", 5]}})
+    assert "b00be8" not in err.value.message and "68025a2b70d" not in err.value.message
+    assert "gateway.tokens.<token>.1" in err.value.message
     monkeypatch.setenv("PEDSEARCH_GATEWAY__TOKENS", '{"s3cret-2": "SearchText"}')
     with pytest.raises(ConfigError) as err:
         load_settings()

@@ -93,6 +93,14 @@ def test_cuhk_reid_raw_form_and_grouping(tmp_path):
     ]
     (rec,) = load_cuhk_pedes(_write(tmp_path / "caption_val_new.json", new))
     assert rec.captions == ("First caption.", "the other one")
+    # tokens without words are no caption; a tokenised contraction is the same caption
+    both = [["a", "man"], ["he", "does", "n't", "wear", "a", "hat"], [".", ","]]
+    new = [{"split": "val", "captions": "A man.", "file_path": "a.png", "id": 5,
+            "processed_tokens": both},
+           {"split": "val", "captions": "He doesn't wear a hat.", "file_path": "a.png", "id": 5,
+            "processed_tokens": both}]
+    (rec,) = load_cuhk_pedes(_write(tmp_path / "caption_val_new.json", new))
+    assert rec.captions == ("A man.", "he does n't wear a hat")
 
 
 @pytest.mark.parametrize(
