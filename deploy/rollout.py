@@ -307,12 +307,7 @@ def rollout(cols: DetectionCollections, crops: CropStore, bundle: Bundle, *,
                 "there (the same path) and run the command again (the copy is kept), or pass "
                 "--force to switch anyway")
     if switched:
-        now = cols.resolve_alias()
-        if now != previous:  # another roll-out, or a hand, moved it while this one copied
-            raise NotReady(f"the alias was not moved: it points at {now} now, not at {previous} "
-                           "as when this roll-out began, so the detections copied are not "
-                           "those behind it; run the command again (the copy is kept)")
-        cols.switch_alias(target)
+        cols.switch_alias(target, expected=previous)
         log.debug("alias %s: %s -> %s", cols.cfg.alias, previous, target)
         if fleet is not None:
             # keep the version just left staged for a roll-back; gateways drop older ones

@@ -446,7 +446,7 @@ def cmd_watch(args) -> int:
     try:
         with _connect(args) as gw:
             example = _example(gw, args)
-            args.until_s = _until_s(args)
+            until_s = _until_s(args)  # what --until leaves the watch, asked for now
             stream = gw.watch(args.text, attributes=args.attr, image=example.image,
                               threshold=args.threshold, cameras=args.camera,
                               since_us=args.since, until_us=args.until,
@@ -466,8 +466,8 @@ def cmd_watch(args) -> int:
                             established = True
                             console.print(f"watching for [bold]{escape(what)}[/] (score >= "
                                           f"{args.threshold}) at {escape(gw.address)}"
-                                          f"{_watch_span(stream, args)}; Ctrl-C to stop",
-                                          soft_wrap=True)
+                                          f"{_watch_span(stream, args, until_s)}; "
+                                          "Ctrl-C to stop", soft_wrap=True)
                         if isinstance(event, Heartbeat):
                             status.update(f"waiting for new detections... {event.scanned} "
                                           "checked so far")
@@ -492,18 +492,18 @@ def cmd_watch(args) -> int:
         console.print(f"the watch ended after {matches} match(es){tracks.summary()} "
                       "(--max-matches)")
     else:  # the gateway ends a stream by itself only then, or at the end of its duration
-        console.print(f"the watch ended after {_watch_end(stream, args)}, with {matches} "
-                      f"match(es){tracks.summary()}", soft_wrap=True)
+        console.print(f"the watch ended after {_watch_end(stream, args, until_s)}, with "
+                      f"{matches} match(es){tracks.summary()}", soft_wrap=True)
     return 0
 
 
-def _watch_span(stream, args) -> str:
+def _watch_span(stream, args, until_s: int | None) -> str:
     """`` for 600 s`` (what the gateway granted; a longer --duration it cut is said so), or ""
     from a gateway that does not say."""
     granted, cap = stream.duration_s, stream.max_duration_s
     if granted is None:
         return ""
-    if _cut_by_until(granted, args):
+    if _cut_by_until(granted, args, until_s):
         return f" for {granted} s (until --until, and a minute for its last detections)"
     if args.duration > granted:
         return (f" for {granted} s (--duration {args.duration} is beyond this gateway's limit "
@@ -519,20 +519,20 @@ def _until_s(args) -> int | None:
     return math.ceil(args.until / 1e6 - time.time()) + WATCH_UNTIL_GRACE_S
 
 
-def _cut_by_until(granted: int, args) -> bool:
-    """Whether the gateway shortened the watch because nothing after --until can match."""
-    until_s = getattr(args, "until_s", None)
+def _cut_by_until(granted: int, args, until_s: int | None) -> bool:
+    """Whether the gateway shortened the watch because nothing after --until can match
+    (``until_s``: :func:`_until_s` when the watch was asked for)."""
     return (until_s is not None and granted < (args.duration or WATCH_DEFAULT_S)
             and abs(granted - until_s) <= 2)
 
 
-def _watch_end(stream, args) -> str:
+def _watch_end(stream, args, until_s: int | None) -> str:
     """Why a stream the gateway ended itself ended: its duration ran out."""
     granted, cap = stream.duration_s, stream.max_duration_s
     if granted is None:  # a gateway that does not say what it granted
         return ("its duration (--duration, or the gateway's default: "
                 f"{WATCH_DEFAULT_S} s unless configured)")
-    if _cut_by_until(granted, args):
+    if _cut_by_until(granted, args, until_s):
         return f"its {granted} s (its time range ended at --until)"
     limit = f"the gateway allows at most {cap} s" if cap is not None else "the gateway's limit"
     if not args.duration:

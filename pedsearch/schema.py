@@ -470,9 +470,22 @@ class DetectionCollections:
         finally:
             quiet.setLevel(level)
 
-    def switch_alias(self, name: str) -> None:
-        """Point the alias at ``name`` atomically (zero-downtime roll-out)."""
-        if self.resolve_alias() is None:
+    def switch_alias(self, name: str, *, expected: str | None) -> None:
+        """Point the alias at ``name`` atomically (zero-downtime roll-out).
+
+        Args:
+            expected: the collection the caller saw behind the alias (``None``: no alias).
+
+        Raises:
+            NotReady: the alias has moved since (another roll-out, or a hand): what the caller
+                copied is not what is behind it, so it is left alone.
+        """
+        current = self.resolve_alias()
+        if current != expected:
+            raise NotReady(f"the alias was not moved: it points at {current} now, not at "
+                           f"{expected} as when this roll-out began, so the detections copied "
+                           "are not those behind it; run the command again (the copy is kept)")
+        if current is None:
             self.client.create_alias(name, self.cfg.alias)
         else:
             self.client.alter_alias(name, self.cfg.alias)

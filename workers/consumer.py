@@ -349,19 +349,13 @@ class ConsumerLoop:
         idle_s = self.settings.tracking.idle_close_s
         if idle_s <= 0:
             return 0
-        now = time.monotonic()
         closed = []
         with self._lock:
-            for tp, state in self.states.items():
-                if not self._caught_up(tp, state):
-                    continue  # its frames may be waiting in Kafka: a stall is not silence
-                for cam_id, cam in state.cameras.items():
-                    # a camera restored from a snapshot counts as seen when first checked
-                    seen = self._camera_seen.setdefault((tp, cam_id), now)
-                    if now - seen >= idle_s and cam.has_open_windows():
-                        crops = cam.close_windows()
-                        self.pending.extend(crops)
-                        closed.append((cam_id, len(crops)))
+            for _tp, state, cam_id, cam in self._quiet_cameras(idle_s):
+                if cam.has_open_windows():
+                    crops = cam.close_windows()
+                    self.pending.extend(crops)
+                    closed.append((cam_id, len(crops)))
         for cam_id, n in closed:
             log.info("%s: camera %s sent nothing for %.0f s: stored its %d open track "
                      "window(s)", self.worker_id, cam_id, idle_s, n)
@@ -382,22 +376,33 @@ class ConsumerLoop:
         forget_s = self.settings.tracking.forget_after_s
         if forget_s <= 0:
             return []
-        now = time.monotonic()
         gone = []
         with self._lock:
-            for tp, state in self.states.items():
-                if not self._caught_up(tp, state):
-                    continue
-                for cam_id, cam in list(state.cameras.items()):
-                    seen = self._camera_seen.setdefault((tp, cam_id), now)
-                    if now - seen >= forget_s and not cam.has_open_windows():
-                        del state.cameras[cam_id]
-                        del self._camera_seen[(tp, cam_id)]
-                        gone.append(cam_id)
+            for tp, state, cam_id, cam in self._quiet_cameras(forget_s):
+                if not cam.has_open_windows():
+                    del state.cameras[cam_id]
+                    del self._camera_seen[(tp, cam_id)]
+                    gone.append(cam_id)
         for cam_id in gone:
             log.info("%s: camera %s sent nothing for %.0f s: its tracker state is dropped (it "
                      "starts afresh if it comes back)", self.worker_id, cam_id, forget_s)
         return gone
+
+    def _quiet_cameras(self, quiet_s: float
+                       ) -> list[tuple[TopicPartition, PartitionState, str, CameraPipeline]]:
+        """The cameras that sent no frame for ``quiet_s`` (wall clock), on partitions whose
+        every frame is handled: a partition behind may have their frames waiting in Kafka,
+        and a stall is not silence. Call with the lock held."""
+        now = time.monotonic()
+        quiet = []
+        for tp, state in self.states.items():
+            if not self._caught_up(tp, state):
+                continue
+            for cam_id, cam in state.cameras.items():
+                # a camera restored from a snapshot counts as seen when first checked
+                if now - self._camera_seen.setdefault((tp, cam_id), now) >= quiet_s:
+                    quiet.append((tp, state, cam_id, cam))
+        return quiet
 
     def _caught_up(self, tp: TopicPartition, state: PartitionState) -> bool:
         """Whether every frame of ``tp`` the broker had at the last fetch is handled."""

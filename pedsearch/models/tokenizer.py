@@ -21,22 +21,18 @@ from __future__ import annotations
 import collections
 import json
 import pathlib
-import re
 from typing import Any, Iterable, Literal, Sequence
 
 import torch
 
 from pedsearch.errors import InvalidInput
+from pedsearch.words import tokens
 
 PAD = "<pad>"
 UNK = "<unk>"
 PAD_ID = 0
 UNK_ID = 1
 VOCAB_FORMAT = 1
-
-_APOSTROPHES = re.compile(r"['\u2019\u2018`]")
-_WORDS = re.compile(r"[a-z0-9]+")
-_WORDS_AND_MARKS = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 
 
 class Vocab:
@@ -99,9 +95,7 @@ class Vocab:
     def tokenize(self, text: str) -> list[str]:
         if not isinstance(text, str):
             raise InvalidInput(f"text must be a string, got {type(text).__name__}")
-        text = _APOSTROPHES.sub("", text.lower())
-        pattern = _WORDS if self.punctuation == "drop" else _WORDS_AND_MARKS
-        return pattern.findall(text)
+        return tokens(text, punctuation=self.punctuation)
 
     def index(self, word: str) -> int:
         return self._index.get(word, UNK_ID)

@@ -29,18 +29,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-import re
 from typing import Any
 
 from pedsearch.attributes import AttributeSchema
 from pedsearch.errors import InvalidInput, NotFound
+from pedsearch.words import tokens
 
 from training.datasets import ImageRecord
 
 SPLITS = ("train", "val", "test")
-#: what :class:`pedsearch.models.tokenizer.Vocab` reads as words (this module loads no torch)
-_WORD = re.compile(r"[a-z0-9]+")
-_APOSTROPHE = re.compile(r"['\u2019\u2018`]")
 
 #: data set -> the entry key holding the image path (relative to the image folder)
 FORMATS: dict[str, str] = {
@@ -64,7 +61,7 @@ def _read_json(path: pathlib.Path) -> Any:
 
 def _words(caption: str) -> str:
     """The words the tokenizer reads in ``caption``, space-joined ("" when none)."""
-    return " ".join(_WORD.findall(_APOSTROPHE.sub("", caption.lower())))
+    return " ".join(tokens(caption))
 
 
 def _entry_error(path: pathlib.Path, i: int, entry: Any, what: str) -> InvalidInput:
